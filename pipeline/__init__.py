@@ -1,0 +1,1 @@
+"""Pipeline glue: params schema and validation, artifact paths, experiment tables."""

@@ -1,0 +1,326 @@
+"""The one params schema: every key of params.yaml, typed, with defaults and ranges.
+
+Every stage calls `load()` once. Unknown keys, wrong types, out-of-range values and
+inconsistent combinations fail here, before any work, with a message naming the key
+(`prior.n_layr: unknown key; allowed: ...`), so a typo in `dvc exp run -S` is an error.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+
+
+class ParamsError(ValueError):
+    """A params.yaml value is missing, unknown, of the wrong type, or inconsistent."""
+
+
+def _f(default, doc: str = "", *, lo=None, hi=None, lo_open=False, factory=None):
+    """A schema field: default, documentation and an allowed range (inclusive unless lo_open)."""
+    meta = {"doc": doc, "lo": lo, "hi": hi, "lo_open": lo_open}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class DefaultDataParams:
+    """The built-in moving-digits dataset (stage make_default_data)."""
+    n_train: int = _f(160, "videos in train/", lo=1)
+    n_test: int = _f(40, "videos in test/", lo=1)
+    resolution: int = _f(64, "frame size in pixels (square)", lo=16)
+    n_frames: int = _f(16, "frames per video", lo=1)
+    max_digits: int = _f(1, "digits per video (1 or 2); the class is the first digit", lo=1, hi=2)
+    digit_size: int = _f(28, "glyph height in pixels", lo=8)
+    fps: int = _f(8, "frame rate written into the MP4 files", lo=1)
+    seed: int = _f(0, "seed of the generator", lo=0)
+
+
+@dataclass(frozen=True)
+class DataParams:
+    source: str = _f("data/default_videos", "input folder (train/ and test/ sub-folders, or one folder + split_ratio)")
+    format: Literal["auto", "videos", "ucf101", "bair", "moving_mnist", "frames"] = _f(
+        "auto", "layout of data.source; auto detects it")
+    split_ratio: Optional[float] = _f(None, "test fraction when data.source has no train/test folders",
+                                     lo=0.0, hi=1.0, lo_open=True)
+    split_seed: int = _f(0, "seed of the random train/test split", lo=0)
+    ucf_split: int = _f(1, "official UCF-101 split list (1, 2 or 3)", lo=1, hi=3)
+    resolution: int = _f(32, "clip frame size: short side scaled to this, then centre crop", lo=1)
+    sequence_length: int = _f(8, "frames per clip", lo=1)
+    frame_stride: int = _f(1, "take every k-th frame inside a clip", lo=1)
+    clip_stride: Optional[int] = _f(None, "frames between clip starts; null = non-overlapping clips", lo=1)
+    fps: Optional[float] = _f(None, "resample videos to this frame rate; null = native", lo=0.0, lo_open=True)
+    num_workers: int = _f(2, "decoder processes", lo=1)
+    decode_timeout: float = _f(120.0, "seconds before a hanging ffmpeg call is killed", lo=0.0, lo_open=True)
+    hflip: bool = _f(False, "random horizontal flips when training")
+
+
+@dataclass(frozen=True)
+class VQVAEParams:
+    n_hiddens: int = _f(64, "channels of the encoder/decoder trunk", lo=1)
+    res_hiddens: int = _f(32, "bottleneck channels of the residual blocks", lo=1)
+    n_res_layers: int = _f(2, "attention-residual blocks in the encoder and decoder", lo=0)
+    downsample: tuple[int, int, int] = _f(None, "per-axis (T, H, W) downsampling, powers of two",
+                                          factory=lambda: (2, 4, 4))
+    n_codes: int = _f(128, "codebook size", lo=2)
+    embedding_dim: int = _f(32, "codebook vector size", lo=1)
+    attention: bool = _f(True, "axial attention in the residual blocks (false = the paper's ablation)")
+    n_heads: int = _f(2, "heads of the axial attention", lo=1)
+    beta: float = _f(0.25, "commitment loss weight", lo=0.0)
+    ema_decay: float = _f(0.99, "codebook EMA decay", lo=0.0, hi=1.0, lo_open=True)
+    lr: float = _f(7e-4, "Adam learning rate", lo=0.0, lo_open=True)
+    max_steps: int = _f(800, "optimizer steps", lo=1)
+    batch_size: int = _f(16, "clips per step (per device)", lo=1)
+    num_workers: int = _f(0, "DataLoader workers", lo=0)
+    checkpoint_every: int = _f(200, "steps between resumable checkpoints", lo=1)
+    val_every: int = _f(200, "steps between validation passes", lo=1)
+
+
+@dataclass(frozen=True)
+class PriorParams:
+    n_layer: int = _f(4, "transformer blocks", lo=1)
+    n_head: int = _f(4, "attention heads", lo=1)
+    n_embd: int = _f(128, "transformer width", lo=1)
+    dropout: float = _f(0.2, "residual dropout", lo=0.0, hi=1.0)
+    attn_dropout: float = _f(0.3, "attention-probability dropout", lo=0.0, hi=1.0)
+    condition: Literal["none", "class", "frames"] = _f("none", "conditioning of the prior")
+    n_cond_frames: int = _f(1, "first frames given to the frame-conditional prior", lo=1)
+    resnet_depth: Literal[18, 34] = _f(18, "depth of the 3D ResNet encoding the conditioning frames")
+    resnet_dim: int = _f(64, "output channels of that ResNet", lo=1)
+    lr: float = _f(3e-4, "AdamW peak learning rate (cosine decay over max_steps)", lo=0.0, lo_open=True)
+    weight_decay: float = _f(0.0, "AdamW weight decay", lo=0.0)
+    warmup_steps: int = _f(0, "linear warm-up steps", lo=0)
+    max_steps: int = _f(1500, "optimizer steps", lo=1)
+    batch_size: int = _f(32, "token grids per step (per device)", lo=1)
+    num_workers: int = _f(0, "DataLoader workers", lo=0)
+    checkpoint_every: int = _f(500, "steps between resumable checkpoints", lo=1)
+    val_every: int = _f(500, "steps between validation passes", lo=1)
+
+
+@dataclass(frozen=True)
+class SampleParams:
+    n_samples: int = _f(16, "videos to generate", lo=1)
+    batch_size: int = _f(16, "videos generated in parallel", lo=1)
+    temperature: float = _f(1.0, "softmax temperature (1 = the paper)", lo=0.0)
+    top_k: Optional[int] = _f(None, "keep the k most likely codes; null = all (the paper)", lo=1)
+    top_p: Optional[float] = _f(None, "nucleus sampling mass; null = off (the paper)", lo=0.0, hi=1.0, lo_open=True)
+    seed: int = _f(0, "sampling seed", lo=0)
+
+
+@dataclass(frozen=True)
+class EvalParams:
+    i3d_weights: Optional[str] = _f(None, "path of i3d_pretrained_400.pt; null = FVD reported as null")
+    n_real: int = _f(256, "real test clips in FVD (capped by the test split)", lo=2)
+    batch_size: int = _f(16, "clips per I3D / VQ-VAE batch", lo=1)
+
+
+@dataclass(frozen=True)
+class TrainerParams:
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = _f("auto", "Lightning accelerator")
+    devices: int = _f(1, "devices per node", lo=1)
+    num_nodes: int = _f(1, "nodes", lo=1)
+    strategy: Literal["auto", "ddp", "ddp_spawn", "fsdp"] = _f("auto", "Lightning strategy")
+    precision: Literal["32", "32-true", "bf16-mixed", "16-mixed"] = _f("32", "training precision")
+    compile: bool = _f(False, "torch.compile the model")
+    log_every_n_steps: int = _f(25, "steps between logged training metrics", lo=1)
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = _f(0, "global seed of every stage", lo=0)
+    default_data: DefaultDataParams = _f(None, factory=DefaultDataParams)
+    data: DataParams = _f(None, factory=DataParams)
+    vqvae: VQVAEParams = _f(None, factory=VQVAEParams)
+    prior: PriorParams = _f(None, factory=PriorParams)
+    sample: SampleParams = _f(None, factory=SampleParams)
+    eval: EvalParams = _f(None, factory=EvalParams)
+    trainer: TrainerParams = _f(None, factory=TrainerParams)
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing
+
+
+def _describe(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(_describe(a) for a in args) + " or null"
+    if origin is tuple:
+        args = typing.get_args(tp)
+        return f"a list of {len(args)} {args[0].__name__}s"
+    return {int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(tp, str(tp))
+
+
+def _coerce(value, tp, key: str):
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _coerce(value, inner, key)
+    if value is None:
+        raise ParamsError(f"{key}: null is not allowed; expected {_describe(tp)}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        # YAML may give 32 for "32": compare as written
+        for a in allowed:
+            if value == a or (isinstance(a, str) and not isinstance(value, bool) and str(value) == a):
+                return a
+        raise ParamsError(f"{key}: {value!r} is not allowed; expected {_describe(tp)}")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ParamsError(f"{key}: {value!r} is not {_describe(tp)}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ParamsError(f"{key}: {value!r} is not true/false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamsError(f"{key}: {value!r} is not an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ParamsError(f"{key}: {value!r} is not a number")
+        if not math.isfinite(value):
+            raise ParamsError(f"{key}: {value!r} is not a finite number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ParamsError(f"{key}: {value!r} is not a string")
+        return value
+    raise TypeError(f"unsupported schema type {tp} for {key}")
+
+
+def _check_range(value, meta: dict, key: str):
+    values = value if isinstance(value, tuple) else (value,)
+    lo, hi = meta.get("lo"), meta.get("hi")
+    for v in values:
+        if v is None or isinstance(v, (str, bool)):
+            continue
+        if lo is not None and (v <= lo if meta.get("lo_open") else v < lo):
+            bound = f"> {lo}" if meta.get("lo_open") else f">= {lo}"
+            raise ParamsError(f"{key}: {value!r} is out of range; must be {bound}"
+                              + (f" and <= {hi}" if hi is not None else ""))
+        if hi is not None and v > hi:
+            raise ParamsError(f"{key}: {value!r} is out of range; must be <= {hi}")
+
+
+def _build(cls, raw, prefix: str):
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{prefix or 'params'}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ParamsError(f"{where}{unknown[0]}: unknown key; allowed keys: {', '.join(fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{prefix}.{name}" if prefix else name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, raw.get(name), key)
+        elif name in raw:
+            value = _coerce(raw[name], tp, key)
+            _check_range(value, f.metadata, key)
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _is_pow2(n: int) -> bool:
+    return n >= 1 and (n & (n - 1)) == 0
+
+
+def _check_consistency(p: Params) -> None:
+    d, v, g = p.data, p.vqvae, p.prior
+    for axis, f in zip("THW", v.downsample):
+        if not _is_pow2(f):
+            raise ParamsError(f"vqvae.downsample: {list(v.downsample)} has {f} on axis {axis}; "
+                              "each factor must be a power of two (1, 2, 4, ...)")
+    if d.sequence_length % v.downsample[0]:
+        raise ParamsError(f"data.sequence_length: {d.sequence_length} is not divisible by the temporal "
+                          f"downsampling vqvae.downsample[0]={v.downsample[0]}")
+    for i, axis in ((1, "H"), (2, "W")):
+        if d.resolution % v.downsample[i]:
+            raise ParamsError(f"data.resolution: {d.resolution} is not divisible by the spatial downsampling "
+                              f"vqvae.downsample[{i}]={v.downsample[i]} ({axis})")
+    if v.attention and v.n_hiddens % v.n_heads:
+        raise ParamsError(f"vqvae.n_hiddens: {v.n_hiddens} is not divisible by vqvae.n_heads={v.n_heads}")
+    if g.n_embd % g.n_head:
+        raise ParamsError(f"prior.n_embd: {g.n_embd} is not divisible by prior.n_head={g.n_head}")
+    if g.condition == "frames" and g.n_cond_frames >= d.sequence_length:
+        raise ParamsError(f"prior.n_cond_frames: {g.n_cond_frames} must be smaller than "
+                          f"data.sequence_length={d.sequence_length}")
+    if g.warmup_steps >= g.max_steps:
+        raise ParamsError(f"prior.warmup_steps: {g.warmup_steps} must be smaller than prior.max_steps={g.max_steps}")
+    if p.sample.top_k is not None and p.sample.top_k > v.n_codes:
+        raise ParamsError(f"sample.top_k: {p.sample.top_k} exceeds vqvae.n_codes={v.n_codes}")
+    if p.trainer.strategy == "fsdp" and p.trainer.devices * p.trainer.num_nodes == 1:
+        raise ParamsError("trainer.strategy: fsdp needs more than one device (trainer.devices * trainer.num_nodes > 1)")
+
+
+def parse(raw: dict) -> Params:
+    """Validate a params mapping (as loaded from params.yaml) into a Params object."""
+    params = _build(Params, raw, "")
+    _check_consistency(params)
+    return params
+
+
+def load(path: str | Path = "params.yaml") -> Params:
+    """Load and validate params.yaml; raises ParamsError naming the offending key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: params file not found (run stages from the repository root)")
+    with open(path) as fh:
+        raw = yaml.safe_load(fh) or {}
+    return parse(raw)
+
+
+def to_dict(params) -> dict:
+    """Plain nested dict (tuples as lists), for JSON/YAML and checkpoint metadata."""
+    def conv(x):
+        if isinstance(x, tuple):
+            return [conv(i) for i in x]
+        if isinstance(x, dict):
+            return {k: conv(v) for k, v in x.items()}
+        return x
+    return conv(dataclasses.asdict(params))
+
+
+def describe_schema() -> str:
+    """Human-readable listing of every key, its type, default and range (for the README / --help)."""
+    lines = []
+
+    def walk(cls, prefix):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            key = f"{prefix}{f.name}"
+            tp = hints[f.name]
+            if dataclasses.is_dataclass(tp):
+                walk(tp, key + ".")
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            rng = ""
+            if f.metadata.get("lo") is not None or f.metadata.get("hi") is not None:
+                lo = f.metadata.get("lo")
+                rng = f" range {'(' if f.metadata.get('lo_open') else '['}{lo}, {f.metadata.get('hi') or 'inf'}]"
+            lines.append(f"{key}: {_describe(tp)}, default {default!r}{rng} — {f.metadata.get('doc', '')}")
+    walk(Params, "")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(describe_schema())

@@ -1,0 +1,26 @@
+"""Where every artifact of the pipeline lives (relative to the repository root).
+
+dvc.yaml declares the same paths; tests/test_pipeline.py checks the two agree.
+"""
+from pathlib import Path
+
+DEFAULT_VIDEOS = Path("data/default_videos")
+CLIPS = Path("data/clips.zarr")            # per split: clips (N,T,H,W,3) uint8, labels (N,)
+MANIFEST = Path("data/manifest.csv")       # one row per clip: where it came from
+REJECTED = Path("data/rejected.csv")       # every input file that produced no clip, with the reason
+TOKENS = Path("data/tokens.zarr")          # per split: tokens (N,t,h,w), labels (N,)
+
+VQVAE_DIR = Path("models/vqvae")           # model.safetensors + config.json
+PRIOR_DIR = Path("models/prior")
+VQVAE_CKPT = Path("checkpoints/vqvae")     # resumable Lightning checkpoints (DVC persist)
+PRIOR_CKPT = Path("checkpoints/prior")
+VQVAE_LIVE = Path("dvclive/vqvae")         # dvclive logs (metrics.json, plots/)
+PRIOR_LIVE = Path("dvclive/prior")
+
+SAMPLES = Path("samples")                  # samples.zarr, mp4/, grid.gif, grid.png
+REPORTS = Path("reports")                  # pictures for people: reconstructions
+REAL_STATS = Path("cache/i3d_real_stats")  # I3D statistics of the real set, keyed by protocol
+
+VQVAE_METRICS = Path("metrics/vqvae.json")
+PRIOR_METRICS = Path("metrics/prior.json")
+EVAL_METRICS = Path("metrics/eval.json")

@@ -1,0 +1,53 @@
+"""Safe model files: weights as safetensors, config and metadata as JSON. Nothing is unpickled."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+
+def save_model(directory: str | Path, model: torch.nn.Module, config, meta: dict | None = None) -> None:
+    """Write `model.safetensors` + `config.json` into `directory` (created; files replaced atomically)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp = directory / (WEIGHTS + ".tmp")
+    save_file(state, str(tmp))
+    os.replace(tmp, directory / WEIGHTS)
+    cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+    payload = {"config": cfg, "meta": meta or {}, "weights_sha256": file_sha256(directory / WEIGHTS)}
+    tmp = directory / (CONFIG + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    os.replace(tmp, directory / CONFIG)
+
+
+def load_model_files(directory: str | Path) -> tuple[dict, dict[str, torch.Tensor], dict]:
+    """Read (config dict, state dict, meta) written by `save_model`; clear error if absent."""
+    directory = Path(directory)
+    wpath, cpath = directory / WEIGHTS, directory / CONFIG
+    for p in (wpath, cpath):
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: missing; train the model first (dvc repro) or check the path")
+    payload = json.loads(cpath.read_text())
+    return payload["config"], load_file(str(wpath)), payload.get("meta", {})
+
+
+def fingerprint(directory: str | Path) -> str:
+    """Identity of a saved model: the sha256 of its weights file."""
+    return json.loads((Path(directory) / CONFIG).read_text())["weights_sha256"]
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
