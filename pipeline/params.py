@@ -83,6 +83,12 @@ class VQVAEParams:
 
 
 @dataclass(frozen=True)
+class TokenizeParams:
+    batch_size: int = _f(64, "clips per VQ-VAE encode batch", lo=1)
+    num_workers: int = _f(0, "DataLoader workers reading the clip store", lo=0)
+
+
+@dataclass(frozen=True)
 class PriorParams:
     n_layer: int = _f(4, "transformer blocks", lo=1)
     n_head: int = _f(4, "attention heads", lo=1)
@@ -137,6 +143,7 @@ class Params:
     default_data: DefaultDataParams = _f(None, factory=DefaultDataParams)
     data: DataParams = _f(None, factory=DataParams)
     vqvae: VQVAEParams = _f(None, factory=VQVAEParams)
+    tokenize: TokenizeParams = _f(None, factory=TokenizeParams)
     prior: PriorParams = _f(None, factory=PriorParams)
     sample: SampleParams = _f(None, factory=SampleParams)
     eval: EvalParams = _f(None, factory=EvalParams)

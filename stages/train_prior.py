@@ -1,0 +1,26 @@
+"""Stage train_prior: token store -> GPT prior (models/prior), metrics/prior.json (bits/dim)."""
+import os
+import sys
+
+# The repo root replaces the script's folder on sys.path: stages/tokenize.py must not shadow the
+# standard library's tokenize module, and `pipeline`/`videogpt` import without installation.
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from stages._common import start  # noqa: E402
+
+from pipeline import paths  # noqa: E402
+
+
+def main():
+    params = start()
+    from videogpt.training import train_prior
+    report = train_prior(params, vqvae_dir=paths.VQVAE_DIR, tokens_path=paths.TOKENS, clips_path=paths.CLIPS,
+                         model_dir=paths.PRIOR_DIR, ckpt_dir=paths.PRIOR_CKPT, live_dir=paths.PRIOR_LIVE,
+                         metrics_path=paths.PRIOR_METRICS)
+    if report:
+        print(f"train_prior: val {report['val_bits_per_dim']:.3f} bits/dim "
+              f"(unigram entropy of the codes {report['train_unigram_entropy_bits']:.3f})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""The params schema: every bad value is rejected with the key named, before any work."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import paths
+from pipeline.params import Params, ParamsError, load, parse, to_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def repo_params() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def with_override(key: str, value) -> dict:
+    raw = repo_params()
+    *parents, leaf = key.split(".")
+    node = raw
+    for p in parents:
+        node = node[p]
+    node[leaf] = value
+    return raw
+
+
+def test_repo_params_yaml_is_valid_and_lists_every_default():
+    # params.yaml spells out every key, so `dvc exp run -S` can override any of them
+    assert to_dict(load(ROOT / "params.yaml")).keys() == to_dict(Params()).keys()
+    raw = repo_params()
+    for section, values in to_dict(Params()).items():
+        if isinstance(values, dict):
+            assert set(raw[section]) == set(values), section
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("prior.n_layr", 4, "prior.n_layr: unknown key"),
+    ("vqvae.n_codes", "many", "vqvae.n_codes: 'many' is not an integer"),
+    ("vqvae.n_codes", 1, "vqvae.n_codes: 1 is out of range"),
+    ("data.resolution", 0, "data.resolution: 0 is out of range"),
+    ("data.resolution", -8, "data.resolution"),
+    ("data.sequence_length", 0, "data.sequence_length: 0 is out of range"),
+    ("data.format", "hdf5", "data.format: 'hdf5' is not allowed"),
+    ("prior.condition", "text", "prior.condition"),
+    ("vqvae.attention", "yes", "vqvae.attention: 'yes' is not true/false"),
+    ("vqvae.downsample", [2, 2], "vqvae.downsample"),
+    ("vqvae.downsample", [3, 4, 4], "vqvae.downsample: [3, 4, 4] has 3 on axis T"),
+    ("data.resolution", 30, "data.resolution: 30 is not divisible by the spatial downsampling"),
+    ("data.sequence_length", 9, "data.sequence_length: 9 is not divisible by the temporal downsampling"),
+    ("prior.n_embd", 130, "prior.n_embd: 130 is not divisible by prior.n_head=4"),
+    ("sample.top_p", 1.5, "sample.top_p: 1.5 is out of range"),
+    ("trainer.precision", "fp8", "trainer.precision"),
+    ("seed", 1.5, "seed: 1.5 is not an integer"),
+])
+def test_bad_values_name_the_key(key, value, expected):
+    with pytest.raises(ParamsError) as err:
+        parse(with_override(key, value))
+    assert expected in str(err.value)
+
+
+def test_unknown_section_and_frame_conditioning_length():
+    raw = repo_params() | {"priors": {}}
+    with pytest.raises(ParamsError, match="priors: unknown key"):
+        parse(raw)
+    raw = with_override("prior.condition", "frames")
+    raw["prior"]["n_cond_frames"] = raw["data"]["sequence_length"]
+    with pytest.raises(ParamsError, match="prior.n_cond_frames"):
+        parse(raw)
+
+
+def test_types_are_coerced_where_harmless():
+    p = parse(with_override("vqvae.lr", 1))            # an int where a float is expected
+    assert p.vqvae.lr == 1.0 and isinstance(p.vqvae.lr, float)
+    p = parse(with_override("trainer.precision", 32))  # YAML gives 32 for "32"
+    assert p.trainer.precision == "32"
+
+
+def test_stage_rejects_bad_params_before_work(tmp_path):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(with_override("vqvae.n_layers", 3)))
+    proc = subprocess.run([sys.executable, str(ROOT / "stages" / "train_vqvae.py")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "vqvae.n_layers: unknown key" in proc.stderr
+    assert not (tmp_path / "models").exists()
+
+
+def test_dvc_yaml_declares_the_paths_of_pipeline_paths():
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    declared = set()
+    for stage in dvc["stages"].values():
+        for kind in ("outs", "metrics"):
+            for out in stage.get(kind, []):
+                declared.add(next(iter(out)) if isinstance(out, dict) else out)
+    for name in ("DEFAULT_VIDEOS", "CLIPS", "MANIFEST", "REJECTED", "TOKENS", "VQVAE_DIR", "PRIOR_DIR",
+                 "VQVAE_CKPT", "PRIOR_CKPT", "VQVAE_LIVE", "PRIOR_LIVE", "SAMPLES", "REAL_STATS",
+                 "VQVAE_METRICS", "PRIOR_METRICS", "EVAL_METRICS"):
+        assert str(getattr(paths, name)) in declared, name

@@ -1,0 +1,250 @@
+"""Lightning wrappers around the plain models, and the one place a Trainer is built.
+
+The models (videogpt.vqvae.VQVAE, videogpt.prior.Prior) know nothing about Lightning; these
+modules add the optimiser, the logging and the checkpoint state. `fit()` owns resume: it
+continues from `<ckpt_dir>/last.ckpt` when the run key (params + inputs) is unchanged, and
+starts fresh otherwise.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import warnings
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+
+log = logging.getLogger(__name__)
+
+RUN_KEY_FILE = "run_key.json"
+LAST = "last.ckpt"
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+class _FiniteGuard:
+    """Tracks whether every loss since the last check was finite, without a host sync per step.
+
+    The flag lives on the device; it is read (one sync) only at logging intervals and before a
+    checkpoint is written, so a checkpoint never holds weights updated by a NaN/inf loss.
+    """
+
+    def __init__(self):
+        self.flag = None
+        self.first_bad_step = None
+
+    def update(self, loss: torch.Tensor):
+        ok = torch.isfinite(loss.detach())
+        self.flag = ok if self.flag is None else self.flag & ok
+
+    def check(self, step: int, what: str):
+        if self.flag is not None and not bool(self.flag):
+            raise NonFiniteLossError(
+                f"{what}: the training loss became NaN or inf at or before step {step}; training stopped. "
+                "The last good checkpoint is kept; lower the learning rate or check the data.")
+        self.flag = None
+
+
+class VQVAEModule(pl.LightningModule):
+    def __init__(self, model, lr: float, log_every_n_steps: int = 25):
+        super().__init__()
+        self.model = model
+        self.lr = lr
+        self.log_every = log_every_n_steps
+        self.guard = _FiniteGuard()
+
+    def training_step(self, batch, batch_idx):
+        video, _ = batch
+        out = self.model(video)
+        self.guard.update(out["loss"])
+        if self.global_step % self.log_every == 0:
+            self.guard.check(self.global_step, "train_vqvae")
+            self.log_dict({
+                "train/loss": out["loss"].detach(),
+                "train/recon_loss": out["recon_loss"].detach(),
+                "train/commitment_loss": out["commitment_loss"].detach(),
+                "train/perplexity": out["perplexity"].detach(),
+                "train/codes_used": self.model.codebook.usage(),
+            }, on_step=True, on_epoch=False)
+        return out["loss"]
+
+    def validation_step(self, batch, batch_idx):
+        video, _ = batch
+        out = self.model(video)
+        self.log_dict({"val/recon_loss": out["recon_loss"], "val/commitment_loss": out["commitment_loss"],
+                       "val/perplexity": out["perplexity"]}, on_step=False, on_epoch=True, sync_dist=True)
+
+    def on_save_checkpoint(self, checkpoint):
+        self.guard.check(self.global_step, "train_vqvae")
+        _save_rng(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint):
+        _load_rng(checkpoint)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.model.parameters(), lr=self.lr, betas=(0.9, 0.999))
+
+
+class PriorModule(pl.LightningModule):
+    def __init__(self, model, lr: float, weight_decay: float, warmup_steps: int, max_steps: int,
+                 log_every_n_steps: int = 25):
+        super().__init__()
+        self.model = model
+        self.lr, self.weight_decay = lr, weight_decay
+        self.warmup_steps, self.max_steps = warmup_steps, max_steps
+        self.log_every = log_every_n_steps
+        self.guard = _FiniteGuard()
+
+    def _loss(self, batch):
+        tokens, label, frames = batch["tokens"], batch.get("label"), batch.get("frames")
+        return self.model.loss(tokens.long(), label=label, frames=frames)
+
+    def training_step(self, batch, batch_idx):
+        loss = self._loss(batch)
+        self.guard.update(loss)
+        if self.global_step % self.log_every == 0:
+            self.guard.check(self.global_step, "train_prior")
+            self.log("train/bits_per_dim", loss.detach() / math.log(2), on_step=True, on_epoch=False)
+            self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        loss = self._loss(batch)
+        self.log("val/bits_per_dim", loss / math.log(2), on_step=False, on_epoch=True, sync_dist=True)
+
+    def on_save_checkpoint(self, checkpoint):
+        self.guard.check(self.global_step, "train_prior")
+        _save_rng(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint):
+        _load_rng(checkpoint)
+
+    def configure_optimizers(self):
+        # No weight decay on norms, biases, embeddings (nanoGPT's rule: decay only matrices of linears/convs).
+        decay = [p for n, p in self.model.named_parameters() if p.requires_grad and p.dim() >= 2]
+        no_decay = [p for n, p in self.model.named_parameters() if p.requires_grad and p.dim() < 2]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=self.lr, betas=(0.9, 0.999))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr_factor(s, self.warmup_steps, self.max_steps))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def cosine_lr_factor(step: int, warmup_steps: int, max_steps: int) -> float:
+    """Linear warm-up, then cosine decay to 0 at max_steps (the paper's CosineAnnealingLR when warm-up is 0)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _save_rng(checkpoint: dict):
+    # Only tensors and python primitives: the checkpoint must load with weights_only=True.
+    checkpoint["rng"] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+
+
+def _load_rng(checkpoint: dict):
+    rng = checkpoint.get("rng")
+    if rng:
+        torch.set_rng_state(rng["torch"])
+        random.setstate(rng["python"])
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write checkpoints to a temporary file and rename, so a kill mid-write never leaves a torn file."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(checkpoint, tmp)
+        os.replace(tmp, path)
+
+
+class StepLogger(Callback):
+    """Prints the step a run starts from (asserted by the resume test) and progress lines."""
+
+    def __init__(self, name: str, every: int):
+        self.name, self.every = name, every
+
+    def on_train_start(self, trainer, pl_module):
+        if trainer.is_global_zero:
+            print(f"[{self.name}] start_step={trainer.global_step} max_steps={trainer.max_steps}", flush=True)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if trainer.is_global_zero and (step % self.every == 0 or step == trainer.max_steps):
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
+            shown = " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
+            print(f"[{self.name}] step {step}/{trainer.max_steps} {shown}", flush=True)
+
+
+def quiet_lightning():
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "dvclive"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+
+
+def prepare_resume(ckpt_dir: str | Path, run_key: dict) -> str | None:
+    """Return the checkpoint to resume from, or None (and clear stale checkpoints) to start fresh.
+
+    `run_key` holds everything that defines the run (params of the stage, fingerprints of its
+    inputs). A checkpoint made under a different key is deleted: changed params start over.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    key_file = ckpt_dir / RUN_KEY_FILE
+    same = key_file.is_file() and json.loads(key_file.read_text()) == run_key
+    last = ckpt_dir / LAST
+    if same and last.is_file():
+        return str(last)
+    for child in ckpt_dir.iterdir():
+        shutil.rmtree(child) if child.is_dir() else child.unlink()
+    key_file.write_text(json.dumps(run_key, indent=2, sort_keys=True))
+    return None
+
+
+def finish_resume(ckpt_dir: str | Path) -> None:
+    """After a completed run the checkpoint is no longer needed (the model is in models/)."""
+    for p in Path(ckpt_dir).glob("*.ckpt"):
+        p.unlink()
+
+
+def make_trainer(trainer_params, *, name: str, max_steps: int, ckpt_dir, live_dir, val_every: int,
+                 checkpoint_every: int, seed: int, gradient_clip_val: float = 1.0, **overrides) -> pl.Trainer:
+    """The one Trainer factory: precision, devices, strategy, logging and checkpointing from params."""
+    from dvclive.lightning import DVCLiveLogger
+
+    quiet_lightning()
+    pl.seed_everything(seed, workers=True, verbose=False)
+    tp = trainer_params
+    precision = "32-true" if tp.precision in ("32", "32-true") else tp.precision
+    # Bitwise determinism on CPU; on CUDA some kernels (embedding/scatter backward, flash attention)
+    # have no deterministic version, so only warn there.
+    deterministic = True if not torch.cuda.is_available() or tp.accelerator == "cpu" else "warn"
+    logger = DVCLiveLogger(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)
+    callbacks = [
+        ModelCheckpoint(dirpath=str(ckpt_dir), filename="step{step}", every_n_train_steps=checkpoint_every,
+                        save_last=True, save_top_k=0, enable_version_counter=False),
+        StepLogger(name, every=tp.log_every_n_steps),
+    ]
+    kwargs = dict(
+        accelerator=tp.accelerator, devices=tp.devices, num_nodes=tp.num_nodes, strategy=tp.strategy,
+        precision=precision, max_steps=max_steps, max_epochs=-1, logger=logger, callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()], gradient_clip_val=gradient_clip_val, deterministic=deterministic,
+        val_check_interval=val_every, check_val_every_n_epoch=None, log_every_n_steps=tp.log_every_n_steps,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        limit_val_batches=8, default_root_dir=str(ckpt_dir),
+    )
+    kwargs.update(overrides)
+    return pl.Trainer(**kwargs)

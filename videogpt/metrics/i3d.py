@@ -1,0 +1,341 @@
+"""I3D (Inception-v1 inflated to 3D, Kinetics-400 head): the FVD feature extractor.
+
+Written from the layer table in the project spec (section 3.2); no reference code was copied.
+Module, parameter and buffer names follow the published converted TF-Hub state dict
+`i3d_pretrained_400.pt` (287 tensors, e.g. `Conv3d_1a_7x7.conv3d.weight`, `Mixed_5c.b1b.bn.running_var`,
+`logits.conv3d.weight` (400,1024,1,1,1), `logits.conv3d.bias`), so `load_state_dict(sd, strict=True)` works.
+
+Feature = the 400 pre-softmax logits averaged over time: the TF graph tensor `RGB/inception_i3d/Mean:0`
+that the TF FVD uses ("kinetics-i3d-400-logits").
+
+Choices that differ from the VideoGPT code (spec 3.3) and are recorded in `FEATURE_PROTOCOL`:
+- BatchNorm eps = 1e-3, the Sonnet/TF value the weights were trained with (VideoGPT's port uses 1e-5).
+- SAME max-pooling pads with -inf, i.e. padding never wins, exactly as TF; the PyTorch ports pad with 0,
+  which is identical here because every pool input is post-ReLU (>= 0).
+- Resize: torch bilinear, align_corners=False, no antialias (what VideoGPT/TATS do). TF1's
+  `tf.image.resize_bilinear` (used by the TF FVD) has no half-pixel offset: it samples source position
+  dst*scale instead of (dst+0.5)*scale-0.5, so for 64->224 the sampled positions differ by ~0.36 source
+  pixels and the frames fed to I3D are not identical to the TF FVD's.
+"""
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+INPUT_SIZE = 224
+MIN_FRAMES = 9          # the 3 temporal stride-2 stages must leave >= 2 steps for the (2,7,7) average pool
+MIN_SPATIAL = 193       # likewise 5 spatial stride-2 stages must leave >= 7 pixels
+NUM_CLASSES = 400
+BN_EPS = 1e-3
+RESIZE = f"torch-bilinear-align_corners=False-antialias=False-{INPUT_SIZE}x{INPUT_SIZE}"
+N_PUBLISHED_TENSORS = 287  # tensors in i3d_pretrained_400.pt (no num_batches_tracked)
+
+# Everything about the feature extractor that changes the numbers (weights identity is added by the caller).
+FEATURE_PROTOCOL = {
+    "network": "i3d-inception-v1-kinetics400",
+    "feature": "logits-400-mean-over-time",
+    "bn_eps": BN_EPS,
+    "maxpool_same_padding": "-inf",
+    "input_range": "[-1,1]",
+    "input_size": INPUT_SIZE,
+    "resize": RESIZE,
+}
+
+# Inception module widths: (in_channels, [b0, b1a, b1b, b2a, b2b, b3b]) from the spec table.
+_MIXED = {
+    "Mixed_3b": (192, (64, 96, 128, 16, 32, 32)),
+    "Mixed_3c": (256, (128, 128, 192, 32, 96, 64)),
+    "Mixed_4b": (480, (192, 96, 208, 16, 48, 64)),
+    "Mixed_4c": (512, (160, 112, 224, 24, 64, 64)),
+    "Mixed_4d": (512, (128, 128, 256, 24, 64, 64)),
+    "Mixed_4e": (512, (112, 144, 288, 32, 64, 64)),
+    "Mixed_4f": (528, (256, 160, 320, 32, 128, 128)),
+    "Mixed_5b": (832, (256, 160, 320, 32, 128, 128)),
+    "Mixed_5c": (832, (384, 192, 384, 48, 128, 128)),
+}
+
+
+class I3DWeightsError(RuntimeError):
+    """The I3D weights file is missing, unsafe, unreadable, or not in the published layout."""
+
+
+def _triple(v) -> tuple[int, int, int]:
+    return (v, v, v) if isinstance(v, int) else tuple(v)
+
+
+def _same_pad(sizes, kernel, stride) -> list[int]:
+    """F.pad argument for TF 'SAME' padding of (T,H,W): output = ceil(size/stride); extra pixel at the back."""
+    pad = []
+    for size, k, s in zip(sizes, kernel, stride):
+        out = -(-size // s)
+        total = max((out - 1) * s + k - size, 0)
+        pad.append((total // 2, total - total // 2))
+    (t0, t1), (h0, h1), (w0, w1) = pad
+    return [w0, w1, h0, h1, t0, t1]  # F.pad lists the last dimension first
+
+
+class Unit3D(nn.Module):
+    """SAME-padded Conv3d (no bias) -> BatchNorm3d(eps=1e-3) -> ReLU; the logits unit: conv with bias only."""
+
+    def __init__(self, cin: int, cout: int, kernel=1, stride=1, *, bn: bool = True, relu: bool = True,
+                 bias: bool = False, bn_eps: float = BN_EPS):
+        super().__init__()
+        self.kernel, self.stride, self.relu = _triple(kernel), _triple(stride), relu
+        self.conv3d = nn.Conv3d(cin, cout, self.kernel, self.stride, padding=0, bias=bias)
+        self.bn = nn.BatchNorm3d(cout, eps=bn_eps) if bn else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad = _same_pad(x.shape[2:], self.kernel, self.stride)
+        if any(pad):
+            x = F.pad(x, pad)
+        x = self.conv3d(x)
+        if self.bn is not None:
+            x = self.bn(x)
+        return F.relu(x) if self.relu else x
+
+
+class MaxPool3dSame(nn.Module):
+    """Max-pool with TF 'SAME' padding (padded cells are -inf, so they never win, as in TF)."""
+
+    def __init__(self, kernel, stride):
+        super().__init__()
+        self.kernel, self.stride = _triple(kernel), _triple(stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad = _same_pad(x.shape[2:], self.kernel, self.stride)
+        if any(pad):
+            x = F.pad(x, pad, value=float("-inf"))
+        return F.max_pool3d(x, self.kernel, self.stride)
+
+
+class InceptionModule(nn.Module):
+    """Branches b0: 1x1x1; b1: 1x1x1 -> 3x3x3; b2: 1x1x1 -> 3x3x3; b3: 3x3x3 max-pool (stride 1) -> 1x1x1."""
+
+    def __init__(self, cin: int, widths, bn_eps: float = BN_EPS):
+        super().__init__()
+        c0, c1a, c1b, c2a, c2b, c3b = widths
+        self.b0 = Unit3D(cin, c0, 1, bn_eps=bn_eps)
+        self.b1a = Unit3D(cin, c1a, 1, bn_eps=bn_eps)
+        self.b1b = Unit3D(c1a, c1b, 3, bn_eps=bn_eps)
+        self.b2a = Unit3D(cin, c2a, 1, bn_eps=bn_eps)
+        self.b2b = Unit3D(c2a, c2b, 3, bn_eps=bn_eps)
+        self.b3a = MaxPool3dSame(3, 1)
+        self.b3b = Unit3D(cin, c3b, 1, bn_eps=bn_eps)
+        self.out_channels = c0 + c1b + c2b + c3b
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.b0(x), self.b1b(self.b1a(x)), self.b2b(self.b2a(x)), self.b3b(self.b3a(x))], dim=1)
+
+
+class I3D(nn.Module):
+    """Input (B, 3, T, 224, 224) float in [-1, 1], T >= 9; output (B, 400) logits averaged over time.
+
+    Inference only: the original's dropout before the logits is the identity in eval mode and is left out.
+    """
+
+    def __init__(self, num_classes: int = NUM_CLASSES, bn_eps: float = BN_EPS):
+        super().__init__()
+        e = bn_eps
+        self.Conv3d_1a_7x7 = Unit3D(3, 64, 7, 2, bn_eps=e)
+        self.MaxPool3d_2a_3x3 = MaxPool3dSame((1, 3, 3), (1, 2, 2))
+        self.Conv3d_2b_1x1 = Unit3D(64, 64, 1, bn_eps=e)
+        self.Conv3d_2c_3x3 = Unit3D(64, 192, 3, bn_eps=e)
+        self.MaxPool3d_3a_3x3 = MaxPool3dSame((1, 3, 3), (1, 2, 2))
+        self.Mixed_3b = InceptionModule(*_MIXED["Mixed_3b"], bn_eps=e)
+        self.Mixed_3c = InceptionModule(*_MIXED["Mixed_3c"], bn_eps=e)
+        self.MaxPool3d_4a_3x3 = MaxPool3dSame(3, 2)
+        self.Mixed_4b = InceptionModule(*_MIXED["Mixed_4b"], bn_eps=e)
+        self.Mixed_4c = InceptionModule(*_MIXED["Mixed_4c"], bn_eps=e)
+        self.Mixed_4d = InceptionModule(*_MIXED["Mixed_4d"], bn_eps=e)
+        self.Mixed_4e = InceptionModule(*_MIXED["Mixed_4e"], bn_eps=e)
+        self.Mixed_4f = InceptionModule(*_MIXED["Mixed_4f"], bn_eps=e)
+        self.MaxPool3d_5a_2x2 = MaxPool3dSame(2, 2)
+        self.Mixed_5b = InceptionModule(*_MIXED["Mixed_5b"], bn_eps=e)
+        self.Mixed_5c = InceptionModule(*_MIXED["Mixed_5c"], bn_eps=e)
+        self.avg_pool = nn.AvgPool3d((2, 7, 7), stride=1)  # VALID
+        self.logits = Unit3D(self.Mixed_5c.out_channels, num_classes, 1, bn=False, relu=False, bias=True)
+        self._trunk = [
+            self.Conv3d_1a_7x7, self.MaxPool3d_2a_3x3, self.Conv3d_2b_1x1, self.Conv3d_2c_3x3,
+            self.MaxPool3d_3a_3x3, self.Mixed_3b, self.Mixed_3c, self.MaxPool3d_4a_3x3, self.Mixed_4b,
+            self.Mixed_4c, self.Mixed_4d, self.Mixed_4e, self.Mixed_4f, self.MaxPool3d_5a_2x2,
+            self.Mixed_5b, self.Mixed_5c,
+        ]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 5 or x.shape[1] != 3:
+            raise ValueError(f"I3D expects (B, 3, T, H, W), got {tuple(x.shape)}")
+        t, h, w = x.shape[2:]
+        if t < MIN_FRAMES or min(h, w) < MIN_SPATIAL:
+            raise ValueError(f"I3D needs >= {MIN_FRAMES} frames and >= {MIN_SPATIAL}x{MIN_SPATIAL} pixels "
+                             f"(224x224 is the protocol); got T={t}, H={h}, W={w}")
+        for layer in self._trunk:
+            x = layer(x)
+        x = self.logits(self.avg_pool(x))      # (B, 400, T', 1, 1)
+        return x.flatten(2).mean(dim=2)         # squeeze H, W; mean over time -> (B, 400)
+
+
+# --------------------------------------------------------------------------------------------
+# Preprocessing
+
+
+def preprocess(videos) -> torch.Tensor:
+    """uint8 videos (N, T, H, W, 3) -> float32 (N, 3, T, 224, 224) in [-1, 1].
+
+    Every frame is resized directly to 224x224 (see RESIZE; for square inputs this equals VideoGPT's
+    short-side-resize + centre crop; non-square frames are stretched), then mapped 2*x/255 - 1.
+    """
+    x = torch.as_tensor(videos)
+    if x.dtype != torch.uint8:
+        raise TypeError(f"preprocess expects uint8 videos in [0, 255], got dtype {x.dtype}; "
+                        "convert explicitly (float ranges differ between modules)")
+    if x.ndim != 5 or x.shape[-1] != 3:
+        raise ValueError(f"preprocess expects (N, T, H, W, 3) channels-last videos, got {tuple(x.shape)}")
+    n, t, h, w, _ = x.shape
+    if t < MIN_FRAMES:
+        raise ValueError(f"I3D needs at least {MIN_FRAMES} frames per video (the (2,7,7) average pool after "
+                         f"8x temporal downsampling); got {t}")
+    frames = x.reshape(n * t, h, w, 3).permute(0, 3, 1, 2).float()  # (N*T, 3, H, W)
+    if (h, w) != (INPUT_SIZE, INPUT_SIZE):
+        frames = F.interpolate(frames, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear",
+                               align_corners=False, antialias=False)
+    frames = (frames * (2.0 / 255.0) - 1.0).clamp_(-1.0, 1.0)  # clamp only removes float round-off
+    return frames.reshape(n, t, 3, INPUT_SIZE, INPUT_SIZE).permute(0, 2, 1, 3, 4).contiguous()
+
+
+# --------------------------------------------------------------------------------------------
+# Weights
+
+
+def expected_state_keys(model: nn.Module | None = None) -> dict[str, tuple[int, ...]]:
+    """Keys and shapes of the published file: the model's state dict minus `num_batches_tracked`."""
+    model = model if model is not None else I3D()
+    return {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+
+
+def load_i3d(path: str | Path, map_location="cpu") -> I3D:
+    """Build the I3D, load `i3d_pretrained_400.pt` (strict), return it in eval mode without grads.
+
+    Only plain tensor state dicts are accepted (torch.load(weights_only=True)); a pickle that would run
+    code is refused with I3DWeightsError, as is a state dict with missing/unexpected keys or wrong shapes.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise I3DWeightsError(f"{path}: I3D weights not found; fetch them with `python -m videogpt.download i3d` "
+                              "(or copy i3d_pretrained_400.pt there) and set eval.i3d_weights")
+    try:
+        sd = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise I3DWeightsError(
+            f"{path}: refused to load: the file holds pickled objects other than tensors (a plain state "
+            f"dict is required; unpickling arbitrary objects could run code). Details: {e}") from None
+    except Exception as e:  # truncated download, HTML error page, not a torch file
+        raise I3DWeightsError(f"{path}: not a readable torch state dict ({type(e).__name__}: {e})") from None
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise I3DWeightsError(f"{path}: expected a flat dict of tensors (the published i3d_pretrained_400.pt), "
+                              f"got {type(sd).__name__}")
+    model = I3D()
+    expected = expected_state_keys(model)
+    given = {k for k in sd if not k.endswith("num_batches_tracked")}
+    missing, unexpected = sorted(set(expected) - given), sorted(given - set(expected))
+    bad_shape = [f"{k}: file {tuple(sd[k].shape)} vs model {expected[k]}"
+                 for k in sorted(given & set(expected)) if tuple(sd[k].shape) != expected[k]]
+    if missing or unexpected or bad_shape:
+        def head(xs):
+            return ", ".join(xs[:5]) + (f" ... ({len(xs)} in all)" if len(xs) > 5 else "")
+        parts = [f"{len(missing)} missing keys: {head(missing)}" if missing else "",
+                 f"{len(unexpected)} unexpected keys: {head(unexpected)}" if unexpected else "",
+                 f"{len(bad_shape)} shape mismatches: {head(bad_shape)}" if bad_shape else ""]
+        raise I3DWeightsError(f"{path}: not the I3D Kinetics-400 layout of i3d_pretrained_400.pt "
+                              f"({len(expected)} tensors expected): " + "; ".join(p for p in parts if p))
+    sd = dict(sd)
+    for k, v in model.state_dict().items():  # the published file has no BN step counters
+        if k.endswith("num_batches_tracked"):
+            sd.setdefault(k, v)
+    model.load_state_dict(sd, strict=True)
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# Features
+
+
+def _batches(videos, batch_size: int) -> Iterator[np.ndarray | torch.Tensor]:
+    """Yield (n <= batch_size, T, H, W, 3) chunks from a 5-D array/tensor or an iterable of videos/batches."""
+    if isinstance(videos, (np.ndarray, torch.Tensor)):
+        if videos.ndim != 5:
+            raise ValueError(f"expected (N, T, H, W, 3) videos, got shape {tuple(videos.shape)}")
+        for i in range(0, videos.shape[0], batch_size):
+            yield videos[i:i + batch_size]
+        return
+    buf: list = []
+    n_buf = 0
+    for item in videos:
+        item = item if isinstance(item, torch.Tensor) else np.asarray(item)
+        if item.ndim == 4:
+            item = item[None]
+        if item.ndim != 5:
+            raise ValueError(f"expected videos (T, H, W, 3) or batches (n, T, H, W, 3), got {tuple(item.shape)}")
+        buf.append(item)
+        n_buf += item.shape[0]
+        while n_buf >= batch_size:
+            cat = torch.cat([torch.as_tensor(b) for b in buf]) if len(buf) > 1 else buf[0]
+            yield cat[:batch_size]
+            rest = cat[batch_size:]
+            buf, n_buf = ([rest] if rest.shape[0] else []), rest.shape[0]
+    if n_buf:
+        yield torch.cat([torch.as_tensor(b) for b in buf]) if len(buf) > 1 else buf[0]
+
+
+def i3d_features(model: nn.Module, videos: np.ndarray | torch.Tensor | Iterable, batch_size: int = 16,
+                 device: str | torch.device | None = None, progress: bool = False) -> np.ndarray:
+    """I3D features (N, 400) float64 of uint8 videos (N, T, H, W, 3) or an iterable of videos / batches.
+
+    The model is put in eval mode and moved to `device` (default: where its parameters are).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.eval().to(device)
+    total = None
+    if isinstance(videos, (np.ndarray, torch.Tensor)):
+        total = videos.shape[0]
+    elif hasattr(videos, "__len__"):
+        total = len(videos)
+    pbar = None
+    if progress:
+        from tqdm import tqdm
+        pbar = tqdm(total=total, unit="video", desc="I3D")
+    out = []
+    with torch.inference_mode():
+        for batch in _batches(videos, batch_size):
+            x = preprocess(batch).to(device)
+            out.append(model(x).double().cpu().numpy())
+            if pbar is not None:
+                pbar.update(x.shape[0])
+    if pbar is not None:
+        pbar.close()
+    if not out:
+        raise ValueError("i3d_features: no videos given")
+    feats = np.concatenate(out, axis=0)
+    if not np.isfinite(feats).all():
+        raise FloatingPointError("I3D produced non-finite features (corrupt weights or input?)")
+    return feats
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = [
+    "I3D", "I3DWeightsError", "Unit3D", "InceptionModule", "MaxPool3dSame", "preprocess", "load_i3d",
+    "i3d_features", "expected_state_keys", "FEATURE_PROTOCOL", "RESIZE", "BN_EPS", "MIN_FRAMES",
+    "INPUT_SIZE", "N_PUBLISHED_TENSORS", "count_parameters",
+]

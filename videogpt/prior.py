@@ -1,0 +1,447 @@
+"""The GPT prior over VQ-VAE codes (spec §2), in one readable module.
+
+A decoder-only transformer models the flattened latent grid (t, h, w) in raster order (t slowest,
+w fastest). What makes it VideoGPT rather than a plain GPT:
+
+- the input at a position is the frozen VQ-VAE codebook vector of the *previous* token, projected
+  to the model width (no learned token table), and position 0 gets a learned start vector (SOS);
+- positions are encoded by three per-axis tables (t, h, w) whose rows are *concatenated*, so the
+  model sees the grid structure instead of a flat index;
+- optional conditioning: on a class label through conditional LayerNorms, or on the first frames of
+  the clip through a 3D ResNet and a cross-attention layer in every block.
+
+Besides the training forward pass the module offers incremental decoding for the sampler
+(`init_cache` + `cross_kv` + `step`), which costs O(prefix) per position instead of a full forward
+pass, and FLOP / parameter counts for benchmarks.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from videogpt.resnet3d import DOWNSAMPLE, ResNet3d
+
+CONDITIONS = ("none", "class", "frames")
+
+
+@dataclass
+class PriorConfig:
+    """Everything needed to rebuild a Prior. Names equal the keys of `prior:` in params.yaml where
+    they overlap; latent_shape / n_codes / embedding_dim come from the VQ-VAE, n_classes from the
+    data, frame_shape from data.resolution."""
+    latent_shape: tuple[int, int, int]
+    n_codes: int
+    embedding_dim: int
+    n_layer: int = 8
+    n_head: int = 4
+    n_embd: int = 576
+    dropout: float = 0.2
+    attn_dropout: float = 0.3
+    condition: str = "none"              # 'none' | 'class' | 'frames'
+    n_classes: int = 0                   # used when condition == 'class'
+    n_cond_frames: int = 1               # the rest: used when condition == 'frames'
+    frame_shape: Optional[tuple[int, int]] = None  # (H, W) of the conditioning frames
+    resnet_depth: int = 18
+    resnet_dim: int = 240
+    resnet_width: int = 64               # base width of the ResNet (64 = the paper); smaller = faster on CPU
+
+    def __post_init__(self):
+        # config.json round-trips tuples as lists
+        self.latent_shape = tuple(int(s) for s in self.latent_shape)
+        if self.frame_shape is not None:
+            self.frame_shape = tuple(int(s) for s in self.frame_shape)
+        self.validate()
+
+    def validate(self) -> None:
+        def fail(key, msg):
+            raise ValueError(f"prior.{key}: {msg}")
+        if len(self.latent_shape) != 3 or min(self.latent_shape) < 1:
+            fail("latent_shape", f"{self.latent_shape} must be three positive sizes (t, h, w)")
+        if self.n_codes < 2:
+            fail("n_codes", f"{self.n_codes} must be >= 2")
+        if self.embedding_dim < 1:
+            fail("embedding_dim", f"{self.embedding_dim} must be >= 1")
+        if self.n_layer < 1:
+            fail("n_layer", f"{self.n_layer} must be >= 1")
+        if self.n_head < 1:
+            fail("n_head", f"{self.n_head} must be >= 1")
+        if self.n_embd < 3:
+            fail("n_embd", f"{self.n_embd} must be >= 3 (the position embedding splits it over 3 axes)")
+        if self.n_embd % self.n_head:
+            fail("n_embd", f"{self.n_embd} is not divisible by prior.n_head={self.n_head}")
+        for key in ("dropout", "attn_dropout"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                fail(key, f"{getattr(self, key)} must be in [0, 1]")
+        if self.condition not in CONDITIONS:
+            fail("condition", f"{self.condition!r} is not one of {', '.join(CONDITIONS)}")
+        if self.condition == "class" and self.n_classes < 2:
+            fail("n_classes", f"{self.n_classes}: class conditioning needs at least 2 classes "
+                              "(does the dataset have class labels?)")
+        if self.condition == "frames":
+            if self.n_cond_frames < 1:
+                fail("n_cond_frames", f"{self.n_cond_frames} must be >= 1")
+            if self.frame_shape is None or len(self.frame_shape) != 2:
+                fail("frame_shape", f"{self.frame_shape}: frame conditioning needs the (H, W) of the frames")
+            if any(s < DOWNSAMPLE or s % DOWNSAMPLE for s in self.frame_shape):
+                fail("frame_shape", f"{self.frame_shape}: H and W must be multiples of {DOWNSAMPLE} "
+                                    "(the ResNet downsamples space by 4)")
+            if self.resnet_depth not in (18, 34):
+                fail("resnet_depth", f"{self.resnet_depth} must be 18 or 34")
+            if self.resnet_dim < 3:
+                fail("resnet_dim", f"{self.resnet_dim} must be >= 3 (its position embedding splits it over 3 axes)")
+            if self.resnet_width < 1:
+                fail("resnet_width", f"{self.resnet_width} must be >= 1")
+
+    @property
+    def seq_len(self) -> int:
+        t, h, w = self.latent_shape
+        return t * h * w
+
+    @property
+    def cond_shape(self) -> tuple[int, int, int]:
+        """(n_cond_frames, H/4, W/4): the grid of conditioning features."""
+        H, W = self.frame_shape
+        return (self.n_cond_frames, H // DOWNSAMPLE, W // DOWNSAMPLE)
+
+
+# --------------------------------------------------------------------------------------------
+# Building blocks
+
+
+def split_width(dim: int, n_axes: int) -> list[int]:
+    """Split `dim` channels over `n_axes` as evenly as possible, larger parts first (128 -> 43,43,42).
+    The reference requires dim % 3 == 0 (hence its width 576); splitting unevenly lifts that limit."""
+    base, rem = divmod(dim, n_axes)
+    return [base + (i < rem) for i in range(n_axes)]
+
+
+class BroadcastPosEmbed(nn.Module):
+    """One learned table per grid axis; the embedding of cell (a, b, c) is [T[a] | H[b] | W[c]].
+
+    Concatenation (not a sum) keeps the axes in separate channels, and costs t + h + w rows instead of
+    t * h * w. Every cell gets a distinct vector as long as the rows of each table differ."""
+
+    def __init__(self, shape: tuple[int, ...], dim: int):
+        super().__init__()
+        self.shape, self.dim = tuple(shape), dim
+        self.tables = nn.ParameterList(
+            nn.Parameter(torch.randn(n, w) * 0.01) for n, w in zip(self.shape, split_width(dim, len(self.shape))))
+
+    def forward(self) -> torch.Tensor:
+        """The full grid of embeddings, (*shape, dim)."""
+        parts = []
+        for axis, table in enumerate(self.tables):
+            view = [1] * len(self.shape)
+            view[axis] = self.shape[axis]
+            parts.append(table.view(*view, -1).expand(*self.shape, -1))
+        return torch.cat(parts, dim=-1)
+
+    def at(self, pos: int) -> torch.Tensor:
+        """The embedding of the cell with flat raster index `pos`, (dim,): for incremental decoding."""
+        index = []
+        for n in reversed(self.shape):
+            pos, i = divmod(pos, n)
+            index.append(i)
+        return torch.cat([table[i] for table, i in zip(self.tables, reversed(index))])
+
+
+class Norm(nn.Module):
+    """LayerNorm; with n_classes > 0 the class-conditional LayerNorm of the paper: the gain and the
+    bias are affine functions of the one-hot label c, gain = 1 + W_g c, bias = W_b c."""
+
+    def __init__(self, dim: int, n_classes: int = 0):
+        super().__init__()
+        self.n_classes = n_classes
+        self.ln = nn.LayerNorm(dim, elementwise_affine=n_classes == 0)
+        if n_classes:
+            self.to_gain = nn.Linear(n_classes, dim, bias=False)
+            self.to_bias = nn.Linear(n_classes, dim, bias=False)
+            # The reference initialises W_g to the constant 1/sqrt(n_classes) (gain 1 + 1/sqrt(n) for every
+            # class at init); W_b keeps PyTorch's default init, so classes differ from the first step.
+            nn.init.constant_(self.to_gain.weight, 1.0 / math.sqrt(n_classes))
+
+    def forward(self, x: torch.Tensor, c: Optional[torch.Tensor] = None) -> torch.Tensor:
+        y = self.ln(x)
+        if not self.n_classes:
+            return y
+        shape = (c.shape[0],) + (1,) * (x.dim() - 2) + (-1,)  # broadcast over the positions
+        return y * (1 + self.to_gain(c)).view(shape) + self.to_bias(c).view(shape)
+
+
+class KVCache:
+    """Keys and values of every self-attention layer for the positions decoded so far.
+
+    Buffers are preallocated for the whole sequence (no re-allocation per step), but attention only
+    ever reads the filled prefix [:length]."""
+
+    def __init__(self, n_layer: int, batch: int, n_head: int, seq_len: int, head_dim: int,
+                 device=None, dtype=None):
+        shape = (n_layer, batch, n_head, seq_len, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.batch, self.seq_len = batch, seq_len
+        self.length = 0  # positions filled so far
+
+    def layer(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.k[i], self.v[i]
+
+
+class SelfAttention(nn.Module):
+    """Causal multi-head self-attention (q/k/v without bias, output projection with bias)."""
+
+    def __init__(self, cfg: PriorConfig):
+        super().__init__()
+        self.n_head, self.attn_dropout = cfg.n_head, cfg.attn_dropout
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)  # q, k, v fused in one matmul
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd)
+        # The reference's init: q/k/v ~ N(0, 1/sqrt(D)), output ~ N(0, 1/sqrt(D * n_layer)), so the
+        # residual stream's variance grows slowly with depth.
+        nn.init.normal_(self.qkv.weight, std=1.0 / math.sqrt(cfg.n_embd))
+        nn.init.normal_(self.proj.weight, std=1.0 / math.sqrt(cfg.n_embd * cfg.n_layer))
+
+    def forward(self, x: torch.Tensor, cache: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+                pos: int = 0) -> torch.Tensor:
+        B, L, D = x.shape
+        q, k, v = (t.view(B, L, self.n_head, -1).transpose(1, 2) for t in self.qkv(x).split(D, dim=-1))
+        if cache is None:
+            # Training / full pass: the causal mask is implicit (no L x L tensor is built).
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                               dropout_p=self.attn_dropout if self.training else 0.0)
+        else:
+            # Incremental decoding of position `pos` (L == 1): store its key/value, then let the one
+            # query attend over the filled prefix [0, pos]. Every key there is in the past, so no mask.
+            k_buf, v_buf = cache
+            k_buf[:, :, pos:pos + L] = k
+            v_buf[:, :, pos:pos + L] = v
+            y = F.scaled_dot_product_attention(q, k_buf[:, :, :pos + L], v_buf[:, :, :pos + L])
+        return self.proj(y.transpose(1, 2).reshape(B, L, D))
+
+
+class CrossAttention(nn.Module):
+    """Attention from the token stream to the conditioning features (not causal: every token may see
+    every conditioning cell). Keys/values depend only on the frames, so the sampler computes them once."""
+
+    def __init__(self, cfg: PriorConfig):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.q = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+        self.kv = nn.Linear(cfg.resnet_dim, 2 * cfg.n_embd, bias=False)
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd)
+        nn.init.normal_(self.q.weight, std=1.0 / math.sqrt(cfg.n_embd))
+        nn.init.normal_(self.kv.weight, std=1.0 / math.sqrt(cfg.resnet_dim))
+        nn.init.normal_(self.proj.weight, std=1.0 / math.sqrt(cfg.n_embd * cfg.n_layer))
+
+    def keys_values(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, S, resnet_dim) features -> k, v of shape (B, n_head, S, head_dim)."""
+        B, S, _ = cond.shape
+        k, v = self.kv(cond).view(B, S, 2, self.n_head, -1).permute(2, 0, 3, 1, 4)
+        return k, v
+
+    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        B, L, D = x.shape
+        q = self.q(x).view(B, L, self.n_head, -1).transpose(1, 2)
+        # Attention dropout is 0 here, as in the reference.
+        y = F.scaled_dot_product_attention(q, kv[0], kv[1])
+        return self.proj(y.transpose(1, 2).reshape(B, L, D))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: PriorConfig):
+        super().__init__()
+        self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd)
+        self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd)
+
+    def forward(self, x):
+        return self.proj(F.gelu(self.fc(x)))
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: self-attention, [cross-attention], MLP, each a residual branch."""
+
+    def __init__(self, cfg: PriorConfig):
+        super().__init__()
+        n_classes = cfg.n_classes if cfg.condition == "class" else 0
+        self.norm_attn, self.attn = Norm(cfg.n_embd, n_classes), SelfAttention(cfg)
+        self.norm_cross = self.cross = None
+        if cfg.condition == "frames":
+            self.norm_cross, self.cross = Norm(cfg.n_embd, n_classes), CrossAttention(cfg)
+        self.norm_mlp, self.mlp = Norm(cfg.n_embd, n_classes), MLP(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, c=None, cross_kv=None, cache=None, pos: int = 0):
+        x = x + self.drop(self.attn(self.norm_attn(x, c), cache, pos))
+        if self.cross is not None:
+            x = x + self.drop(self.cross(self.norm_cross(x, c), cross_kv))
+        return x + self.drop(self.mlp(self.norm_mlp(x, c)))
+
+
+# --------------------------------------------------------------------------------------------
+# The prior
+
+
+class Prior(nn.Module):
+    """GPT prior. `codebook` (K, D) is the VQ-VAE's codebook; it is copied into a frozen buffer (saved
+    with the model, so a prior checkpoint is self-contained, and never trained)."""
+
+    def __init__(self, config: PriorConfig, codebook: torch.Tensor):
+        super().__init__()
+        self.config = cfg = config
+        codebook = torch.as_tensor(codebook)
+        if tuple(codebook.shape) != (cfg.n_codes, cfg.embedding_dim):
+            raise ValueError(f"codebook has shape {tuple(codebook.shape)}; the config expects "
+                             f"(n_codes, embedding_dim) = ({cfg.n_codes}, {cfg.embedding_dim})")
+        self.register_buffer("codebook", codebook.detach().clone().float())
+        D = cfg.n_embd
+
+        self.fc_in = nn.Linear(cfg.embedding_dim, D, bias=False)
+        nn.init.normal_(self.fc_in.weight, std=0.02)
+        self.sos = nn.Parameter(torch.randn(D) * 0.02)
+        self.pos_emb = BroadcastPosEmbed(cfg.latent_shape, D)
+
+        self.frame_encoder = self.cond_pos_emb = None
+        if cfg.condition == "frames":
+            self.frame_encoder = ResNet3d(cfg.resnet_depth, cfg.resnet_dim, cfg.resnet_width)
+            self.cond_pos_emb = BroadcastPosEmbed(cfg.cond_shape, cfg.resnet_dim)
+
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.norm_out = Norm(D, cfg.n_classes if cfg.condition == "class" else 0)
+        self.head = nn.Linear(D, cfg.n_codes, bias=False)
+        # Zero head: every code is equally likely at init (loss = ln K), a calm start for training.
+        nn.init.zeros_(self.head.weight)
+
+    # ---- conditioning ------------------------------------------------------------------------
+
+    def _class_vector(self, label: Optional[torch.Tensor], batch: int) -> Optional[torch.Tensor]:
+        """One-hot label (B, n_classes), or None for priors that are not class-conditional (a label
+        given to those is ignored, so data loaders may always pass one)."""
+        if self.config.condition != "class":
+            return None
+        if label is None:
+            raise ValueError("this prior is class-conditional (prior.condition=class): pass label=(B,) class ids")
+        label = torch.as_tensor(label, device=self.sos.device)
+        if label.shape != (batch,):
+            raise ValueError(f"label must have shape ({batch},); got {tuple(label.shape)}")
+        return F.one_hot(label.long(), self.config.n_classes).to(self.sos.dtype)
+
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, 3, n_cond_frames, H, W) frames in [-0.5, 0.5] -> (B, S, resnet_dim) position-embedded
+        features, S = n_cond_frames * H/4 * W/4."""
+        cfg = self.config
+        expected = (3, cfg.n_cond_frames, *cfg.frame_shape)
+        if frames is None:
+            raise ValueError("this prior is frame-conditional (prior.condition=frames): "
+                             f"pass frames=(B, {', '.join(map(str, expected))})")
+        if frames.dim() != 5 or tuple(frames.shape[1:]) != expected:
+            raise ValueError(f"frames must have shape (B, {', '.join(map(str, expected))}); got {tuple(frames.shape)}")
+        feats = self.frame_encoder(frames.to(self.sos.device, self.sos.dtype)) + self.cond_pos_emb()
+        return feats.flatten(1, 3)
+
+    def cross_kv(self, frames: Optional[torch.Tensor]) -> list:
+        """Per-layer cross-attention keys/values of the conditioning frames ([None] * n_layer for a
+        prior that is not frame-conditional). Computed once per batch; reused at every position."""
+        if self.config.condition != "frames":
+            return [None] * self.config.n_layer
+        cond = self.encode_frames(frames)
+        return [block.cross.keys_values(cond) for block in self.blocks]
+
+    # ---- training ----------------------------------------------------------------------------
+
+    def forward(self, tokens: torch.Tensor, label: Optional[torch.Tensor] = None,
+                frames: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """tokens (B, t, h, w) long -> logits (B, t, h, w, K); logits at p predict token p from tokens < p."""
+        cfg = self.config
+        if tokens.dim() != 4 or tuple(tokens.shape[1:]) != cfg.latent_shape:
+            raise ValueError(f"tokens must have shape (B, {', '.join(map(str, cfg.latent_shape))}); "
+                             f"got {tuple(tokens.shape)}")
+        B, L = tokens.shape[0], cfg.seq_len
+        c = self._class_vector(label, B)
+        kvs = self.cross_kv(frames)
+
+        x = self.fc_in(F.embedding(tokens.reshape(B, L).long(), self.codebook))  # (B, L, D): token p at p
+        # Right shift: position p sees token p-1; position 0 sees the start vector.
+        x = torch.cat([self.sos.to(x.dtype).expand(B, 1, -1), x[:, :-1]], dim=1)
+        x = x + self.pos_emb().reshape(L, -1)
+        for block, kv in zip(self.blocks, kvs):
+            x = block(x, c, kv)
+        logits = self.head(self.norm_out(x, c))
+        return logits.view(B, *cfg.latent_shape, cfg.n_codes)
+
+    def loss(self, tokens: torch.Tensor, label: Optional[torch.Tensor] = None,
+             frames: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Mean cross-entropy over all tokens, in nats, computed in float32 (bits/dim = loss / ln 2)."""
+        logits = self(tokens, label, frames)
+        return F.cross_entropy(logits.float().reshape(-1, self.config.n_codes), tokens.reshape(-1).long())
+
+    # ---- incremental decoding (used by videogpt.sampling) ------------------------------------
+
+    def init_cache(self, batch: int, device=None, dtype=None) -> KVCache:
+        cfg = self.config
+        return KVCache(cfg.n_layer, batch, cfg.n_head, cfg.seq_len, cfg.n_embd // cfg.n_head,
+                       device=device if device is not None else self.sos.device,
+                       dtype=dtype if dtype is not None else self.sos.dtype)
+
+    def step(self, prev_token: Optional[torch.Tensor], pos: int, cache: KVCache,
+             label: Optional[torch.Tensor] = None, cond_kv: Optional[list] = None) -> torch.Tensor:
+        """Logits (B, K) of flat position `pos`, given the token decoded at pos-1 (prev_token, (B,)
+        long; ignored at pos 0, where the start vector is the input). Positions must be fed in order
+        0, 1, 2, ...; each call appends one position to `cache`. cond_kv: `cross_kv(frames)`."""
+        cfg = self.config
+        if pos != cache.length:
+            raise ValueError(f"step(pos={pos}) but the cache holds {cache.length} positions; decode in order")
+        if pos >= cfg.seq_len:
+            raise ValueError(f"pos {pos} is past the end of the sequence ({cfg.seq_len} positions)")
+        B = cache.batch
+        if pos == 0:
+            x = self.sos.expand(B, -1)
+        else:
+            # Only the new token is embedded: one codebook lookup and one small projection.
+            x = self.fc_in(F.embedding(prev_token.reshape(B), self.codebook))
+        x = (x + self.pos_emb.at(pos)).unsqueeze(1)  # (B, 1, D)
+        c = self._class_vector(label, B)
+        if cond_kv is None:
+            if cfg.condition == "frames":
+                raise ValueError("frame-conditional prior: pass cond_kv=prior.cross_kv(frames)")
+            cond_kv = [None] * cfg.n_layer
+        for i, block in enumerate(self.blocks):
+            x = block(x, c, cond_kv[i], cache=cache.layer(i), pos=pos)
+        cache.length += 1
+        return self.head(self.norm_out(x, c))[:, 0]
+
+    # ---- accounting --------------------------------------------------------------------------
+
+    def num_params(self, include_frame_encoder: bool = True) -> int:
+        """Trainable parameters (the frozen codebook is a buffer, not counted)."""
+        n = sum(p.numel() for p in self.parameters())
+        if not include_frame_encoder and self.frame_encoder is not None:
+            n -= sum(p.numel() for p in self.frame_encoder.parameters())
+            n -= sum(p.numel() for p in self.cond_pos_emb.parameters())
+        return n
+
+    def flops_per_token(self) -> int:
+        """Forward FLOPs per latent token for a full training-style pass (nanoGPT/PaLM convention):
+        2 * (weights of every per-token matmul) + 4 * n_layer * L * n_embd for the attention scores and
+        the weighted sum over the full context L (the causal mask's saving is not subtracted).
+        Frame conditioning adds the cross-attention (4 * n_layer * S * n_embd per token) plus, shared by
+        the L tokens of a sample, the conditioning key/value projections and the ResNet.
+        Training costs about 3x this (forward + backward)."""
+        cfg = self.config
+        D, L = cfg.n_embd, cfg.seq_len
+        per_token = self.fc_in.weight.numel() + self.head.weight.numel()
+        for block in self.blocks:
+            per_token += block.attn.qkv.weight.numel() + block.attn.proj.weight.numel()
+            per_token += block.mlp.fc.weight.numel() + block.mlp.proj.weight.numel()
+            if block.cross is not None:
+                per_token += block.cross.q.weight.numel() + block.cross.proj.weight.numel()
+        flops = 2 * per_token + 4 * cfg.n_layer * L * D
+        if cfg.condition == "frames":
+            S = math.prod(cfg.cond_shape)
+            flops += 4 * cfg.n_layer * S * D
+            per_sample = sum(2 * S * block.cross.kv.weight.numel() for block in self.blocks)
+            per_sample += self.frame_encoder.flops(cfg.n_cond_frames, *cfg.frame_shape)
+            flops += per_sample / L
+        return int(flops)

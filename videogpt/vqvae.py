@@ -1,0 +1,504 @@
+"""The VideoGPT VQ-VAE: a 3D-conv video autoencoder with an EMA vector-quantised bottleneck.
+
+One module, plain PyTorch (Lightning lives in videogpt/lightning.py). Reading order:
+  VQVAEConfig -> SamePadConv3d / SamePadConvTranspose3d -> PositionEmbedding / AxialAttention
+  -> AttentionResidualBlock -> Encoder / Decoder -> Codebook -> VQVAE.
+
+Architecture and numbers follow the VideoGPT paper and its code (spec section 1). Where the two
+public codebases differ we follow the paper's own repository (separate residual width, a learned
+position embedding shared by all attention blocks, a 3x3x3 conv at the decoder input) and fix the
+public code's encoder bug (its last encoder conv took 3 input channels with one downsampling level).
+
+Tensors: videos are (B, 3, T, H, W) float in [-0.5, 0.5]; codes are (B, t, h, w) long with
+(t, h, w) = (T, H, W) / downsample.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+# Mean squared error is divided by this (about the pixel variance of [-0.5, 0.5] video data):
+# the paper's "normalised MSE", which it reports makes training steadier and collapses fewer codes.
+DATA_VARIANCE = 0.06
+
+
+def _is_pow2(n: int) -> bool:
+    return n >= 1 and (n & (n - 1)) == 0
+
+
+@dataclass
+class VQVAEConfig:
+    """Hyperparameters. Field names equal the `vqvae.*` keys of pipeline/params.py where they overlap,
+    so a stage can write VQVAEConfig(input_shape=(T, H, W), **those params)."""
+    input_shape: tuple[int, int, int] = (16, 64, 64)  # (T, H, W) of the clips; sizes the position tables
+    n_hiddens: int = 240        # channels of the encoder/decoder trunk
+    res_hiddens: int = 128      # bottleneck channels inside a residual block
+    n_res_layers: int = 4       # attention-residual blocks in the encoder and in the decoder
+    downsample: tuple[int, int, int] = (4, 2, 2)  # per-axis (T, H, W) factors, powers of two
+    n_codes: int = 1024         # codebook size K
+    embedding_dim: int = 256    # codebook vector size D
+    attention: bool = True      # axial attention in the residual blocks (False = the paper's ablation)
+    n_heads: int = 2            # heads of each axial attention
+    beta: float = 0.25          # commitment loss weight
+    ema_decay: float = 0.99     # codebook EMA decay
+
+    def __post_init__(self):
+        # JSON round trips (config.json) give lists; keep tuples so configs compare equal.
+        self.input_shape = tuple(int(v) for v in self.input_shape)
+        self.downsample = tuple(int(v) for v in self.downsample)
+        if len(self.downsample) != 3 or len(self.input_shape) != 3:
+            raise ValueError(f"vqvae.downsample / input_shape: need 3 values (T, H, W), got "
+                             f"{list(self.downsample)} / {list(self.input_shape)}")
+        for axis, f in zip("THW", self.downsample):
+            if not _is_pow2(f):
+                raise ValueError(f"vqvae.downsample: {list(self.downsample)} has {f} on axis {axis}; "
+                                 "each factor must be a power of two (1, 2, 4, ...)")
+        T, H, W = self.input_shape
+        if T < 1 or T % self.downsample[0]:
+            raise ValueError(f"data.sequence_length: {T} is not divisible by the temporal downsampling "
+                             f"vqvae.downsample[0]={self.downsample[0]}")
+        for size, f, axis in ((H, self.downsample[1], "H"), (W, self.downsample[2], "W")):
+            if size < 1 or size % f:
+                raise ValueError(f"data.resolution: {size} ({axis}) is not divisible by the spatial "
+                                 f"downsampling {f}")
+        if self.n_codes < 2:
+            raise ValueError(f"vqvae.n_codes: {self.n_codes} must be >= 2")
+        for name in ("n_hiddens", "res_hiddens", "embedding_dim", "n_heads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"vqvae.{name}: {getattr(self, name)} must be >= 1")
+        if self.n_res_layers < 0:
+            raise ValueError(f"vqvae.n_res_layers: {self.n_res_layers} must be >= 0")
+        if self.attention and self.n_hiddens % self.n_heads:
+            raise ValueError(f"vqvae.n_hiddens: {self.n_hiddens} is not divisible by vqvae.n_heads={self.n_heads}")
+        if self.attention and self.n_hiddens < 3:
+            raise ValueError(f"vqvae.n_hiddens: {self.n_hiddens} must be >= 3 with attention "
+                             "(the position embedding splits it over the 3 axes)")
+        if not 0.0 < self.ema_decay <= 1.0:
+            raise ValueError(f"vqvae.ema_decay: {self.ema_decay} must be in (0, 1]")
+        if self.beta < 0:
+            raise ValueError(f"vqvae.beta: {self.beta} must be >= 0")
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        return tuple(s // d for s, d in zip(self.input_shape, self.downsample))
+
+    @property
+    def level_strides(self) -> list[tuple[int, int, int]]:
+        """Per-axis strides of each resampling level: an axis keeps stride 2 until its factor is used up.
+        E.g. (4, 2, 2) -> [(2, 2, 2), (2, 1, 1)]; (1, 1, 1) -> []."""
+        logs = [int(math.log2(d)) for d in self.downsample]
+        return [tuple(2 if n > j else 1 for n in logs) for j in range(max(logs))]
+
+
+# --------------------------------------------------------------------------------------------
+# "Same"-padded convolutions: output size = input size / stride (conv) or * stride (transposed).
+
+
+def _same_pad(kernel: tuple[int, ...], stride: tuple[int, ...]) -> tuple[int, ...]:
+    """F.pad argument for 'same' padding of a (T, H, W) conv. Total pad k - s per axis, the odd pixel
+    goes to the front (as in the reference). F.pad lists axes last-first: (W front, W back, H..., T...)."""
+    pad = []
+    for k, s in reversed(list(zip(kernel, stride))):
+        p = k - s
+        pad += [p - p // 2, p // 2]  # front = ceil(p/2), back = floor(p/2)
+    return tuple(pad)
+
+
+def _triple(v) -> tuple[int, int, int]:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v, v)
+
+
+class SamePadConv3d(nn.Module):
+    """Explicit zero pad, then an unpadded Conv3d: input (T, H, W) divisible by the stride -> / stride."""
+
+    def __init__(self, c_in: int, c_out: int, kernel_size, stride=1, bias: bool = True):
+        super().__init__()
+        kernel_size, stride = _triple(kernel_size), _triple(stride)
+        self.pad = _same_pad(kernel_size, stride)
+        self.conv = nn.Conv3d(c_in, c_out, kernel_size, stride=stride, bias=bias)
+
+    def forward(self, x):
+        return self.conv(F.pad(x, self.pad))
+
+
+class SamePadConvTranspose3d(nn.Module):
+    """The mirror: the same front/back zero pad on the input, then ConvTranspose3d with padding k - 1,
+    which crops the output to exactly input * stride (k=4, s=2: L -> 2L; k=4, s=1: L -> L)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel_size, stride=1, bias: bool = True):
+        super().__init__()
+        kernel_size, stride = _triple(kernel_size), _triple(stride)
+        self.pad = _same_pad(kernel_size, stride)
+        self.convt = nn.ConvTranspose3d(c_in, c_out, kernel_size, stride=stride, bias=bias,
+                                        padding=tuple(k - 1 for k in kernel_size))
+
+    def forward(self, x):
+        return self.convt(F.pad(x, self.pad))
+
+
+# --------------------------------------------------------------------------------------------
+# Attention at the latent resolution
+
+
+class PositionEmbedding(nn.Module):
+    """Learned broadcast spatio-temporal position embedding: one table per axis (t, h, w); the embedding
+    of position (a, b, c) is the concatenation [T[a] | H[b] | W[c]], so it costs (t + h + w) rows instead
+    of t*h*w. The paper shares ONE of these between every attention block of the encoder and decoder."""
+
+    def __init__(self, shape: tuple[int, int, int], dim: int):
+        super().__init__()
+        # Split dim as evenly as possible over the 3 axes (240 -> 80/80/80, 64 -> 22/21/21).
+        widths = [dim // 3 + (1 if i < dim % 3 else 0) for i in range(3)]
+        self.shape, self.dim = tuple(shape), dim
+        self.tables = nn.ParameterList(nn.Parameter(torch.randn(n, w) * 0.01) for n, w in zip(shape, widths))
+
+    def forward(self) -> torch.Tensor:
+        """(t, h, w, dim), to be added to a channels-last activation."""
+        t, h, w = self.shape
+        et, eh, ew = self.tables
+        return torch.cat([et[:, None, None, :].expand(t, h, w, -1),
+                          eh[None, :, None, :].expand(t, h, w, -1),
+                          ew[None, None, :, :].expand(t, h, w, -1)], dim=-1)
+
+
+class AxialAttention(nn.Module):
+    """Three independent multi-head self-attentions, along T, along H and along W (each position attends
+    only to positions that differ in that one axis); their outputs are summed. Non-causal, unmasked.
+    Cost is O(thw(t+h+w)) instead of O((thw)^2) for full 3D attention."""
+
+    def __init__(self, dim: int, n_heads: int):
+        super().__init__()
+        self.n_heads = n_heads
+        # One fused q|k|v projection per axis (no bias, as in the reference) and an output projection
+        # with bias. Init as the public reference: N(0, 1/sqrt(dim)) for both.
+        self.qkv = nn.ModuleList(nn.Linear(dim, 3 * dim, bias=False) for _ in range(3))
+        self.out = nn.ModuleList(nn.Linear(dim, dim) for _ in range(3))
+        for lin in [*self.qkv, *self.out]:
+            nn.init.normal_(lin.weight, std=1.0 / math.sqrt(dim))
+        for lin in self.out:
+            nn.init.zeros_(lin.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, t, h, w, C) channels-last -> same shape."""
+        out = 0
+        for i, axis in enumerate((1, 2, 3)):
+            q, k, v = self.qkv[i](x).chunk(3, dim=-1)
+            o = self._attend_along(q, k, v, axis)
+            out = out + self.out[i](o)
+        return out
+
+    def _attend_along(self, q, k, v, axis: int):
+        # Move the attended axis next to the channels and fold every other axis into the batch:
+        # (B, t, h, w, C) -> (B', heads, L, C / heads), the 4D layout the fused SDPA kernels want.
+        moved = q.movedim(axis, -2).shape  # (B, a, b, L, C)
+        L, C = moved[-2], moved[-1]
+
+        def split(z):
+            return z.movedim(axis, -2).reshape(-1, L, self.n_heads, C // self.n_heads).transpose(1, 2)
+
+        o = F.scaled_dot_product_attention(split(q), split(k), split(v))
+        return o.transpose(1, 2).reshape(moved).movedim(-2, axis)
+
+
+class AttentionResidualBlock(nn.Module):
+    """y = x + F(x), F = BN-ReLU-conv3(no bias)-BN-ReLU-conv1(no bias)-BN-ReLU-[+pos, axial attention].
+    The convs have no bias because a BatchNorm follows each of them."""
+
+    def __init__(self, cfg: VQVAEConfig):
+        super().__init__()
+        C, R = cfg.n_hiddens, cfg.res_hiddens
+        self.net = nn.Sequential(
+            nn.BatchNorm3d(C), nn.ReLU(),
+            SamePadConv3d(C, R, 3, bias=False),
+            nn.BatchNorm3d(R), nn.ReLU(),
+            SamePadConv3d(R, C, 1, bias=False),
+            nn.BatchNorm3d(C), nn.ReLU(),
+        )
+        self.attn = AxialAttention(C, cfg.n_heads) if cfg.attention else None
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor | None) -> torch.Tensor:
+        h = self.net(x)
+        if self.attn is not None:
+            h = h.permute(0, 2, 3, 4, 1)  # channels-last for the per-position linear layers
+            h = self.attn(h + pos).permute(0, 4, 1, 2, 3)
+        return x + h
+
+
+# --------------------------------------------------------------------------------------------
+# Encoder / decoder
+
+
+class Encoder(nn.Module):
+    """video (B, 3, T, H, W) -> pre-quantisation latents (B, D, t, h, w)."""
+
+    def __init__(self, cfg: VQVAEConfig):
+        super().__init__()
+        C = cfg.n_hiddens
+        strides = cfg.level_strides
+        # Kernel 4, stride 2 on the axes still to downsample (stride 1 elsewhere), ReLU after each.
+        self.down = nn.ModuleList(SamePadConv3d(3 if j == 0 else C, C, 4, stride=s) for j, s in enumerate(strides))
+        # No activation after this conv (the residual blocks start with BN-ReLU). Its input has C
+        # channels, or 3 when there is no downsampling at all.
+        self.conv_last = SamePadConv3d(C if strides else 3, C, 3)
+        self.res = nn.ModuleList(AttentionResidualBlock(cfg) for _ in range(cfg.n_res_layers))
+        self.norm = nn.BatchNorm3d(C)
+        self.to_latent = SamePadConv3d(C, cfg.embedding_dim, 1)  # the reference's pre_vq_conv
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor | None) -> torch.Tensor:
+        for conv in self.down:
+            x = F.relu(conv(x))
+        x = self.conv_last(x)
+        for block in self.res:
+            x = block(x, pos)
+        return self.to_latent(F.relu(self.norm(x)))
+
+
+class Decoder(nn.Module):
+    """quantised latents (B, D, t, h, w) -> video (B, 3, T, H, W), linear (unclamped) output."""
+
+    def __init__(self, cfg: VQVAEConfig):
+        super().__init__()
+        C = cfg.n_hiddens
+        strides = cfg.level_strides
+        self.from_latent = SamePadConv3d(cfg.embedding_dim, C, 3)  # the paper repo's 3x3x3 input conv
+        self.res = nn.ModuleList(AttentionResidualBlock(cfg) for _ in range(cfg.n_res_layers))
+        self.norm = nn.BatchNorm3d(C)
+        # Mirror of the encoder: full-stride levels first (same order as the encoder), 3 channels last.
+        self.up = nn.ModuleList(SamePadConvTranspose3d(C, 3 if j == len(strides) - 1 else C, 4, stride=s)
+                                for j, s in enumerate(strides))
+        # Without any resampling there is no transposed conv to produce the 3 output channels;
+        # a 3x3x3 conv mirrors the encoder's conv_last (which then takes 3 channels).
+        self.to_pixels = None if strides else SamePadConv3d(C, 3, 3)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor | None) -> torch.Tensor:
+        x = self.from_latent(x)
+        for block in self.res:
+            x = block(x, pos)
+        x = F.relu(self.norm(x))
+        for j, convt in enumerate(self.up):
+            x = convt(x)
+            if j < len(self.up) - 1:
+                x = F.relu(x)
+        if self.to_pixels is not None:
+            x = self.to_pixels(x)
+        return x
+
+
+# --------------------------------------------------------------------------------------------
+# Codebook
+
+
+def _no_autocast(t: torch.Tensor):
+    """Context that switches autocast off for t's device (meta tensors, used for FLOP counting, count as CPU)."""
+    return torch.autocast(device_type="cpu" if t.device.type == "meta" else t.device.type, enabled=False)
+
+
+def _counts(idx: torch.Tensor, n_codes: int) -> torch.Tensor:
+    """float32 (K,) histogram of code indices. index_add rather than bincount: a fixed output shape
+    (bincount's depends on the data), which torch.compile and meta tensors need."""
+    return torch.zeros(n_codes, device=idx.device).index_add_(0, idx, torch.ones(idx.shape, device=idx.device))
+
+
+def _ddp() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+class Codebook(nn.Module):
+    """Vector quantiser with an EMA-updated codebook (no codebook loss term), data-dependent init from
+    the first training batch and restart of dead codes. All state is in buffers, so the optimizer never
+    sees it and a state_dict saves/restores it (including whether it has been initialised).
+
+    Train mode updates the buffers on every forward; eval mode never touches them. Keep a trained
+    VQ-VAE in eval() when it only encodes/decodes (e.g. while training the prior)."""
+
+    def __init__(self, n_codes: int, dim: int, decay: float = 0.99, eps: float = 1e-7):
+        super().__init__()
+        self.n_codes, self.dim, self.decay, self.eps = n_codes, dim, decay, eps
+        self.register_buffer("embeddings", torch.randn(n_codes, dim))
+        self.register_buffer("N", torch.zeros(n_codes))          # EMA count of vectors assigned per code
+        self.register_buffer("z_avg", self.embeddings.clone())   # EMA sum of vectors assigned per code
+        self.register_buffer("initialized", torch.tensor(False))
+
+    @property
+    def usage(self) -> float:
+        """Fraction of codes in use (EMA count N >= 1, the restart threshold)."""
+        return (self.N >= 1.0).float().mean().item()
+
+    def _random_rows(self, flat: torch.Tensor) -> torch.Tensor:
+        """K rows drawn without replacement from the batch's vectors; if the batch has fewer than K,
+        tile it and add noise (std 0.01/sqrt(D)) so the copies differ. Same rows on every rank."""
+        M = flat.shape[0]
+        if M < self.n_codes:
+            flat = flat.repeat((self.n_codes + M - 1) // M, 1)
+            flat = flat + torch.randn_like(flat) * (0.01 / math.sqrt(self.dim))
+        rows = flat[torch.randperm(flat.shape[0], device=flat.device)[: self.n_codes]].contiguous()
+        if _ddp():
+            dist.broadcast(rows, 0)
+        return rows
+
+    @torch.no_grad()
+    def _init_from(self, flat: torch.Tensor) -> None:
+        rows = self._random_rows(flat)
+        self.embeddings.copy_(rows)
+        self.z_avg.copy_(rows)
+        self.N.fill_(1.0)
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def _ema_update(self, flat: torch.Tensor, idx: torch.Tensor) -> None:
+        # Counts and sums per code (index_add instead of a (M, K) one-hot matmul: same numbers, O(M D)).
+        n = _counts(idx, self.n_codes)
+        s = torch.zeros_like(self.z_avg).index_add_(0, idx, flat)
+        if _ddp():
+            dist.all_reduce(n)
+            dist.all_reduce(s)
+        g = self.decay
+        self.N.mul_(g).add_(n, alpha=1 - g)
+        self.z_avg.mul_(g).add_(s, alpha=1 - g)
+        # Laplace smoothing: keeps never-used codes from dividing by zero, preserves the total count.
+        n_tot = self.N.sum()
+        N_smooth = (self.N + self.eps) / (n_tot + self.n_codes * self.eps) * n_tot
+        self.embeddings.copy_(self.z_avg / N_smooth[:, None])
+        # Dead-code restart: every code whose EMA count is below 1 gets a fresh vector from this batch.
+        # N and z_avg are deliberately left alone (as in the reference), so a code stays "dead" and is
+        # re-drawn each step until it is actually assigned about one vector per step.
+        rows = self._random_rows(flat)
+        used = (self.N >= 1.0)[:, None]
+        self.embeddings.copy_(torch.where(used, self.embeddings, rows))
+
+    def codes(self, flat: torch.Tensor) -> torch.Tensor:
+        """Nearest code (squared L2) of each row of flat (M, D) float32."""
+        e = self.embeddings
+        # ||z||^2 - 2 z.e + ||e||^2, one fused addmm
+        d = torch.addmm((flat * flat).sum(1, keepdim=True) + (e * e).sum(1)[None, :], flat, e.t(), alpha=-2.0)
+        return d.argmin(dim=1)
+
+    def forward(self, z: torch.Tensor) -> dict:
+        """z (B, D, t, h, w) -> dict(quantized (B, D, t, h, w) float32 with straight-through gradient,
+        codes (B, t, h, w) long, commitment (unweighted mean sq. distance), perplexity)."""
+        # Distances, EMA statistics and the restart are done in float32 even under bf16/fp16 autocast:
+        # argmin over near-ties and the EMA's small increments are not safe in 8-bit mantissas.
+        with _no_autocast(z):
+            z = z.float()
+            B, D, t, h, w = z.shape
+            flat = z.permute(0, 2, 3, 4, 1).reshape(-1, D)
+            if self.training and not bool(self.initialized):
+                self._init_from(flat.detach())
+            idx = self.codes(flat.detach())
+            e = F.embedding(idx, self.embeddings).view(B, t, h, w, D).permute(0, 4, 1, 2, 3)  # a copy:
+            # the in-place EMA update below does not change what this step quantised to.
+            commitment = F.mse_loss(z, e.detach())
+            if self.training:
+                self._ema_update(flat.detach(), idx)
+            quantized = z + (e - z).detach()  # straight-through: forward = e, gradient d/dz = identity
+            p = _counts(idx, self.n_codes) / idx.numel()
+            perplexity = torch.exp(-(p * torch.log(p + 1e-10)).sum())
+        return dict(quantized=quantized, codes=idx.view(B, t, h, w), commitment=commitment, perplexity=perplexity)
+
+
+# --------------------------------------------------------------------------------------------
+# The model
+
+
+class VQVAE(nn.Module):
+    def __init__(self, cfg: VQVAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        # The one position embedding shared by all attention blocks of encoder AND decoder. It is owned
+        # here (not by the encoder/decoder) so its parameters appear once in parameters()/state_dict();
+        # its (t, h, w, C) tensor is computed once per call and handed to both.
+        self.pos_embed = PositionEmbedding(cfg.latent_shape, cfg.n_hiddens) if cfg.attention else None
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+        self.codebook = Codebook(cfg.n_codes, cfg.embedding_dim, cfg.ema_decay)
+
+    # ---- shapes and checks
+
+    def latent_shape(self, input_shape=None) -> tuple[int, int, int]:
+        """(t, h, w) of the code grid for clips of (T, H, W) = input_shape (default: the config's)."""
+        T, H, W = self.cfg.input_shape if input_shape is None else input_shape
+        dT, dH, dW = self.cfg.downsample
+        if T % dT or H % dH or W % dW:
+            raise ValueError(f"input shape {(T, H, W)} is not divisible by vqvae.downsample={self.cfg.downsample}")
+        return (T // dT, H // dH, W // dW)
+
+    def _pos(self, latent_shape) -> torch.Tensor | None:
+        if self.pos_embed is None:
+            return None
+        if tuple(latent_shape) != self.pos_embed.shape:
+            raise ValueError(f"latent shape {tuple(latent_shape)} differs from the one the position embedding "
+                             f"was built for, {self.pos_embed.shape} (input_shape={self.cfg.input_shape}); "
+                             "with attention the VQ-VAE only takes clips of its configured size")
+        return self.pos_embed()
+
+    def _check_video(self, x: torch.Tensor) -> None:
+        if x.dim() != 5 or x.shape[1] != 3 or not x.is_floating_point():
+            raise ValueError(f"VQVAE expects float video (B, 3, T, H, W) in [-0.5, 0.5] (uint8/255 - 0.5); "
+                             f"got {x.dtype} {tuple(x.shape)}")
+
+    # ---- public API
+
+    def encode_latents(self, x: torch.Tensor) -> torch.Tensor:
+        """Continuous encoder output (B, D, t, h, w), before quantisation."""
+        self._check_video(x)
+        return self.encoder(x, self._pos(self.latent_shape(x.shape[2:])))
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """video (B, 3, T, H, W) in [-0.5, 0.5] -> codes (B, t, h, w) long. Does not update the codebook
+        (call eval() first so BatchNorm uses its running statistics)."""
+        z = self.encode_latents(x)
+        with _no_autocast(z):
+            D = z.shape[1]
+            flat = z.float().permute(0, 2, 3, 4, 1).reshape(-1, D)
+            return self.codebook.codes(flat).view(z.shape[0], *z.shape[2:])
+
+    def embed(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, t, h, w) -> codebook vectors (B, t, h, w, D)."""
+        return F.embedding(codes, self.codebook.embeddings)
+
+    def decode_latents(self, e: torch.Tensor) -> torch.Tensor:
+        """Quantised latents (B, D, t, h, w) -> video (B, 3, T, H, W)."""
+        return self.decoder(e, self._pos(e.shape[2:]))
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, t, h, w) long -> video (B, 3, T, H, W) float, unclamped (clamp to [-0.5, 0.5] to view)."""
+        return self.decode_latents(self.embed(codes).permute(0, 4, 1, 2, 3))
+
+    def forward(self, x: torch.Tensor) -> dict:
+        """Training/validation step on video x: dict(loss, recon_loss, commitment_loss, perplexity, recon).
+        recon_loss = MSE / 0.06; commitment_loss = beta * mean((z - sg(e))^2); loss = their sum."""
+        self._check_video(x)
+        pos = self._pos(self.latent_shape(x.shape[2:]))
+        vq = self.codebook(self.encoder(x, pos))
+        recon = self.decoder(vq["quantized"], pos)
+        recon_loss = F.mse_loss(recon.float(), x.float()) / DATA_VARIANCE
+        commitment_loss = self.cfg.beta * vq["commitment"]
+        return dict(loss=recon_loss + commitment_loss, recon_loss=recon_loss, commitment_loss=commitment_loss,
+                    perplexity=vq["perplexity"], recon=recon)
+
+    # ---- accounting
+
+    def flops_per_clip(self, backward: bool = True) -> int:
+        """FLOPs (multiply-add = 2) of one clip of cfg.input_shape through forward (+ backward if asked),
+        counted by torch's FlopCounterMode on a meta-device copy: no memory, no compute, no buffer change.
+        Covers convs, linears and attention; BatchNorm/ReLU/codebook are not counted (tiny)."""
+        from torch.utils.flop_counter import FlopCounterMode
+        with torch.device("meta"):
+            model = VQVAE(self.cfg)
+            x = torch.zeros(1, 3, *self.cfg.input_shape)
+        model.eval()  # eval: no data-dependent codebook init on meta tensors
+        with FlopCounterMode(display=False) as counter:
+            out = model(x)
+            if backward:
+                out["loss"].backward()
+        return int(counter.get_total_flops())
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
