@@ -97,48 +97,61 @@ class VQVAEConfig:
 
 # --------------------------------------------------------------------------------------------
 # "Same"-padded convolutions: output size = input size / stride (conv) or * stride (transposed).
-
-
-def _same_pad(kernel: tuple[int, ...], stride: tuple[int, ...]) -> tuple[int, ...]:
-    """F.pad argument for 'same' padding of a (T, H, W) conv. Total pad k - s per axis, the odd pixel
-    goes to the front (as in the reference). F.pad lists axes last-first: (W front, W back, H..., T...)."""
-    pad = []
-    for k, s in reversed(list(zip(kernel, stride))):
-        p = k - s
-        pad += [p - p // 2, p // 2]  # front = ceil(p/2), back = floor(p/2)
-    return tuple(pad)
+#
+# The reference pads explicitly: total pad k - s per axis, the odd pixel at the FRONT
+# (front = ceil((k-s)/2), back = floor((k-s)/2)), then an unpadded conv; its transposed conv applies
+# the same pad to the input and then uses padding k - 1. We compute exactly the same outputs (same
+# taps at the same offsets, same weight layout) with the conv's own symmetric padding = front (for
+# the transposed conv: k - 1 - front * s) and a crop of the surplus at the BACK end. Measured on one
+# CPU thread this is ~2x faster forward+backward than F.pad + conv (oneDNN handles built-in padding
+# much better, and the transposed conv's backward otherwise runs over all the padded zeros).
+# tests/test_vqvae.py checks the equivalence against the explicit-pad formulation.
 
 
 def _triple(v) -> tuple[int, int, int]:
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v, v)
 
 
+def _front_pad(kernel, stride) -> tuple[int, ...]:
+    return tuple((k - s) - (k - s) // 2 for k, s in zip(kernel, stride))  # ceil((k - s) / 2)
+
+
+def _crop(y: torch.Tensor, size) -> torch.Tensor:
+    T, H, W = size
+    return y if tuple(y.shape[2:]) == (T, H, W) else y[:, :, :T, :H, :W]
+
+
 class SamePadConv3d(nn.Module):
-    """Explicit zero pad, then an unpadded Conv3d: input (T, H, W) divisible by the stride -> / stride."""
+    """Conv3d with 'same' padding: input (T, H, W) divisible by the stride -> (T, H, W) / stride."""
 
     def __init__(self, c_in: int, c_out: int, kernel_size, stride=1, bias: bool = True):
         super().__init__()
         kernel_size, stride = _triple(kernel_size), _triple(stride)
-        self.pad = _same_pad(kernel_size, stride)
-        self.conv = nn.Conv3d(c_in, c_out, kernel_size, stride=stride, bias=bias)
+        self.conv = nn.Conv3d(c_in, c_out, kernel_size, stride=stride, bias=bias,
+                              padding=_front_pad(kernel_size, stride))
 
     def forward(self, x):
-        return self.conv(F.pad(x, self.pad))
+        # k=4, s=1 pads (2, 1): the symmetric pad of 2 yields one extra output at the back; crop it.
+        return _crop(self.conv(x), [n // s for n, s in zip(x.shape[2:], self.conv.stride)])
 
 
 class SamePadConvTranspose3d(nn.Module):
-    """The mirror: the same front/back zero pad on the input, then ConvTranspose3d with padding k - 1,
-    which crops the output to exactly input * stride (k=4, s=2: L -> 2L; k=4, s=1: L -> L)."""
+    """ConvTranspose3d with the mirror semantics: (T, H, W) -> (T, H, W) * stride exactly
+    (k=4, s=2: L -> 2L; k=4, s=1: L -> L)."""
 
     def __init__(self, c_in: int, c_out: int, kernel_size, stride=1, bias: bool = True):
         super().__init__()
         kernel_size, stride = _triple(kernel_size), _triple(stride)
-        self.pad = _same_pad(kernel_size, stride)
-        self.convt = nn.ConvTranspose3d(c_in, c_out, kernel_size, stride=stride, bias=bias,
-                                        padding=tuple(k - 1 for k in kernel_size))
+        # Reference: input padded by `front`, then padding k - 1. Padding the input by f moves every
+        # output by f * s, so the equivalent crop-only padding is k - 1 - f * s (>= 0 for k=4, s<=2).
+        padding = tuple(k - 1 - f * s for k, f, s in zip(kernel_size, _front_pad(kernel_size, stride), stride))
+        if min(padding) < 0:
+            raise ValueError(f"unsupported transposed conv kernel {kernel_size} / stride {stride}")
+        self.convt = nn.ConvTranspose3d(c_in, c_out, kernel_size, stride=stride, bias=bias, padding=padding)
 
     def forward(self, x):
-        return self.convt(F.pad(x, self.pad))
+        # k=4, s=1 gives one extra output at the back; crop it.
+        return _crop(self.convt(x), [n * s for n, s in zip(x.shape[2:], self.convt.stride)])
 
 
 # --------------------------------------------------------------------------------------------
@@ -324,9 +337,9 @@ class Codebook(nn.Module):
         self.register_buffer("z_avg", self.embeddings.clone())   # EMA sum of vectors assigned per code
         self.register_buffer("initialized", torch.tensor(False))
 
-    @property
     def usage(self) -> float:
-        """Fraction of codes in use (EMA count N >= 1, the restart threshold)."""
+        """Fraction of codes in use (EMA count N >= 1, the restart threshold). Unlike the batch perplexity
+        this does not under-report usage when batches are small."""
         return (self.N >= 1.0).float().mean().item()
 
     def _random_rows(self, flat: torch.Tensor) -> torch.Tensor:
@@ -408,7 +421,7 @@ class Codebook(nn.Module):
 class VQVAE(nn.Module):
     def __init__(self, cfg: VQVAEConfig):
         super().__init__()
-        self.cfg = cfg
+        self.config = cfg
         # The one position embedding shared by all attention blocks of encoder AND decoder. It is owned
         # here (not by the encoder/decoder) so its parameters appear once in parameters()/state_dict();
         # its (t, h, w, C) tensor is computed once per call and handed to both.
@@ -421,10 +434,10 @@ class VQVAE(nn.Module):
 
     def latent_shape(self, input_shape=None) -> tuple[int, int, int]:
         """(t, h, w) of the code grid for clips of (T, H, W) = input_shape (default: the config's)."""
-        T, H, W = self.cfg.input_shape if input_shape is None else input_shape
-        dT, dH, dW = self.cfg.downsample
+        T, H, W = self.config.input_shape if input_shape is None else input_shape
+        dT, dH, dW = self.config.downsample
         if T % dT or H % dH or W % dW:
-            raise ValueError(f"input shape {(T, H, W)} is not divisible by vqvae.downsample={self.cfg.downsample}")
+            raise ValueError(f"input shape {(T, H, W)} is not divisible by vqvae.downsample={self.config.downsample}")
         return (T // dT, H // dH, W // dW)
 
     def _pos(self, latent_shape) -> torch.Tensor | None:
@@ -432,7 +445,7 @@ class VQVAE(nn.Module):
             return None
         if tuple(latent_shape) != self.pos_embed.shape:
             raise ValueError(f"latent shape {tuple(latent_shape)} differs from the one the position embedding "
-                             f"was built for, {self.pos_embed.shape} (input_shape={self.cfg.input_shape}); "
+                             f"was built for, {self.pos_embed.shape} (input_shape={self.config.input_shape}); "
                              "with attention the VQ-VAE only takes clips of its configured size")
         return self.pos_embed()
 
@@ -478,7 +491,7 @@ class VQVAE(nn.Module):
         vq = self.codebook(self.encoder(x, pos))
         recon = self.decoder(vq["quantized"], pos)
         recon_loss = F.mse_loss(recon.float(), x.float()) / DATA_VARIANCE
-        commitment_loss = self.cfg.beta * vq["commitment"]
+        commitment_loss = self.config.beta * vq["commitment"]
         return dict(loss=recon_loss + commitment_loss, recon_loss=recon_loss, commitment_loss=commitment_loss,
                     perplexity=vq["perplexity"], recon=recon)
 
@@ -490,8 +503,8 @@ class VQVAE(nn.Module):
         Covers convs, linears and attention; BatchNorm/ReLU/codebook are not counted (tiny)."""
         from torch.utils.flop_counter import FlopCounterMode
         with torch.device("meta"):
-            model = VQVAE(self.cfg)
-            x = torch.zeros(1, 3, *self.cfg.input_shape)
+            model = VQVAE(self.config)
+            x = torch.zeros(1, 3, *self.config.input_shape)
         model.eval()  # eval: no data-dependent codebook init on meta tensors
         with FlopCounterMode(display=False) as counter:
             out = model(x)
