@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from pipeline.params import Params, ParamsError, to_dict
 from videogpt.checkpoint import fingerprint, load_model_files, save_model
 from videogpt.data.dataset import ClipDataset
+from videogpt.fileio import write_json
 from videogpt.lightning import PriorModule, VQVAEModule, finish_resume, make_trainer, prepare_resume
 from videogpt.prior import Prior, PriorConfig
 from videogpt.tokens import TokenDataset, open_token_store
@@ -132,8 +133,10 @@ def train_vqvae(params: Params, *, clips_path, manifest_path, model_dir, ckpt_di
     torch.manual_seed(params.seed)
     model = VQVAE(cfg)
     module = VQVAEModule(model, lr=vp.lr, log_every_n_steps=tp.log_every_n_steps)
+    # BatchNorm statistics are synchronised across ranks under DDP (as the paper's code does).
     trainer = make_trainer(tp, name="train_vqvae", max_steps=vp.max_steps, ckpt_dir=ckpt_dir, live_dir=live_dir,
-                           val_every=vp.val_every, checkpoint_every=vp.checkpoint_every, seed=params.seed)
+                           val_every=vp.val_every, checkpoint_every=vp.checkpoint_every, seed=params.seed,
+                           sync_batchnorm=tp.devices * tp.num_nodes > 1)
     trainer.fit(module, train_dl, val_dl, ckpt_path=resume_from, weights_only=True)
     if not trainer.is_global_zero:
         return {}
@@ -143,7 +146,7 @@ def train_vqvae(params: Params, *, clips_path, manifest_path, model_dir, ckpt_di
                                    picture_path=picture_path)
     report["ema_codes_used"] = float(model.codebook.usage())
     report["steps"] = trainer.global_step
-    _write_json(metrics_path, report)
+    write_json(metrics_path, report)
     finish_resume(ckpt_dir)
     return report
 
@@ -229,14 +232,7 @@ def train_prior(params: Params, *, vqvae_dir, tokens_path, clips_path, model_dir
         "n_params": sum(p.numel() for p in model.parameters()),
         "steps": trainer.global_step,
     }
-    _write_json(metrics_path, report)
+    write_json(metrics_path, report)
     finish_resume(ckpt_dir)
     return report
 
-
-def _write_json(path, obj) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)

@@ -1,0 +1,26 @@
+"""Stage evaluate: FVD, R-FVD, FVD*, reconstruction NMSE/PSNR and test bits/dim -> metrics/eval.json."""
+import os
+import sys
+
+# The repo root replaces the script's folder on sys.path (see stages/tokenize.py).
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from stages._common import start  # noqa: E402
+
+from pipeline import paths  # noqa: E402
+
+
+def main():
+    params = start()
+    from videogpt.evaluation import evaluate
+    from videogpt.fileio import write_json
+    report = evaluate(params, clips_path=paths.CLIPS, tokens_path=paths.TOKENS, vqvae_dir=paths.VQVAE_DIR,
+                      prior_dir=paths.PRIOR_DIR, samples_dir=paths.SAMPLES, stats_dir=paths.REAL_STATS)
+    write_json(paths.EVAL_METRICS, report)
+    fvd = report["fvd"]["value"]
+    print(f"evaluate: FVD {fvd if fvd is not None else 'null (' + report['fvd']['reason'] + ')'}, "
+          f"NMSE {report['recon']['nmse']:.4f}, test {report['test_bits_per_dim']['value']:.3f} bits/dim")
+
+
+if __name__ == "__main__":
+    main()

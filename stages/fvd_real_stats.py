@@ -1,0 +1,21 @@
+"""Stage fvd_real_stats: I3D statistics of the real test clips, cached so experiments reuse them."""
+import os
+import sys
+
+# The repo root replaces the script's folder on sys.path (see stages/tokenize.py).
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from stages._common import start  # noqa: E402
+
+from pipeline import paths  # noqa: E402
+
+
+def main():
+    params = start()
+    from videogpt.evaluation import compute_real_stats
+    info = compute_real_stats(params, clips_path=paths.CLIPS, out_dir=paths.REAL_STATS)
+    print(f"fvd_real_stats: {'computed' if info['available'] else 'skipped: ' + info['reason']}")
+
+
+if __name__ == "__main__":
+    main()

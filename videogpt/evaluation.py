@@ -1,0 +1,139 @@
+"""The evaluate stage's procedures: real-set I3D statistics, FVD / R-FVD / FVD*, NMSE, PSNR, bits/dim.
+
+Every number is written beside its protocol (which clips, how many, frames, resolution, resize,
+weights sha256), because FVD from different protocols is not comparable. Without I3D weights
+the FVD entries are null with the reason; nothing else stands in for them.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+import zarr
+from torch.utils.data import DataLoader, Subset
+
+from pipeline.params import Params
+from videogpt.checkpoint import file_sha256
+from videogpt.data.dataset import ClipDataset
+from videogpt.metrics.frechet import frechet_distance, gaussian_stats
+from videogpt.metrics.i3d import RESIZE, i3d_features, load_i3d
+from videogpt.tokens import open_token_store
+from videogpt.training import (bits_per_dim, inference_device, load_prior, load_vqvae, prior_datasets,
+                               reconstruction_report, to_uint8)
+
+STATS_FILE, PROTOCOL_FILE = "stats.npz", "protocol.json"
+
+
+def real_protocol(params: Params, clips_path) -> dict:
+    """What defines the real-set statistics; the cache is valid only for an identical protocol."""
+    test = zarr.open_group(str(clips_path), mode="r")["test"]["clips"]
+    weights = params.eval.i3d_weights
+    return {"split": "test", "selection": "first n_real clips in store order",
+            "n_real": int(min(params.eval.n_real, test.shape[0])), "frames": int(test.shape[1]),
+            "resolution": int(test.shape[2]), "resize": RESIZE, "embedding": "i3d-400-logits-mean-over-time",
+            "weights": weights, "weights_sha256": file_sha256(weights) if weights and Path(weights).is_file() else None}
+
+
+def missing_weights_reason(params: Params) -> str | None:
+    w = params.eval.i3d_weights
+    if w is None:
+        return ("no I3D weights: eval.i3d_weights is null (fetch them with `python -m videogpt.download i3d` "
+                "and set the path)")
+    if not Path(w).is_file():
+        return f"no I3D weights: eval.i3d_weights file '{w}' does not exist"
+    return None
+
+
+def first_clips_uint8(clips_path, n: int, split: str = "test") -> np.ndarray:
+    return np.asarray(zarr.open_group(str(clips_path), mode="r")[split]["clips"][:n])
+
+
+def compute_real_stats(params: Params, *, clips_path, out_dir) -> dict:
+    """Stage fvd_real_stats: I3D statistics of the real test clips, cached as a DVC out."""
+    protocol = real_protocol(params, clips_path)
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    reason = missing_weights_reason(params)
+    if reason is None:
+        device = inference_device(params.trainer)
+        model = load_i3d(params.eval.i3d_weights).to(device)
+        feats = i3d_features(model, first_clips_uint8(clips_path, protocol["n_real"]),
+                             batch_size=params.eval.batch_size, device=device)
+        mu, sigma = gaussian_stats(feats)
+        np.savez(tmp / STATS_FILE, mu=mu, sigma=sigma)
+    (tmp / PROTOCOL_FILE).write_text(json.dumps({"protocol": protocol, "available": reason is None,
+                                                 "reason": reason}, indent=2, sort_keys=True))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return {"available": reason is None, "reason": reason, "protocol": protocol}
+
+
+def load_real_stats(stats_dir, protocol: dict):
+    info = json.loads((Path(stats_dir) / PROTOCOL_FILE).read_text())
+    if not info["available"]:
+        return None, info["reason"]
+    if info["protocol"] != protocol:
+        raise ValueError(f"{stats_dir}: cached real-set statistics were made under a different protocol "
+                         f"({info['protocol']} != {protocol}); re-run the fvd_real_stats stage (dvc repro)")
+    with np.load(Path(stats_dir) / STATS_FILE) as z:
+        return (z["mu"], z["sigma"]), None
+
+
+@torch.inference_mode()
+def reconstructions_uint8(vqvae, videos_uint8: np.ndarray, batch_size: int, device) -> np.ndarray:
+    out = []
+    for i in range(0, len(videos_uint8), batch_size):
+        x = torch.from_numpy(videos_uint8[i:i + batch_size]).permute(0, 4, 1, 2, 3).float().div(255).sub(0.5)
+        recon = vqvae.decode(vqvae.encode(x.to(device))).cpu()
+        out.extend(to_uint8(r) for r in recon)
+    return np.stack(out)
+
+
+def evaluate(params: Params, *, clips_path, tokens_path, vqvae_dir, prior_dir, samples_dir, stats_dir) -> dict:
+    device = inference_device(params.trainer)
+    ep = params.eval
+    protocol = real_protocol(params, clips_path)
+    vqvae = load_vqvae(vqvae_dir).to(device)
+    prior, _ = load_prior(prior_dir, vqvae)
+    open_token_store(tokens_path)
+
+    test = ClipDataset(clips_path, "test")
+    subset = Subset(test, range(protocol["n_real"]))
+    recon = reconstruction_report(vqvae.cpu(), DataLoader(subset, batch_size=ep.batch_size), vqvae.config.n_codes)
+    vqvae.to(device)
+    test_tokens = prior_datasets(params, tokens_path, clips_path, "test")
+    bpd = bits_per_dim(prior, DataLoader(test_tokens, batch_size=ep.batch_size))
+
+    samples = np.asarray(zarr.open_group(str(Path(samples_dir) / "samples.zarr"), mode="r")["videos"][:])
+    fvd_protocol = protocol | {"n_generated": int(len(samples))}
+    real_stats, reason = load_real_stats(stats_dir, protocol)
+    fvd = r_fvd = fvd_star = None
+    if real_stats is not None:
+        model = load_i3d(ep.i3d_weights).to(device)
+        real = first_clips_uint8(clips_path, protocol["n_real"])
+        recon_stats = gaussian_stats(i3d_features(model, reconstructions_uint8(vqvae, real, ep.batch_size, device),
+                                                  batch_size=ep.batch_size, device=device))
+        sample_stats = gaussian_stats(i3d_features(model, samples, batch_size=ep.batch_size, device=device))
+        fvd = frechet_distance(*sample_stats, *real_stats)
+        r_fvd = frechet_distance(*recon_stats, *real_stats)
+        fvd_star = frechet_distance(*sample_stats, *recon_stats)
+
+    def entry(value, what):
+        return {"value": value, "reason": reason if value is None else None, "what": what, "protocol": fvd_protocol}
+
+    report = {
+        "fvd": entry(fvd, "FD(I3D(samples), I3D(real test clips))"),
+        "r_fvd": entry(r_fvd, "FD(I3D(VQ-VAE reconstructions), I3D(real test clips))"),
+        "fvd_star": entry(fvd_star, "FD(I3D(samples), I3D(VQ-VAE reconstructions))"),
+        "recon": {"nmse": recon["nmse"], "psnr": recon["psnr"], "codes_used": recon["codes_used"],
+                  "protocol": {"split": "test", "n": recon["n_clips"], "nmse": "MSE/0.06 in [-0.5,0.5] space",
+                               "psnr": "per clip on [0,1] pixels, averaged"}},
+        "test_bits_per_dim": {"value": bpd, "protocol": {"split": "test", "n": len(test_tokens),
+                                                         "unit": "bits per latent token"}},
+    }
+    return report
