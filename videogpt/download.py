@@ -66,18 +66,19 @@ def _fetch(url: str, dest_dir: Path, timeout: float) -> tuple[Path, str]:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(req, timeout=timeout) as resp:
             ctype = resp.headers.get("Content-Type", "")
             if "text/html" in ctype:
-                raise DownloadError(f"{url}: got an HTML page instead of the file (quota, login or "
-                                    "virus-scan page)")
+                raise DownloadError("got an HTML page instead of the file (quota, login or virus-scan page)")
             total = int(resp.headers.get("Content-Length") or 0)
+            tty = sys.stderr.isatty()
             while block := resp.read(1 << 20):
                 out.write(block)
                 h.update(block)
                 size += len(block)
-                if total:
-                    print(f"\r  {size / 1e6:6.1f} / {total / 1e6:.1f} MB", end="", file=sys.stderr)
-        print(file=sys.stderr)
+                if tty:
+                    print(f"\r  {size / 1e6:6.1f} / {total / 1e6 if total else float('nan'):.1f} MB", end="",
+                          file=sys.stderr)
+        print(f"{chr(13) if tty else ''}  {size / 1e6:.1f} MB received", file=sys.stderr)
         if size < MIN_BYTES:
-            raise DownloadError(f"{url}: only {size} bytes received (expected ~50.9 MB)")
+            raise DownloadError(f"only {size} bytes received (expected ~50.9 MB)")
         return Path(tmp), h.hexdigest()
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -120,7 +121,7 @@ def download_i3d(dest: str | Path | None = None, *, force: bool = False, verify_
             continue
         try:
             if verify_sha256 and digest != I3D_SHA256:
-                raise DownloadError(f"{url}: sha256 {digest} != expected {I3D_SHA256}")
+                raise DownloadError(f"sha256 {digest} != expected {I3D_SHA256}")
             _check_structure(tmp)
             os.replace(tmp, target)  # atomic: a reader never sees a partial file
         except Exception as e:

@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader, Subset
 from pipeline.params import Params
 from videogpt.checkpoint import file_sha256
 from videogpt.data.dataset import ClipDataset
-from videogpt.metrics.frechet import frechet_distance, gaussian_stats
-from videogpt.metrics.i3d import RESIZE, i3d_features, load_i3d
+from videogpt.metrics.frechet import frechet_distance, gaussian_stats, load_stats, save_stats
+from videogpt.metrics.i3d import FEATURE_PROTOCOL, MIN_FRAMES, i3d_features, load_i3d
 from videogpt.tokens import open_token_store
 from videogpt.training import (bits_per_dim, inference_device, load_prior, load_vqvae, prior_datasets,
                                reconstruction_report, to_uint8)
@@ -33,11 +33,14 @@ def real_protocol(params: Params, clips_path) -> dict:
     weights = params.eval.i3d_weights
     return {"split": "test", "selection": "first n_real clips in store order",
             "n_real": int(min(params.eval.n_real, test.shape[0])), "frames": int(test.shape[1]),
-            "resolution": int(test.shape[2]), "resize": RESIZE, "embedding": "i3d-400-logits-mean-over-time",
-            "weights": weights, "weights_sha256": file_sha256(weights) if weights and Path(weights).is_file() else None}
+            "resolution": int(test.shape[2]), **FEATURE_PROTOCOL, "weights": weights, "weights_sha256": file_sha256(weights) if weights and Path(weights).is_file() else None}
 
 
-def missing_weights_reason(params: Params) -> str | None:
+def fvd_unavailable_reason(params: Params, protocol: dict) -> str | None:
+    """Why FVD cannot be computed here (no weights, too few frames), or None."""
+    if protocol["frames"] < MIN_FRAMES:
+        return (f"clips have {protocol['frames']} frames (data.sequence_length); the I3D network needs at least "
+                f"{MIN_FRAMES}")
     w = params.eval.i3d_weights
     if w is None:
         return ("no I3D weights: eval.i3d_weights is null (fetch them with `python -m videogpt.download i3d` "
@@ -58,14 +61,13 @@ def compute_real_stats(params: Params, *, clips_path, out_dir) -> dict:
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    reason = missing_weights_reason(params)
+    reason = fvd_unavailable_reason(params, protocol)
     if reason is None:
         device = inference_device(params.trainer)
         model = load_i3d(params.eval.i3d_weights).to(device)
         feats = i3d_features(model, first_clips_uint8(clips_path, protocol["n_real"]),
-                             batch_size=params.eval.batch_size, device=device)
-        mu, sigma = gaussian_stats(feats)
-        np.savez(tmp / STATS_FILE, mu=mu, sigma=sigma)
+                             batch_size=params.eval.batch_size, device=device, progress=True)
+        save_stats(tmp / STATS_FILE, *gaussian_stats(feats), protocol=protocol, n=len(feats))
     (tmp / PROTOCOL_FILE).write_text(json.dumps({"protocol": protocol, "available": reason is None,
                                                  "reason": reason}, indent=2, sort_keys=True))
     shutil.rmtree(out_dir, ignore_errors=True)
@@ -74,14 +76,12 @@ def compute_real_stats(params: Params, *, clips_path, out_dir) -> dict:
 
 
 def load_real_stats(stats_dir, protocol: dict):
+    """((mu, sigma), None) from the cache, or (None, reason) when FVD is unavailable."""
     info = json.loads((Path(stats_dir) / PROTOCOL_FILE).read_text())
     if not info["available"]:
         return None, info["reason"]
-    if info["protocol"] != protocol:
-        raise ValueError(f"{stats_dir}: cached real-set statistics were made under a different protocol "
-                         f"({info['protocol']} != {protocol}); re-run the fvd_real_stats stage (dvc repro)")
-    with np.load(Path(stats_dir) / STATS_FILE) as z:
-        return (z["mu"], z["sigma"]), None
+    mu, sigma, _ = load_stats(Path(stats_dir) / STATS_FILE, protocol)  # raises if the protocol changed
+    return (mu, sigma), None
 
 
 @torch.inference_mode()

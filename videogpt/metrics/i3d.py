@@ -204,7 +204,8 @@ def preprocess(videos) -> torch.Tensor:
     if (h, w) != (INPUT_SIZE, INPUT_SIZE):
         frames = F.interpolate(frames, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear",
                                align_corners=False, antialias=False)
-    frames = (frames * (2.0 / 255.0) - 1.0).clamp_(-1.0, 1.0)  # clamp only removes float round-off
+    # 2*x/255 - 1 (x/127.5 is exact at 0 and 255); clamp only removes round-off of the interpolation
+    frames = (frames / 127.5 - 1.0).clamp_(-1.0, 1.0)
     return frames.reshape(n, t, 3, INPUT_SIZE, INPUT_SIZE).permute(0, 2, 1, 3, 4).contiguous()
 
 
