@@ -177,13 +177,14 @@ class KVCache:
     """Keys and values of every self-attention layer for the positions decoded so far.
 
     Buffers are preallocated for the whole sequence (no re-allocation per step), but attention only
-    ever reads the filled prefix [:length]."""
+    ever reads the filled prefix [:length], so they need no initialisation (torch.empty). Memory:
+    2 * n_layer * batch * seq_len * n_embd elements."""
 
     def __init__(self, n_layer: int, batch: int, n_head: int, seq_len: int, head_dim: int,
                  device=None, dtype=None):
         shape = (n_layer, batch, n_head, seq_len, head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.k = torch.empty(shape, device=device, dtype=dtype)
+        self.v = torch.empty(shape, device=device, dtype=dtype)
         self.batch, self.seq_len = batch, seq_len
         self.length = 0  # positions filled so far
 
@@ -422,7 +423,7 @@ class Prior(nn.Module):
             n -= sum(p.numel() for p in self.cond_pos_emb.parameters())
         return n
 
-    def flops_per_token(self) -> int:
+    def flops_per_token(self) -> float:
         """Forward FLOPs per latent token for a full training-style pass (nanoGPT/PaLM convention):
         2 * (weights of every per-token matmul) + 4 * n_layer * L * n_embd for the attention scores and
         the weighted sum over the full context L (the causal mask's saving is not subtracted).
@@ -444,4 +445,4 @@ class Prior(nn.Module):
             per_sample = sum(2 * S * block.cross.kv.weight.numel() for block in self.blocks)
             per_sample += self.frame_encoder.flops(cfg.n_cond_frames, *cfg.frame_shape)
             flops += per_sample / L
-        return int(flops)
+        return float(flops)

@@ -1,0 +1,265 @@
+"""The GPT prior: shapes, causality, position embedding, conditioning, learning, incremental decoding."""
+import math
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from videogpt.prior import KVCache, Norm, Prior, PriorConfig, split_width
+
+LATENT = (2, 3, 4)  # L = 24
+K, D_CB = 16, 8
+FRAMES = (8, 8)
+
+
+def make_prior(condition="none", seed=0, random_head=False, **overrides):
+    """A tiny prior. random_head: replace the zero-initialised head, so logits depend on the input."""
+    torch.manual_seed(seed)
+    kw = dict(latent_shape=LATENT, n_codes=K, embedding_dim=D_CB, n_layer=2, n_head=2, n_embd=20,
+              dropout=0.0, attn_dropout=0.0, condition=condition, n_classes=3, n_cond_frames=1,
+              frame_shape=FRAMES, resnet_depth=18, resnet_dim=12, resnet_width=4)
+    kw.update(overrides)
+    prior = Prior(PriorConfig(**kw), torch.randn(kw["n_codes"], kw["embedding_dim"]))
+    if random_head:
+        torch.nn.init.normal_(prior.head.weight, std=1.0)
+    return prior
+
+
+def cond_inputs(condition, batch, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    if condition == "class":
+        return {"label": torch.randint(0, 3, (batch,), generator=g)}
+    if condition == "frames":
+        return {"frames": torch.rand(batch, 3, 1, *FRAMES, generator=g) - 0.5}
+    return {}
+
+
+def random_tokens(batch, seed=2):
+    return torch.randint(0, K, (batch, *LATENT), generator=torch.Generator().manual_seed(seed))
+
+
+# ---- config -----------------------------------------------------------------------------------
+
+def test_config_validation_names_the_key():
+    with pytest.raises(ValueError, match=r"prior\.n_embd.*prior\.n_head"):
+        PriorConfig(latent_shape=LATENT, n_codes=K, embedding_dim=D_CB, n_embd=30, n_head=4)
+    with pytest.raises(ValueError, match=r"prior\.n_classes"):
+        PriorConfig(latent_shape=LATENT, n_codes=K, embedding_dim=D_CB, condition="class", n_classes=1)
+    with pytest.raises(ValueError, match=r"prior\.frame_shape"):
+        PriorConfig(latent_shape=LATENT, n_codes=K, embedding_dim=D_CB, condition="frames")
+    with pytest.raises(ValueError, match=r"prior\.frame_shape"):
+        PriorConfig(latent_shape=LATENT, n_codes=K, embedding_dim=D_CB, condition="frames", frame_shape=(10, 8))
+    with pytest.raises(ValueError, match=r"prior\.condition"):
+        PriorConfig(latent_shape=LATENT, n_codes=K, embedding_dim=D_CB, condition="text")
+    # lists (as in config.json) become tuples
+    cfg = PriorConfig(latent_shape=[2, 3, 4], n_codes=K, embedding_dim=D_CB, n_embd=20, n_head=2)
+    assert cfg.latent_shape == (2, 3, 4) and cfg.seq_len == 24
+    with pytest.raises(ValueError, match="codebook"):
+        Prior(cfg, torch.randn(K + 1, D_CB))
+
+
+def test_codebook_is_a_frozen_saved_buffer():
+    prior = make_prior()
+    names = {n for n, _ in prior.named_parameters()}
+    assert "codebook" not in names and "codebook" in prior.state_dict()
+    assert not prior.codebook.requires_grad
+
+
+# ---- init -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("condition", ["none", "class", "frames"])
+def test_zero_head_gives_uniform_logits_at_init(condition):
+    prior = make_prior(condition)
+    tokens = random_tokens(3)
+    logits = prior(tokens, **cond_inputs(condition, 3))
+    assert logits.shape == (3, *LATENT, K)
+    assert torch.count_nonzero(logits) == 0
+    loss = prior.loss(tokens, **cond_inputs(condition, 3))
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(math.log(K), abs=1e-6)
+
+
+# ---- causality --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("condition", ["none", "class", "frames"])
+def test_causality(condition):
+    prior = make_prior(condition, random_head=True).eval()
+    cond = cond_inputs(condition, 2)
+    tokens = random_tokens(2)
+    L = prior.config.seq_len
+    base = prior(tokens, **cond).reshape(2, L, K)
+    for i in (0, 5, 11, L - 2):
+        changed = tokens.clone().reshape(2, L)
+        changed[:, i] = (changed[:, i] + 1 + torch.arange(2)) % K
+        out = prior(changed.reshape(tokens.shape), **cond).reshape(2, L, K)
+        # positions 0..i never see token i (position i predicts it)
+        torch.testing.assert_close(out[:, :i + 1], base[:, :i + 1], rtol=0, atol=1e-6)
+        # position i+1 takes token i as input
+        assert (out[:, i + 1] - base[:, i + 1]).abs().max() > 1e-3
+
+
+# ---- position embedding -----------------------------------------------------------------------
+
+def test_split_width_any_n_embd():
+    assert split_width(128, 3) == [43, 43, 42]
+    assert split_width(576, 3) == [192, 192, 192]
+    assert split_width(20, 3) == [7, 7, 6]
+    assert split_width(3, 3) == [1, 1, 1]
+
+
+@pytest.mark.parametrize("n_embd", [20, 128])
+def test_position_embedding_is_concatenated_and_distinct(n_embd):
+    prior = make_prior(n_embd=n_embd, n_head=4)
+    pe = prior.pos_emb
+    assert [t.shape for t in pe.tables] == [(n, w) for n, w in zip(LATENT, split_width(n_embd, 3))]
+    grid = pe()
+    assert grid.shape == (*LATENT, n_embd)
+    T, H, W = pe.tables
+    flat = grid.reshape(-1, n_embd)
+    for pos in range(prior.config.seq_len):
+        a, rest = divmod(pos, LATENT[1] * LATENT[2])
+        b, c = divmod(rest, LATENT[2])
+        expected = torch.cat([T[a], H[b], W[c]])
+        torch.testing.assert_close(grid[a, b, c], expected, rtol=0, atol=0)  # raster order, concatenation
+        torch.testing.assert_close(pe.at(pos), flat[pos], rtol=0, atol=0)   # the decode-time slice
+    dist = torch.cdist(flat, flat) + torch.eye(len(flat)) * 1e9
+    assert dist.min() > 1e-4  # every (t, h, w) has its own vector
+
+
+def test_position_embedding_reaches_the_logits():
+    prior = make_prior(random_head=True).eval()
+    with torch.no_grad():
+        prior.codebook.zero_()  # identical inputs everywhere: only positions can tell positions apart
+        prior.sos.zero_()
+    logits = prior(random_tokens(1)).reshape(-1, K)
+    assert torch.cdist(logits, logits).add(torch.eye(len(logits)) * 1e9).min() > 1e-4
+
+
+# ---- conditioning -----------------------------------------------------------------------------
+
+def test_every_layernorm_is_class_conditional():
+    prior = make_prior("class", random_head=True)
+    norms = [m for m in prior.modules() if isinstance(m, Norm)]
+    assert len(norms) == 2 * prior.config.n_layer + 1  # pre-attn, pre-MLP per block, final
+    assert all(m.n_classes == 3 and not m.ln.elementwise_affine for m in norms)
+    tokens = random_tokens(2)
+    a = prior(tokens, label=torch.tensor([0, 0]))
+    b = prior(tokens, label=torch.tensor([1, 2]))
+    assert (a - b).abs().amax(dim=-1).min() > 1e-4  # every position depends on the label
+    prior.loss(tokens, label=torch.tensor([0, 2])).backward()
+    for m in norms:
+        assert m.to_gain.weight.grad.abs().sum() > 0 and m.to_bias.weight.grad.abs().sum() > 0
+        assert m.to_gain.weight.grad[:, 1].abs().sum() == 0  # class 1 absent from this batch
+
+
+def test_frames_condition_changes_logits_everywhere_and_trains_the_resnet():
+    prior = make_prior("frames", random_head=True)
+    tokens = random_tokens(2)
+    f1 = cond_inputs("frames", 2, seed=1)["frames"]
+    f2 = cond_inputs("frames", 2, seed=3)["frames"]
+    a, b = prior(tokens, frames=f1), prior(tokens, frames=f2)
+    # the cross-attention is not causal: even position 0 sees the frames
+    assert (a - b).abs().amax(dim=-1).min() > 1e-4
+    prior.loss(tokens, frames=f1).backward()
+    for name, p in prior.frame_encoder.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert all(b.cross is not None for b in prior.blocks)
+    feats = prior.encode_frames(f1)
+    assert feats.shape == (2, 1 * (FRAMES[0] // 4) * (FRAMES[1] // 4), 12)
+
+
+def _train(prior, tokens, steps, lr, **cond):
+    opt = torch.optim.Adam(prior.parameters(), lr=lr)
+    prior.train()
+    for _ in range(steps):
+        loss = prior.loss(tokens, **cond)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return prior.eval()
+
+
+@pytest.mark.parametrize("condition", ["class", "frames"])
+def test_condition_is_learned_from_zero_init(condition):
+    """From the default (zero-head) init, a few steps teach the prior to read the condition: two
+    grids that differ everywhere, told apart only by the label / the frames. Position 0 sees nothing
+    but the start vector and the condition, so its prediction must come from the condition."""
+    prior = make_prior(condition)
+    tokens = torch.stack([torch.full(LATENT, 3), torch.full(LATENT, 7)])
+    cond = ({"label": torch.tensor([0, 1])} if condition == "class"
+            else {"frames": torch.stack([torch.full((3, 1, *FRAMES), -0.4), torch.full((3, 1, *FRAMES), 0.4)])})
+    _train(prior, tokens, 100, 1e-2, **cond)
+    first = prior(tokens, **cond)[:, 0, 0, 0]
+    assert first.argmax(-1).tolist() == [3, 7]
+
+
+# ---- learning ---------------------------------------------------------------------------------
+
+def test_overfits_a_tiny_token_set_far_below_unigram_entropy():
+    prior = make_prior(n_embd=32, n_head=2)
+    tokens = random_tokens(4, seed=5)
+    counts = torch.bincount(tokens.flatten(), minlength=K).float()
+    p = counts[counts > 0] / counts.sum()
+    unigram_bits = -(p * p.log2()).sum().item()
+    _train(prior, tokens, 150, 1e-2)
+    bits = prior.loss(tokens).item() / math.log(2)
+    assert unigram_bits > 3.0
+    assert bits < 0.15 * unigram_bits, (bits, unigram_bits)
+
+
+# ---- incremental decoding ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("condition", ["none", "class", "frames"])
+def test_cached_steps_match_the_full_forward_pass(condition):
+    prior = make_prior(condition, random_head=True).eval()
+    cond = cond_inputs(condition, 3)
+    tokens = random_tokens(3)
+    L = prior.config.seq_len
+    with torch.no_grad():
+        full = prior(tokens, **cond).reshape(3, L, K)
+        cache = prior.init_cache(3)
+        # Poison the buffers: attention must read only the filled prefix (a masked full-length read
+        # would turn 0 * NaN into NaN).
+        cache.k.fill_(float("nan"))
+        cache.v.fill_(float("nan"))
+        kv = prior.cross_kv(cond.get("frames"))
+        flat = tokens.reshape(3, L)
+        for pos in range(L):
+            logits = prior.step(flat[:, pos - 1] if pos else None, pos, cache,
+                                label=cond.get("label"), cond_kv=kv)
+            torch.testing.assert_close(logits, full[:, pos], rtol=1e-4, atol=1e-4)
+        assert cache.length == L
+        with pytest.raises(ValueError):
+            prior.step(flat[:, -1], L, cache, label=cond.get("label"), cond_kv=kv)
+
+
+def test_step_requires_positions_in_order():
+    prior = make_prior().eval()
+    cache = prior.init_cache(1)
+    assert isinstance(cache, KVCache)
+    with pytest.raises(ValueError, match="in order"):
+        prior.step(torch.zeros(1, dtype=torch.long), 3, cache)
+
+
+# ---- accounting -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("condition", ["none", "frames"])
+def test_flops_per_token_matches_a_flop_counter(condition):
+    prior = make_prior(condition).eval()
+    B, L, D = 2, prior.config.seq_len, prior.config.n_embd
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        prior(random_tokens(B), **cond_inputs(condition, B))
+    # The counter sees the matmuls and convolutions (not the CPU attention kernel); the attention
+    # term of the docstring is added by hand: 4 * n_layer * (L [+ S]) * D.
+    S = 4 if condition == "frames" else 0
+    expected = counter.get_total_flops() / (B * L) + 4 * prior.config.n_layer * (L + S) * D
+    assert prior.flops_per_token() == pytest.approx(expected, rel=1e-6)
+
+
+def test_num_params():
+    prior = make_prior("frames")
+    total = sum(p.numel() for p in prior.parameters())
+    assert prior.num_params() == total
+    enc = sum(p.numel() for p in prior.frame_encoder.parameters()) + sum(
+        p.numel() for p in prior.cond_pos_emb.parameters())
+    assert prior.num_params(include_frame_encoder=False) == total - enc

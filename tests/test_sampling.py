@@ -1,0 +1,192 @@
+"""The sampler: cache == recompute, greedy / temperature / top-k / top-p, seeds, decoding to uint8."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from videogpt.prior import Prior, PriorConfig
+from videogpt.sampling import (choose, filter_logits, sample, sample_tokens, sample_tokens_recompute,
+                               tokens_to_videos)
+
+LATENT = (2, 3, 4)  # L = 24
+K, D_CB = 16, 8
+FRAMES = (8, 8)
+
+
+def make_prior(condition="none", seed=0, head_std=1.0):
+    """A tiny prior with a random (not zero) head, so that its distributions are far from uniform."""
+    torch.manual_seed(seed)
+    cfg = PriorConfig(latent_shape=LATENT, n_codes=K, embedding_dim=D_CB, n_layer=2, n_head=2, n_embd=20,
+                      dropout=0.2, attn_dropout=0.3, condition=condition, n_classes=3, frame_shape=FRAMES,
+                      resnet_dim=12, resnet_width=4)
+    prior = Prior(cfg, torch.randn(K, D_CB))
+    torch.nn.init.normal_(prior.head.weight, std=head_std)
+    return prior  # left in train mode on purpose: the samplers must switch dropout off themselves
+
+
+def cond_inputs(condition, n):
+    g = torch.Generator().manual_seed(11)
+    if condition == "class":
+        return {"label": torch.randint(0, 3, (n,), generator=g)}
+    if condition == "frames":
+        return {"frames": torch.rand(n, 3, 1, *FRAMES, generator=g) - 0.5}
+    return {}
+
+
+def teacher_forced_logits(prior, tokens, **cond):
+    """Logits of every position given the sampled prefix (the distributions the sampler drew from)."""
+    with torch.no_grad():
+        return prior.eval()(tokens, **cond).reshape(len(tokens), -1, K)
+
+
+# ---- cache == recompute -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("condition", ["none", "class", "frames"])
+@pytest.mark.parametrize("settings", [dict(temperature=0.0), dict(temperature=1.0),
+                                      dict(temperature=0.8, top_k=5, top_p=0.9)],
+                         ids=["greedy", "multinomial", "topk_topp"])
+def test_cached_sampler_equals_recompute_loop(condition, settings):
+    prior = make_prior(condition)
+    kw = dict(settings, seed=3, batch_size=2, **cond_inputs(condition, 3))  # 3 samples: an uneven last batch
+    cached = sample_tokens(prior, 3, **kw)
+    assert prior.training  # mode restored
+    reference = sample_tokens_recompute(prior, 3, **kw)
+    assert cached.shape == (3, *LATENT) and cached.dtype == torch.long and cached.device.type == "cpu"
+    assert torch.equal(cached, reference)
+    assert len(torch.unique(cached)) > 1  # not a degenerate all-equal grid
+
+
+def test_sampling_is_independent_of_batch_size():
+    prior = make_prior()
+    a = sample_tokens(prior, 4, seed=5, batch_size=4)
+    b = sample_tokens(prior, 4, seed=5, batch_size=1)
+    assert torch.equal(a, b)
+
+
+# ---- seeds ------------------------------------------------------------------------------------
+
+def test_same_seed_same_samples_different_seed_different():
+    prior = make_prior()
+    a = sample_tokens(prior, 4, seed=1)
+    b = sample_tokens(prior, 4, seed=1)
+    c = sample_tokens(prior, 4, seed=2)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    assert not torch.equal(a[0], a[1])  # samples within a batch differ too
+
+
+def test_sampling_follows_the_model_distribution():
+    """The inverse-CDF draw is a draw from softmax(logits): empirical frequencies match."""
+    torch.manual_seed(0)
+    logits = torch.randn(1, 6) * 1.5
+    u = torch.rand(20000)
+    picks = choose(logits.expand(len(u), -1), u)
+    freq = torch.bincount(picks, minlength=6).float() / len(u)
+    torch.testing.assert_close(freq, logits.softmax(-1)[0], rtol=0, atol=0.015)
+
+
+# ---- temperature, top-k, top-p ----------------------------------------------------------------
+
+def test_temperature_zero_is_argmax_and_small_temperature_converges_to_it():
+    prior = make_prior()
+    greedy = sample_tokens(prior, 3, temperature=0.0, seed=0)
+    logits = teacher_forced_logits(prior, greedy)
+    assert torch.equal(greedy.reshape(3, -1), logits.argmax(-1))
+    for seed in (0, 1):
+        assert torch.equal(sample_tokens(prior, 3, temperature=1e-4, seed=seed), greedy)
+    assert not torch.equal(sample_tokens(prior, 3, temperature=1.0, seed=0), greedy)
+    assert torch.equal(sample_tokens(prior, 3, top_k=1, seed=0), greedy)
+
+
+def test_top_k_keeps_exactly_the_k_largest():
+    logits = torch.tensor([[0.1, 2.0, -1.0, 3.0, 0.5, 1.5]])
+    kept = torch.isfinite(filter_logits(logits, top_k=3))[0]
+    assert kept.tolist() == [False, True, False, True, False, True]
+    u = torch.linspace(0, 0.9999, 1000)
+    picks = set(choose(logits.expand(1000, -1), u, top_k=3).tolist())
+    assert picks == {1, 3, 5}  # all of the top 3 and nothing else
+
+
+def test_top_p_keeps_the_nucleus():
+    probs = torch.tensor([[0.05, 0.5, 0.15, 0.3]])
+    logits = probs.log()
+    kept = lambda p: set(torch.isfinite(filter_logits(logits, top_p=p))[0].nonzero().flatten().tolist())
+    assert kept(0.01) == {1}          # always at least the most likely code
+    assert kept(0.5) == {1}           # 0.5 >= 0.5 already
+    assert kept(0.75) == {1, 3}       # 0.5 + 0.3
+    assert kept(0.85) == {1, 3, 2}    # + 0.15
+    assert kept(0.99) == {0, 1, 2, 3}
+    assert kept(1.0) == {0, 1, 2, 3}
+    u = torch.linspace(0, 0.9999, 1000)
+    assert set(choose(logits.expand(1000, -1), u, top_p=0.75).tolist()) == {1, 3}
+
+
+@pytest.mark.parametrize("mode", ["top_k", "top_p"])
+def test_sampled_codes_stay_inside_the_allowed_set(mode):
+    prior = make_prior(head_std=0.5)
+
+    def outside(tokens):
+        """Mask of positions whose sampled code is outside the top 3 / the 0.6-nucleus."""
+        logits = teacher_forced_logits(prior, tokens)
+        chosen = tokens.reshape(len(tokens), -1, 1)
+        if mode == "top_k":
+            return (logits > logits.gather(-1, chosen)).sum(-1) >= 3
+        probs = logits.softmax(-1)
+        mass_before = (probs * (probs > probs.gather(-1, chosen))).sum(-1)  # of the more likely codes
+        return mass_before >= 0.6
+
+    kw = {"top_k": 3} if mode == "top_k" else {"top_p": 0.6}
+    assert not outside(sample_tokens(prior, 4, seed=0, **kw)).any()
+    assert outside(sample_tokens(prior, 4, seed=0)).any()  # unfiltered, the check does fire
+
+
+# ---- arguments --------------------------------------------------------------------------------
+
+def test_argument_checks():
+    prior = make_prior("class")
+    with pytest.raises(ValueError, match="label"):
+        sample_tokens(prior, 2)
+    with pytest.raises(ValueError, match="temperature"):
+        sample_tokens(make_prior(), 2, temperature=-1.0)
+    with pytest.raises(ValueError, match="top_p"):
+        sample_tokens(make_prior(), 2, top_p=0.0)
+    with pytest.raises(ValueError, match="frames"):
+        sample_tokens(make_prior("frames"), 2)
+
+
+def test_progress_bar_runs(capsys):
+    assert sample_tokens(make_prior(), 1, progress=True).shape == (1, *LATENT)
+
+
+# ---- decoding to videos -----------------------------------------------------------------------
+
+class FakeVQVAE(torch.nn.Module):
+    """decode: a code-dependent value per pixel, in a range wider than [-0.5, 0.5] to exercise the clamp."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(1.0))
+        self.calls = []
+
+    def decode(self, codes):
+        assert not self.training
+        self.calls.append(len(codes))
+        x = (codes.float() / (K - 1) - 0.5) * 1.2 * self.scale  # [-0.6, 0.6]
+        x = x.repeat_interleave(2, 1).repeat_interleave(4, 2).repeat_interleave(4, 3)  # (B, T, H, W)
+        return torch.stack([x, -x, torch.zeros_like(x)], dim=1)  # (B, 3, T, H, W)
+
+
+def test_sample_returns_uint8_channels_last_videos():
+    prior, vq = make_prior(), FakeVQVAE()
+    videos = sample(prior, vq, 5, seed=4, batch_size=2)
+    assert vq.calls == [2, 2, 1] and vq.training
+    assert isinstance(videos, np.ndarray) and videos.dtype == np.uint8
+    assert videos.shape == (5, 4, 12, 16, 3)
+    tokens = sample_tokens(prior, 5, seed=4, batch_size=2)
+    x = (tokens.double() / (K - 1) - 0.5) * 1.2
+    expected = np.rint((np.clip(x.numpy(), -0.5, 0.5) + 0.5) * 255).astype(np.uint8)
+    np.testing.assert_array_equal(videos[:, 0, 0, 0, 0], expected[:, 0, 0, 0])
+    np.testing.assert_array_equal(videos[..., 2], 128)  # 0.5 * 255 = 127.5 rounds (half to even) to 128
+    top = tokens_to_videos(vq, torch.full((1, *LATENT), K - 1))
+    assert top[..., 0].min() == 255 and top[..., 1].max() == 0  # clamped, not wrapped
