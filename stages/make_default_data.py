@@ -1,0 +1,22 @@
+"""Stage make_default_data: the built-in moving-digits videos -> data/default_videos/{train,test}/<digit>/."""
+import os
+import sys
+
+# The repo root replaces the script's folder on sys.path (see stages/tokenize.py).
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from stages._common import start  # noqa: E402
+
+from pipeline import paths  # noqa: E402
+
+
+def main():
+    params = start().default_data
+    from videogpt.data.moving_digits import write_moving_digits
+    counts = write_moving_digits(paths.DEFAULT_VIDEOS, params)
+    print(f"make_default_data: {counts['train']} train + {counts['test']} test videos "
+          f"({params.n_frames} frames of {params.resolution}x{params.resolution}) -> {paths.DEFAULT_VIDEOS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""ffmpeg as a subprocess: find the binary, probe a file, decode it to uint8 frames, write MP4 and GIF.
+
+Every call is an argv list (built by ffmpeg-python, never a shell string) run with a timeout, and killed
+with SIGKILL when it expires: ffmpeg traps SIGTERM and can spin forever on some corrupt inputs.
+Decoding is strict (`-xerror -v error`): any decode error fails the file instead of yielding glitched
+frames, so the clip store never holds silently damaged video.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import ffmpeg
+import imageio_ffmpeg
+import numpy as np
+from PIL import Image
+
+
+class VideoError(Exception):
+    """A file that yields no frames. `reason` is short enough to group by; `detail` is ffmpeg's own words."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason} ({detail})" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int            # coded size of the first video stream
+    height: int
+    fps: float | None     # the rate ffmpeg decodes at ("tbr"); None when the container does not say
+    duration: float | None
+
+
+def ffmpeg_exe() -> str:
+    """The ffmpeg binary: $IMAGEIO_FFMPEG_EXE when set, else the static build bundled with imageio-ffmpeg."""
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def _input_url(path: str | Path) -> str:
+    # "file:" stops ffmpeg from reading "a:b.mp4" as protocol "a" or "-x.mp4" as an option.
+    return "file:" + str(Path(path).absolute())
+
+
+def _run(argv: list[str], timeout: float, stdin: bytes | None = None) -> tuple[bytes, str, int]:
+    """Run ffmpeg; return (stdout, stderr, returncode). communicate() drains both pipes, so neither fills up."""
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(stdin, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise VideoError("timeout", f"ffmpeg killed after {timeout:g} s") from None
+    return out, err.decode("utf-8", errors="replace"), proc.returncode
+
+
+_LOG_PREFIX = re.compile(r"^(\[[^\]]*\]\s*)+")
+_THREAD_EXIT = re.compile(r"Terminating thread with return code -?\d+ \((.*)\)")
+
+
+def _error_lines(stderr: str) -> list[str]:
+    """ffmpeg's messages without the parts that differ on every run ('[h264 @ 0x55d...]', error codes),
+    so that equal problems read the same in rejected.csv."""
+    lines = (_THREAD_EXIT.sub(r"\1", _LOG_PREFIX.sub("", line)).strip() for line in stderr.splitlines())
+    return [line for line in lines if line]
+
+
+def _check_readable(path: Path) -> None:
+    """Reasons ffmpeg would report vaguely ('Invalid data found'), stated plainly."""
+    try:
+        # Non-blocking, so that a named pipe in the data folder reads as empty instead of hanging here.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        try:
+            first_byte = os.read(fd, 1)
+        finally:
+            os.close(fd)
+    except PermissionError:
+        raise VideoError("unreadable: permission denied") from None
+    except OSError as e:
+        raise VideoError(f"unreadable: {e.strerror or e}") from None
+    if not first_byte:
+        raise VideoError("empty file", "0 bytes")
+
+
+_STREAM = re.compile(r"^\s*Stream #\d+:\d+.*?: (Video|Audio|Subtitle|Data|Attachment): (.*)$", re.M)
+_SIZE = re.compile(r", (\d+)x(\d+)[,\s\]]")
+_TBR = re.compile(r"([\d.]+)(k?) tbr")
+_DURATION = re.compile(r"Duration: (\d+):(\d+):([\d.]+)")
+
+
+def probe(path: str | Path, timeout: float = 60.0) -> VideoInfo:
+    """Size, frame rate and duration of the first video stream, parsed from `ffmpeg -i` (no ffprobe here).
+
+    Raises VideoError: empty file, unreadable, not a video (ffmpeg cannot open it), no video stream.
+    """
+    path = Path(path)
+    _check_readable(path)
+    # Without an output file ffmpeg prints the input header and exits 1; only the header matters.
+    _, err, _ = _run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", _input_url(path)], timeout)
+    if "Input #0" not in err:
+        # The lines starting "Error opening input" are generic; the one before them says why.
+        lines = [line for line in _error_lines(err) if not line.startswith("Error opening input")]
+        raise VideoError("not a video", lines[-1] if lines else "ffmpeg could not open it")
+    streams = _STREAM.findall(err)
+    video = next((desc for kind, desc in streams if kind == "Video"), None)
+    if video is None:
+        kinds = sorted({kind.lower() for kind, _ in streams}) or ["none"]
+        raise VideoError("no video stream", "streams: " + ", ".join(kinds))
+    size = _SIZE.search(video)
+    if size is None:
+        raise VideoError("not a video", "no frame size in stream header: " + video[:120])
+    tbr = _TBR.search(video)
+    fps = float(tbr.group(1)) * (1000 if tbr.group(2) else 1) if tbr else None
+    dur = _DURATION.search(err)
+    duration = int(dur.group(1)) * 3600 + int(dur.group(2)) * 60 + float(dur.group(3)) if dur else None
+    return VideoInfo(int(size.group(1)), int(size.group(2)), fps, duration)
+
+
+def decode_video(path: str | Path, resolution: int, fps: float | None = None,
+                 timeout: float = 120.0) -> np.ndarray:
+    """Decode the first video stream to (T, S, S, 3) uint8, S = resolution.
+
+    ffmpeg scales the short side to S (area filter: a proper average when shrinking) and crops the centre
+    square; `fps` resamples to a constant frame rate first. Raises VideoError on any decode error.
+    The array is a read-only view of ffmpeg's output (np.array(...) it to modify it in place).
+    """
+    stream = ffmpeg.input(_input_url(path)).video
+    if fps is not None:
+        stream = stream.filter("fps", fps=fps)
+    stream = (stream.filter("scale", resolution, resolution, force_original_aspect_ratio="increase", flags="area")
+              .filter("crop", resolution, resolution))
+    argv = (stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", xerror=None)
+            .global_args("-nostdin", "-hide_banner", "-v", "error")
+            .compile(cmd=ffmpeg_exe()))
+    out, err, returncode = _run(argv, timeout)
+    lines = _error_lines(err)
+    # With -v error a clean decode prints nothing: any line means damaged input, even when rc is 0.
+    if returncode != 0 or lines:
+        last = lines[-1] if lines else f"exit code {returncode}"
+        raise VideoError(f"ffmpeg: {last}", lines[0] if lines and lines[0] != last else "")
+    frame_bytes = resolution * resolution * 3
+    if len(out) % frame_bytes:
+        raise VideoError("ffmpeg: incomplete last frame", f"{len(out)} bytes")
+    return np.frombuffer(out, np.uint8).reshape(-1, resolution, resolution, 3)
+
+
+def _check_frames(frames: np.ndarray) -> np.ndarray:
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
+        raise ValueError(f"expected uint8 frames (T, H, W, 3) with T >= 1, got {frames.dtype} {frames.shape}")
+    return np.ascontiguousarray(frames)
+
+
+@contextlib.contextmanager
+def _atomic_output(path: str | Path):
+    """Yield a temp path beside `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def write_mp4(path: str | Path, frames: np.ndarray, fps: float, crf: int = 18, timeout: float = 600.0) -> None:
+    """Write uint8 frames (T, H, W, 3) as H.264/yuv420p MP4 (plays everywhere), atomically.
+
+    yuv420p needs even sizes: odd ones get one black row/column of padding rather than losing pixels.
+    crf 18 is visually lossless, so stored samples and default data keep their detail.
+    """
+    frames = _check_frames(frames)
+    _, height, width, _ = frames.shape
+    stream = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=fps)
+    if height % 2 or width % 2:
+        stream = stream.filter("pad", width + width % 2, height + height % 2)
+    with _atomic_output(path) as tmp:
+        argv = (stream.output(_input_url(tmp), format="mp4", vcodec="libx264", pix_fmt="yuv420p", crf=crf,
+                              movflags="+faststart")
+                .global_args("-hide_banner", "-v", "error").overwrite_output().compile(cmd=ffmpeg_exe()))
+        _, err, returncode = _run(argv, timeout, stdin=frames.tobytes())
+        if returncode != 0:
+            lines = _error_lines(err)
+            raise RuntimeError(f"{path}: ffmpeg failed to write MP4: {lines[-1] if lines else returncode}")
+
+
+def write_gif(path: str | Path, frames: np.ndarray, fps: float) -> None:
+    """Write uint8 frames (T, H, W, 3) as a looping GIF, atomically (GIF delays are in 1/100 s)."""
+    frames = _check_frames(frames)
+    images = [Image.fromarray(frame) for frame in frames]
+    with _atomic_output(path) as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
+                       duration=max(10, round(1000 / fps)), loop=0)

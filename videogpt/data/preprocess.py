@@ -1,0 +1,421 @@
+"""Build the clip store: find the videos, decode them in parallel, cut fixed-length clips, write them to Zarr.
+
+    source (discover)  ->  SourceItem per file  ->  workers: READERS[item.reader]  ->  one writer: Zarr + CSVs
+
+A *source* turns data.source into a sorted list of picklable SourceItems (path, split, label, reader); a
+*reader* turns one item into frames. New dataset layouts (data.format: UCF-101 split lists, BAIR TFRecords,
+Moving-MNIST .npy, frame folders) plug in as a new entry in SOURCES and, if needed, READERS; the clip cutting,
+the store, the manifest and the rejection list stay the same.
+
+Which files count as videos: those with an extension in VIDEO_EXTENSIONS are decoded. Every other file
+(hidden files aside) is listed in rejected.csv as "not a video" without being opened, so nothing in the
+input folder disappears silently and no one waits for ffmpeg to fail on thousands of .txt/.jpg files.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import pandas as pd
+import zarr
+from tqdm import tqdm
+from zarr.codecs import ZstdCodec
+
+from pipeline.params import DataParams, ParamsError, to_dict
+from pipeline.paths import CLIPS, MANIFEST, REJECTED
+from videogpt.data.ffmpeg_io import VideoError, decode_video, probe
+
+VIDEO_EXTENSIONS = frozenset(
+    ".mp4 .m4v .mov .avi .mkv .webm .gif .mpg .mpeg .m2v .wmv .asf .flv .f4v .ogv .3gp .3g2 .ts .mts .m2ts "
+    ".vob .mxf .dv .y4m".split())
+SPLITS = ("train", "test")
+UNLABELED = -1
+SHARD = 256         # clips per shard file (about 1-50 MB): few files for DVC, whole-shard writes for Zarr
+LABEL_CHUNK = 4096
+# Knobs that cannot change what is in the store (how many decoders; a training-time flip). Left out of the
+# recorded params so the store is byte-identical whatever the worker count.
+NOT_CONTENT = ("num_workers", "hflip")
+
+MANIFEST_COLUMNS = ["clip", "split", "source", "label", "class_name", "start_frame", "fps", "width", "height"]
+REJECTED_COLUMNS = ["source", "split", "reason", "detail"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Sources: what to read
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    path: str             # relative to the source root, '/'-separated
+    split: str            # "train" or "test"
+    label: int            # index into class_names; UNLABELED = -1
+    reader: str = "video"  # key of READERS
+
+
+@dataclass(frozen=True)
+class Rejection:
+    source: str
+    split: str
+    reason: str
+    detail: str = ""
+
+
+@dataclass
+class Source:
+    root: Path
+    items: list[SourceItem]       # in output order: train first, then test, each sorted by path
+    class_names: list[str]
+    rejected: list[Rejection]     # known to be unusable without decoding
+
+
+def _walk_files(root: Path) -> tuple[list[str], list[Rejection]]:
+    """All non-hidden files under root (relative, sorted), following symlinks; unreadable folders rejected."""
+    files, rejected = [], []
+
+    def on_error(error: OSError):
+        rel = Path(error.filename).relative_to(root).as_posix() if error.filename else "?"
+        rejected.append(Rejection(rel + "/", "", f"unreadable: {error.strerror or error}"))
+
+    for folder, subfolders, names in os.walk(root, onerror=on_error, followlinks=True):
+        subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+        rel_folder = Path(folder).relative_to(root)
+        files += [(rel_folder / name).as_posix() for name in names if not name.startswith(".")]
+    return sorted(files), rejected
+
+
+def _is_video(path: str) -> bool:
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def _split_folder(path: str) -> str:
+    """'train' for 'train/cat/x.mp4', '' for files outside the split folders."""
+    head, _, rest = path.partition("/")
+    return head if rest and head in SPLITS else ""
+
+
+def _split_files(files: list[str], ratio: float, seed: int) -> dict[str, str]:
+    """Deterministic random test fraction (at least one file); the same seed and files give the same split."""
+    n_test = max(1, round(len(files) * ratio))
+    test = set(np.random.default_rng(seed).permutation(len(files))[:n_test].tolist())
+    return {f: "test" if i in test else "train" for i, f in enumerate(files)}
+
+
+def _uses_split_folders(root: Path, params: DataParams) -> bool:
+    """True for the <source>/train + <source>/test layout; checks data.split_ratio fits the layout."""
+    present = [s for s in SPLITS if (root / s).is_dir()]
+    if present and len(present) < len(SPLITS):
+        missing = next(s for s in SPLITS if s not in present)
+        raise ParamsError(f"data.source: '{root}' has a {present[0]}/ folder but no {missing}/ folder")
+    if present and params.split_ratio is not None:
+        raise ParamsError(f"data.split_ratio: must be null when data.source '{root}' has train/ and test/ "
+                          f"folders (got {params.split_ratio})")
+    if not present and params.split_ratio is None:
+        raise ParamsError(f"data.split_ratio: data.source '{root}' has no train/ and test/ folders, "
+                          "so set data.split_ratio (the test fraction, e.g. 0.2)")
+    return bool(present)
+
+
+def discover_videos(params: DataParams) -> Source:
+    """Layout <source>/{train,test}/[class/]*.mp4, or <source>/[class/]*.mp4 split by data.split_ratio.
+    The class of a file is the first folder below its split root (or below <source>); files directly in
+    it are unlabeled."""
+    root = Path(params.source)
+    split_folders = _uses_split_folders(root, params)
+    files, rejected = _walk_files(root)
+    videos = [f for f in files if _is_video(f)]
+    if split_folders:
+        split_of = {f: _split_folder(f) for f in videos if _split_folder(f)}
+        within_split = {f: f.split("/", 1)[1] for f in split_of}
+        rejected += [Rejection(f, "", "outside train/ and test/") for f in videos if f not in split_of]
+    else:
+        split_of = _split_files(videos, params.split_ratio, params.split_seed)
+        within_split = {f: f for f in videos}
+    rejected += [Rejection(f, _split_folder(f), "not a video", f"'{Path(f).suffix}' is not a video extension")
+                 for f in files if not _is_video(f)]
+    if not split_of:
+        raise ParamsError(f"data.source: no video files found in '{root}' "
+                          f"(extensions: {' '.join(sorted(VIDEO_EXTENSIONS))})")
+    if "train" not in split_of.values():
+        raise ParamsError(f"data.split_ratio: {params.split_ratio} leaves no training video out of {len(split_of)}")
+
+    class_of = {f: rel.split("/", 1)[0] if "/" in rel else None for f, rel in within_split.items()}
+    class_names = sorted(set(class_of.values()) - {None})
+    label = {name: i for i, name in enumerate(class_names)}
+    order = sorted(split_of, key=lambda f: (SPLITS.index(split_of[f]), f))
+    items = [SourceItem(f, split_of[f], label.get(class_of[f], UNLABELED)) for f in order]
+    return Source(root, items, class_names, rejected)
+
+
+SOURCES: dict[str, Callable[[DataParams], Source]] = {"videos": discover_videos}
+
+
+def discover(params: DataParams) -> Source:
+    """Check data.* and list the inputs; raises ParamsError (naming the key) before anything is decoded."""
+    _check_ranges(params)
+    root = Path(params.source)
+    if not root.is_dir():
+        what = "is not a folder" if root.exists() else "does not exist"
+        raise ParamsError(f"data.source: folder '{root}' {what}")
+    fmt = "videos" if params.format == "auto" else params.format  # auto: the only layout implemented so far
+    if fmt not in SOURCES:
+        raise NotImplementedError(f"data.format: '{params.format}' is not implemented yet; "
+                                  f"available: auto, {', '.join(SOURCES)}")
+    return SOURCES[fmt](params)
+
+
+def _check_ranges(params: DataParams) -> None:
+    """The schema's ranges, for callers that build DataParams by hand instead of through pipeline.params.load."""
+    for f in dataclasses.fields(params):
+        value, lo, hi = getattr(params, f.name), f.metadata.get("lo"), f.metadata.get("hi")
+        if value is None or isinstance(value, (bool, str)):
+            continue
+        too_low = lo is not None and (value <= lo if f.metadata.get("lo_open") else value < lo)
+        if too_low or (hi is not None and value > hi):
+            bound = f"{'>' if f.metadata.get('lo_open') else '>='} {lo}" + (f" and <= {hi}" if hi is not None else "")
+            raise ParamsError(f"data.{f.name}: {value!r} is out of range; must be {bound}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Readers: one item -> frames (run in the worker processes)
+
+
+@dataclass
+class Video:
+    frames: np.ndarray     # (F, S, S, 3) uint8
+    fps: float | None
+    width: int             # before scaling/cropping
+    height: int
+
+
+def read_video_file(path: Path, params: DataParams) -> Video:
+    info = probe(path, timeout=params.decode_timeout)
+    frames = decode_video(path, params.resolution, fps=params.fps, timeout=params.decode_timeout)
+    return Video(frames, params.fps or info.fps, info.width, info.height)
+
+
+READERS: dict[str, Callable[[Path, DataParams], Video]] = {"video": read_video_file}
+
+
+def clip_span(params: DataParams) -> int:
+    """Frames one clip covers: sequence_length frames, frame_stride apart."""
+    return (params.sequence_length - 1) * params.frame_stride + 1
+
+
+def clip_starts(n_frames: int, params: DataParams) -> range:
+    """First frame of every clip; data.clip_stride null means back-to-back, non-overlapping clips."""
+    step = params.clip_stride or params.sequence_length * params.frame_stride
+    return range(0, n_frames - clip_span(params) + 1, step)
+
+
+@dataclass
+class VideoClips:
+    item: SourceItem
+    video: Video           # frames trimmed to what the clips use
+    starts: range
+
+
+def load_clips(root: Path, params: DataParams, item: SourceItem) -> VideoClips | Rejection:
+    """Worker task: decode one item. Returns its frames and clip starts (not the clips: overlapping clips
+    would multiply the bytes sent back to the writer), or why it produced no clip."""
+    try:
+        video = READERS[item.reader](root / item.path, params)
+    except VideoError as e:
+        return Rejection(item.path, item.split, e.reason, e.detail)
+    n_frames, span = len(video.frames), clip_span(params)
+    starts = clip_starts(n_frames, params)
+    if not starts:
+        return Rejection(item.path, item.split, f"too short ({n_frames} frames < {span})")
+    video.frames = video.frames[:starts[-1] + span]
+    return VideoClips(item, video, starts)
+
+
+def _ordered_map(fn: Callable, items: Iterable, num_workers: int) -> Iterator:
+    """fn over items in input order, on num_workers processes. Unlike Pool.imap, at most a few results wait
+    in memory when the writer is slower than the decoders (imap queues every finished result)."""
+    if num_workers == 1:
+        yield from map(fn, items)
+        return
+    with multiprocessing.Pool(num_workers) as pool:
+        pending = collections.deque()
+        for item in items:
+            pending.append(pool.apply_async(fn, (item,)))
+            if len(pending) >= 4 * num_workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+# ------------------------------------------------------------------------------------------------
+# Writing: one process, whole shards
+
+
+class CsvAppender:
+    """A CSV written in pieces, so its rows never all sit in memory."""
+
+    def __init__(self, path: Path, columns: list[str]):
+        self.columns = columns
+        self.file = open(path, "w", newline="")
+        pd.DataFrame(columns=columns).to_csv(self.file, index=False)
+
+    def write(self, rows: list[dict]) -> None:
+        if rows:
+            pd.DataFrame(rows, columns=self.columns).to_csv(self.file, header=False, index=False)
+
+    def __enter__(self) -> "CsvAppender":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()
+
+
+class SplitWriter:
+    """Appends one split's clips to its Zarr arrays a whole shard at a time: a partial write would make
+    Zarr rewrite the shard file, once per clip."""
+
+    def __init__(self, group: zarr.Group, clip_shape: tuple[int, ...], manifest: CsvAppender):
+        self.clips = group.create_array("clips", shape=(0, *clip_shape), dtype="uint8", chunks=(1, *clip_shape),
+                                        shards=(SHARD, *clip_shape), compressors=ZstdCodec(level=3),
+                                        dimension_names=("clip", "t", "h", "w", "c"))
+        self.labels = group.create_array("labels", shape=(0,), dtype="int32", chunks=(LABEL_CHUNK,),
+                                         dimension_names=("clip",))
+        self.manifest = manifest
+        self.pending: list[tuple[np.ndarray, int, dict]] = []  # (clip, label, manifest row)
+        self.n_clips = 0
+        self.n_videos = 0
+
+    def add(self, clip: np.ndarray, label: int, row: dict) -> None:
+        self.pending.append((clip, label, {"clip": self.n_clips + len(self.pending), **row}))
+        if len(self.pending) == SHARD:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        clips, labels, rows = zip(*self.pending)
+        n, k = self.n_clips, len(clips)
+        self.clips.resize((n + k, *self.clips.shape[1:]))
+        self.clips[n:n + k] = np.stack(clips)
+        self.labels.resize((n + k,))
+        self.labels[n:n + k] = np.asarray(labels, np.int32)
+        self.manifest.write(list(rows))
+        self.n_clips += k
+        self.pending = []
+
+
+def _write_video(writer: SplitWriter, result: VideoClips, params: DataParams, class_names: list[str]) -> None:
+    item, video = result.item, result.video
+    row = {"split": item.split, "source": item.path, "label": item.label,
+           "class_name": class_names[item.label] if item.label != UNLABELED else "",
+           "fps": video.fps, "width": video.width, "height": video.height}
+    span = clip_span(params)
+    for start in result.starts:
+        writer.add(video.frames[start:start + span:params.frame_stride], item.label, {**row, "start_frame": start})
+    writer.n_videos += 1
+
+
+class NoClipsError(RuntimeError):
+    """No input file produced a single clip: nothing to train on."""
+
+
+def _build(source: Source, params: DataParams, store: Path, manifest_path: Path, rejected_path: Path,
+           progress: bool) -> dict:
+    """Decode every item and write store + manifest + rejected list at the given (temporary) paths."""
+    clip_shape = (params.sequence_length, params.resolution, params.resolution, 3)
+    root = zarr.open_group(store, mode="w")
+    reasons = collections.Counter(r.reason for r in source.rejected)
+    frame_rates = collections.Counter()
+    with contextlib.ExitStack() as stack:
+        manifest = stack.enter_context(CsvAppender(manifest_path, MANIFEST_COLUMNS))
+        rejected = stack.enter_context(CsvAppender(rejected_path, REJECTED_COLUMNS))
+        rejected.write([dataclasses.asdict(r) for r in source.rejected])
+        writers = {split: SplitWriter(root.create_group(split), clip_shape, manifest) for split in SPLITS}
+        # closing(): on an error, stop the worker pool now rather than whenever the generator is collected
+        results = stack.enter_context(contextlib.closing(
+            _ordered_map(partial(load_clips, source.root, params), source.items, params.num_workers)))
+        for result in tqdm(results, total=len(source.items), desc="preprocess", unit="video", file=sys.stderr,
+                           disable=not progress):
+            if isinstance(result, Rejection):
+                rejected.write([dataclasses.asdict(result)])
+                reasons[result.reason] += 1
+            else:
+                _write_video(writers[result.item.split], result, params, source.class_names)
+                frame_rates[result.video.fps] += 1
+        for writer in writers.values():  # items come train first, so only the last shards are partial
+            writer.flush()
+
+    counts = {split: {"videos": w.n_videos, "clips": w.n_clips} for split, w in writers.items()}
+    counts["rejected"] = reasons.total()
+    if not any(w.n_clips for w in writers.values()):
+        summary = "; ".join(f"{n}x {reason}" for reason, n in reasons.most_common(5))
+        raise NoClipsError(f"data.source: none of the {len(source.items)} videos in '{source.root}' produced a "
+                           f"clip of {clip_span(params)} frames ({summary})")
+    recorded = {k: v for k, v in to_dict(params).items() if k not in NOT_CONTENT}
+    # The real-time rate of a clip (for samples and reports): the decoded rate (data.fps, else the most
+    # common native rate) over frame_stride. Manifest rows keep each video's own decoded rate.
+    video_fps = params.fps or frame_rates.most_common(1)[0][0]
+    fps = video_fps / params.frame_stride if video_fps else None
+    root.attrs.update({"class_names": source.class_names, "resolution": params.resolution,
+                       "sequence_length": params.sequence_length, "frame_stride": params.frame_stride,
+                       "fps": fps, "params": recorded, "counts": counts})
+    return counts
+
+
+@dataclass
+class StoreSummary:
+    counts: dict          # {"train": {"videos", "clips"}, "test": {...}, "rejected": files in rejected.csv}
+    class_names: list[str]
+    seconds: float
+
+    def __str__(self) -> str:
+        splits = "; ".join(f"{s}: {self.counts[s]['clips']} clips from {self.counts[s]['videos']} videos"
+                           for s in SPLITS)
+        return (f"{splits}; {self.counts['rejected']} files rejected; {len(self.class_names)} classes; "
+                f"{self.seconds:.1f} s")
+
+
+def _temp_path(path: Path) -> Path:
+    return path.with_name(path.name + ".tmp")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def build_clip_store(params: DataParams, store_path: str | Path = CLIPS, manifest_path: str | Path = MANIFEST,
+                     rejected_path: str | Path = REJECTED, progress: bool = True) -> StoreSummary:
+    """Build the clip store, manifest and rejected list from data.source.
+
+    All three are written to '<name>.tmp' beside their destination and renamed only once everything
+    succeeded (the store last), so an interrupted run leaves nothing that looks complete.
+    Raises ParamsError (naming the data.* key) before decoding, NoClipsError if no file gave a clip.
+    """
+    started = time.perf_counter()
+    source = discover(params)
+    outputs = [Path(rejected_path), Path(manifest_path), Path(store_path)]  # store last: it marks completion
+    temps = [_temp_path(p) for p in outputs]
+    for path in temps:
+        _remove(path)  # leftovers of an interrupted run
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        counts = _build(source, params, temps[2], temps[1], temps[0], progress)
+        for tmp, out in zip(temps, outputs):
+            _remove(out)
+            os.replace(tmp, out)
+    finally:
+        for path in temps:
+            _remove(path)
+    return StoreSummary(counts, source.class_names, time.perf_counter() - started)
