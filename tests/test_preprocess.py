@@ -289,5 +289,5 @@ def test_layout_errors_name_the_key(tmp_path, monkeypatch):
     for p, message in cases:
         with pytest.raises(ParamsError, match="^" + message):
             build_clip_store(p, tmp_path / "c.zarr", tmp_path / "m.csv", tmp_path / "r.csv", progress=False)
-    with pytest.raises(NotImplementedError, match="data.format: 'bair'"):
+    with pytest.raises(ParamsError, match="^data.source: .* has no train/ folder of .tfrecords files"):
         build_clip_store(params(flat, format="bair"), tmp_path / "c.zarr", progress=False)

@@ -3,9 +3,12 @@
     source (discover)  ->  SourceItem per file  ->  workers: READERS[item.reader]  ->  one writer: Zarr + CSVs
 
 A *source* turns data.source into a sorted list of picklable SourceItems (path, split, label, reader); a
-*reader* turns one item into frames. New dataset layouts (data.format: UCF-101 split lists, BAIR TFRecords,
-Moving-MNIST .npy, frame folders) plug in as a new entry in SOURCES and, if needed, READERS; the clip cutting,
-the store, the manifest and the rejection list stay the same.
+*reader* turns one item into frames. Dataset layouts (data.format) plug in as an entry in SOURCES, READERS
+and DETECTORS: videos (this module), ucf101, bair, moving_mnist and frames (one module each in
+videogpt/data/, imported at the end of this one); the clip cutting, the store, the manifest and the
+rejection list stay the same. A reader may return several videos for one item (a TFRecord file holds
+many trajectories): each is named "<item path>#<name>" in the manifest. Per-frame side data
+(Video.extras, e.g. BAIR actions) is cut like the frames and stored as <split>/<name> (N, T, ...) float32.
 
 Which files count as videos: those with an extension in VIDEO_EXTENSIONS are decoded. Every other file
 (hidden files aside) is listed in rejected.csv as "not a video" without being opened, so nothing in the
@@ -16,12 +19,13 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import importlib
 import multiprocessing
 import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -77,6 +81,8 @@ class Source:
     items: list[SourceItem]       # in output order: train first, then test, each sorted by path
     class_names: list[str]
     rejected: list[Rejection]     # known to be unusable without decoding
+    format: str = "videos"        # the data.format that produced it (auto resolved)
+    ignored: dict[str, int] = field(default_factory=dict)  # files deliberately left out, by reason
 
 
 def _walk_files(root: Path) -> tuple[list[str], list[Rejection]]:
@@ -158,6 +164,14 @@ def discover_videos(params: DataParams) -> Source:
 
 
 SOURCES: dict[str, Callable[[DataParams], Source]] = {"videos": discover_videos}
+# data.format auto: the first format in DETECTION_ORDER whose detector accepts data.source, else "videos".
+DETECTION_ORDER = ("ucf101", "bair", "moving_mnist", "frames")
+DETECTORS: dict[str, Callable[[Path], bool]] = {}
+
+
+def detect_format(root: Path) -> str:
+    """The data.format that data.source looks like (see each adapter's detector)."""
+    return next((fmt for fmt in DETECTION_ORDER if fmt in DETECTORS and DETECTORS[fmt](root)), "videos")
 
 
 def discover(params: DataParams) -> Source:
@@ -167,11 +181,13 @@ def discover(params: DataParams) -> Source:
     if not root.is_dir():
         what = "is not a folder" if root.exists() else "does not exist"
         raise ParamsError(f"data.source: folder '{root}' {what}")
-    fmt = "videos" if params.format == "auto" else params.format  # auto: the only layout implemented so far
+    fmt = detect_format(root) if params.format == "auto" else params.format
     if fmt not in SOURCES:
         raise NotImplementedError(f"data.format: '{params.format}' is not implemented yet; "
                                   f"available: auto, {', '.join(SOURCES)}")
-    return SOURCES[fmt](params)
+    source = SOURCES[fmt](params)
+    source.format = fmt
+    return source
 
 
 def _check_ranges(params: DataParams) -> None:
@@ -196,6 +212,8 @@ class Video:
     fps: float | None
     width: int             # before scaling/cropping
     height: int
+    name: str | None = None  # set when one item holds several videos: manifest source "<path>#<name>"
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # per-frame side data, (F, ...) each
 
 
 def read_video_file(path: Path, params: DataParams) -> Video:
@@ -204,7 +222,9 @@ def read_video_file(path: Path, params: DataParams) -> Video:
     return Video(frames, params.fps or info.fps, info.width, info.height)
 
 
-READERS: dict[str, Callable[[Path, DataParams], Video]] = {"video": read_video_file}
+# A reader returns one Video, or a list of named Videos for an item holding several (raise VideoError to
+# reject the whole item).
+READERS: dict[str, Callable[[Path, DataParams], Video | list[Video]]] = {"video": read_video_file}
 
 
 def clip_span(params: DataParams) -> int:
@@ -225,19 +245,30 @@ class VideoClips:
     starts: range
 
 
-def load_clips(root: Path, params: DataParams, item: SourceItem) -> VideoClips | Rejection:
-    """Worker task: decode one item. Returns its frames and clip starts (not the clips: overlapping clips
-    would multiply the bytes sent back to the writer), or why it produced no clip."""
-    try:
-        video = READERS[item.reader](root / item.path, params)
-    except VideoError as e:
-        return Rejection(item.path, item.split, e.reason, e.detail)
+def _cut(item: SourceItem, video: Video, params: DataParams) -> VideoClips | Rejection:
+    if video.name is not None:
+        item = dataclasses.replace(item, path=f"{item.path}#{video.name}")
     n_frames, span = len(video.frames), clip_span(params)
     starts = clip_starts(n_frames, params)
     if not starts:
         return Rejection(item.path, item.split, f"too short ({n_frames} frames < {span})")
     video.frames = video.frames[:starts[-1] + span]
+    video.extras = {k: v[:starts[-1] + span] for k, v in video.extras.items()}
     return VideoClips(item, video, starts)
+
+
+def load_clips(root: Path, params: DataParams, item: SourceItem) -> list[VideoClips | Rejection]:
+    """Worker task: decode one item. Returns, per video in it, its frames and clip starts (not the clips:
+    overlapping clips would multiply the bytes sent back to the writer), or why it produced no clip."""
+    try:
+        videos = READERS[item.reader](root / item.path, params)
+    except VideoError as e:
+        return [Rejection(item.path, item.split, e.reason, e.detail)]
+    if isinstance(videos, Video):
+        videos = [videos]
+    if not videos:
+        return [Rejection(item.path, item.split, "no videos in file")]
+    return [_cut(item, video, params) for video in videos]
 
 
 def _ordered_map(fn: Callable, items: Iterable, num_workers: int) -> Iterator:
@@ -284,26 +315,50 @@ class SplitWriter:
     Zarr rewrite the shard file, once per clip."""
 
     def __init__(self, group: zarr.Group, clip_shape: tuple[int, ...], manifest: CsvAppender):
+        self.group = group
+        self.extras: dict[str, zarr.Array] = {}  # created when the first clip carrying one arrives
         self.clips = group.create_array("clips", shape=(0, *clip_shape), dtype="uint8", chunks=(1, *clip_shape),
                                         shards=(SHARD, *clip_shape), compressors=ZstdCodec(level=3),
                                         dimension_names=("clip", "t", "h", "w", "c"))
         self.labels = group.create_array("labels", shape=(0,), dtype="int32", chunks=(LABEL_CHUNK,),
                                          dimension_names=("clip",))
         self.manifest = manifest
-        self.pending: list[tuple[np.ndarray, int, dict]] = []  # (clip, label, manifest row)
+        self.pending: list[tuple[np.ndarray, int, dict, dict]] = []  # (clip, label, manifest row, extras)
         self.n_clips = 0
         self.n_videos = 0
 
-    def add(self, clip: np.ndarray, label: int, row: dict) -> None:
-        self.pending.append((clip, label, {"clip": self.n_clips + len(self.pending), **row}))
+    def add(self, clip: np.ndarray, label: int, row: dict, extras: dict[str, np.ndarray] | None = None) -> None:
+        self.pending.append((clip, label, {"clip": self.n_clips + len(self.pending), **row}, extras or {}))
         if len(self.pending) == SHARD:
             self.flush()
+
+    def _flush_extras(self, extras: tuple[dict, ...], n: int) -> None:
+        """Each extra as a float32 array (N, T, ...) beside clips; NaN for clips that lack it."""
+        for name in sorted({k for e in extras for k in e}):
+            shape = next(e[name].shape for e in extras if name in e)
+            if name not in self.extras:  # earlier clips of this split had none: NaN
+                self.extras[name] = self.group.create_array(
+                    name, shape=(n, *shape), dtype="float32", chunks=(SHARD, *shape), fill_value=np.nan,
+                    dimension_names=("clip", "t", *(f"d{i}" for i in range(1, len(shape)))))
+            array = self.extras[name]
+            if array.shape[1:] != shape:
+                raise ValueError(f"{name}: per-clip shape {shape} differs from {array.shape[1:]}")
+            block = np.full((len(extras), *shape), np.nan, np.float32)
+            for i, e in enumerate(extras):
+                if name in e:
+                    block[i] = e[name]
+            array.resize((n + len(extras), *shape))
+            array[n:n + len(extras)] = block
+        for name, array in self.extras.items():  # extras absent from this whole batch: NaN (the fill value)
+            if array.shape[0] < n + len(extras):
+                array.resize((n + len(extras), *array.shape[1:]))
 
     def flush(self) -> None:
         if not self.pending:
             return
-        clips, labels, rows = zip(*self.pending)
+        clips, labels, rows, extras = zip(*self.pending)
         n, k = self.n_clips, len(clips)
+        self._flush_extras(extras, n)
         self.clips.resize((n + k, *self.clips.shape[1:]))
         self.clips[n:n + k] = np.stack(clips)
         self.labels.resize((n + k,))
@@ -320,7 +375,9 @@ def _write_video(writer: SplitWriter, result: VideoClips, params: DataParams, cl
            "fps": video.fps, "width": video.width, "height": video.height}
     span = clip_span(params)
     for start in result.starts:
-        writer.add(video.frames[start:start + span:params.frame_stride], item.label, {**row, "start_frame": start})
+        extras = {k: v[start:start + span:params.frame_stride] for k, v in video.extras.items()}
+        writer.add(video.frames[start:start + span:params.frame_stride], item.label, {**row, "start_frame": start},
+                   extras)
     writer.n_videos += 1
 
 
@@ -343,19 +400,22 @@ def _build(source: Source, params: DataParams, store: Path, manifest_path: Path,
         # closing(): on an error, stop the worker pool now rather than whenever the generator is collected
         results = stack.enter_context(contextlib.closing(
             _ordered_map(partial(load_clips, source.root, params), source.items, params.num_workers)))
-        for result in tqdm(results, total=len(source.items), desc="preprocess", unit="video", file=sys.stderr,
-                           disable=not progress):
-            if isinstance(result, Rejection):
-                rejected.write([dataclasses.asdict(result)])
-                reasons[result.reason] += 1
-            else:
-                _write_video(writers[result.item.split], result, params, source.class_names)
-                frame_rates[result.video.fps] += 1
+        for item_results in tqdm(results, total=len(source.items), desc="preprocess", unit="item",
+                                 file=sys.stderr, disable=not progress):
+            for result in item_results:
+                if isinstance(result, Rejection):
+                    rejected.write([dataclasses.asdict(result)])
+                    reasons[result.reason] += 1
+                else:
+                    _write_video(writers[result.item.split], result, params, source.class_names)
+                    frame_rates[result.video.fps] += 1
         for writer in writers.values():  # items come train first, so only the last shards are partial
             writer.flush()
 
     counts = {split: {"videos": w.n_videos, "clips": w.n_clips} for split, w in writers.items()}
     counts["rejected"] = reasons.total()
+    if source.ignored:
+        counts["ignored"] = sum(source.ignored.values())
     if not any(w.n_clips for w in writers.values()):
         summary = "; ".join(f"{n}x {reason}" for reason, n in reasons.most_common(5))
         raise NoClipsError(f"data.source: none of the {len(source.items)} videos in '{source.root}' produced a "
@@ -365,7 +425,7 @@ def _build(source: Source, params: DataParams, store: Path, manifest_path: Path,
     # common native rate) over frame_stride. Manifest rows keep each video's own decoded rate.
     video_fps = params.fps or frame_rates.most_common(1)[0][0]
     fps = video_fps / params.frame_stride if video_fps else None
-    root.attrs.update({"class_names": source.class_names, "resolution": params.resolution,
+    root.attrs.update({"format": source.format, "class_names": source.class_names, "resolution": params.resolution,
                        "sequence_length": params.sequence_length, "frame_stride": params.frame_stride,
                        "fps": fps, "params": recorded, "counts": counts})
     return counts
@@ -380,7 +440,8 @@ class StoreSummary:
     def __str__(self) -> str:
         splits = "; ".join(f"{s}: {self.counts[s]['clips']} clips from {self.counts[s]['videos']} videos"
                            for s in SPLITS)
-        return (f"{splits}; {self.counts['rejected']} files rejected; {len(self.class_names)} classes; "
+        ignored = f"; {self.counts['ignored']} files ignored" if self.counts.get("ignored") else ""
+        return (f"{splits}; {self.counts['rejected']} files rejected{ignored}; {len(self.class_names)} classes; "
                 f"{self.seconds:.1f} s")
 
 
@@ -419,3 +480,9 @@ def build_clip_store(params: DataParams, store_path: str | Path = CLIPS, manifes
         for path in temps:
             _remove(path)
     return StoreSummary(counts, source.class_names, time.perf_counter() - started)
+
+
+# The dataset adapters add their entries to SOURCES, READERS and DETECTORS when imported (also in spawned
+# worker processes, which import this module afresh).
+for _adapter in ("ucf101", "bair", "moving_mnist", "frames"):
+    importlib.import_module(f"videogpt.data.{_adapter}")
