@@ -65,7 +65,7 @@ class DataParams:
 class VQVAEParams:
     n_hiddens: int = _f(64, "channels of the encoder/decoder trunk", lo=1)
     res_hiddens: int = _f(32, "bottleneck channels of the residual blocks", lo=1)
-    n_res_layers: int = _f(2, "attention-residual blocks in the encoder and decoder", lo=0)
+    n_res_layers: int = _f(1, "attention-residual blocks in the encoder and decoder", lo=0)
     downsample: tuple[int, int, int] = _f(None, "per-axis (T, H, W) downsampling, powers of two",
                                           factory=lambda: (2, 4, 4))
     n_codes: int = _f(128, "codebook size", lo=2)
@@ -75,11 +75,11 @@ class VQVAEParams:
     beta: float = _f(0.25, "commitment loss weight", lo=0.0)
     ema_decay: float = _f(0.99, "codebook EMA decay", lo=0.0, hi=1.0, lo_open=True)
     lr: float = _f(7e-4, "Adam learning rate", lo=0.0, lo_open=True)
-    max_steps: int = _f(800, "optimizer steps", lo=1)
+    max_steps: int = _f(600, "optimizer steps", lo=1)
     batch_size: int = _f(16, "clips per step (per device)", lo=1)
     num_workers: int = _f(0, "DataLoader workers", lo=0)
     checkpoint_every: int = _f(200, "steps between resumable checkpoints", lo=1)
-    val_every: int = _f(200, "steps between validation passes", lo=1)
+    val_every: int = _f(300, "steps between validation passes", lo=1)
 
 
 @dataclass(frozen=True)
@@ -102,11 +102,11 @@ class PriorParams:
     lr: float = _f(3e-4, "AdamW peak learning rate (cosine decay over max_steps)", lo=0.0, lo_open=True)
     weight_decay: float = _f(0.0, "AdamW weight decay", lo=0.0)
     warmup_steps: int = _f(0, "linear warm-up steps", lo=0)
-    max_steps: int = _f(1500, "optimizer steps", lo=1)
-    batch_size: int = _f(32, "token grids per step (per device)", lo=1)
+    max_steps: int = _f(500, "optimizer steps", lo=1)
+    batch_size: int = _f(16, "token grids per step (per device)", lo=1)
     num_workers: int = _f(0, "DataLoader workers", lo=0)
-    checkpoint_every: int = _f(500, "steps between resumable checkpoints", lo=1)
-    val_every: int = _f(500, "steps between validation passes", lo=1)
+    checkpoint_every: int = _f(250, "steps between resumable checkpoints", lo=1)
+    val_every: int = _f(250, "steps between validation passes", lo=1)
 
 
 @dataclass(frozen=True)

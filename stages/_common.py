@@ -1,7 +1,13 @@
-"""Shared start-up of every stage script: validated params, or one clear line and a non-zero exit."""
+"""Shared start-up of every stage script: validated params, and one clear line on expected failures."""
+import errno
 import sys
 
 from pipeline.params import Params, ParamsError, load
+
+# Failures of the machine rather than the code: report them in one line, not a traceback.
+_IO_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+              errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+              errno.EPERM: "operation not permitted", errno.EFBIG: "the file is too large for this file system"}
 
 
 def start() -> Params:
@@ -10,3 +16,19 @@ def start() -> Params:
         return load("params.yaml")
     except ParamsError as err:
         sys.exit(f"params.yaml: {err}")
+
+
+def run(stage: str, main) -> None:
+    """Run a stage's main(); write errors (disk full, read-only folder) exit non-zero with one clear line.
+
+    Every stage writes its outs to temporary paths and renames them at the end, so after such a
+    failure no out looks complete.
+    """
+    try:
+        main()
+    except OSError as err:
+        if err.errno not in _IO_ERRORS:
+            raise
+        where = f" ({err.filename})" if err.filename else ""
+        sys.exit(f"{stage}: cannot write its outputs: {_IO_ERRORS[err.errno]}{where}. Nothing was left that looks "
+                 "complete; free space or fix the folder's permissions and run the stage again.")

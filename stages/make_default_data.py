@@ -5,7 +5,7 @@ import sys
 # The repo root replaces the script's folder on sys.path (see stages/tokenize.py).
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from stages._common import start  # noqa: E402
+from stages._common import run, start  # noqa: E402
 
 from pipeline import paths  # noqa: E402
 
@@ -19,4 +19,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run("make_default_data", main)

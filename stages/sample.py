@@ -6,7 +6,7 @@ import sys
 # standard library's tokenize module, and `pipeline`/`videogpt` import without installation.
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from stages._common import start  # noqa: E402
+from stages._common import run, start  # noqa: E402
 
 from pipeline import paths  # noqa: E402
 
@@ -20,4 +20,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run("sample", main)

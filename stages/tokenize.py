@@ -6,7 +6,7 @@ import sys
 # standard library's tokenize module, and `pipeline`/`videogpt` import without installation.
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from stages._common import start  # noqa: E402
+from stages._common import run, start  # noqa: E402
 
 from pipeline import paths  # noqa: E402
 
@@ -14,8 +14,9 @@ from pipeline import paths  # noqa: E402
 def main():
     params = start()
     from videogpt.checkpoint import fingerprint
-    from videogpt.tokens import build_token_store
+    from videogpt.tokens import build_token_store, init_distributed_from_env
     from videogpt.training import inference_device, load_vqvae
+    init_distributed_from_env()  # under torchrun/srun each rank encodes its own blocks
     device = inference_device(params.trainer)
     counts = build_token_store(load_vqvae(paths.VQVAE_DIR), paths.CLIPS, paths.TOKENS,
                                fingerprint=fingerprint(paths.VQVAE_DIR), batch_size=params.tokenize.batch_size,
@@ -24,4 +25,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run("tokenize", main)

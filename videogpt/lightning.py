@@ -193,6 +193,7 @@ def quiet_lightning():
     warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
 
 
 def prepare_resume(ckpt_dir: str | Path, run_key: dict) -> str | None:

@@ -20,7 +20,7 @@ from typing import Optional
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from videogpt.progress import progress_bar
 
 from videogpt.prior import Prior
 
@@ -106,7 +106,7 @@ def _run(prior, n, decode_batch, *, temperature, top_k, top_p, label, frames, se
         with torch.inference_mode():
             out = torch.empty(n, cfg.seq_len, dtype=torch.long, device=prior.codebook.device)
             n_batches = -(-n // batch_size)
-            bar = tqdm(total=n_batches * cfg.seq_len, desc="sampling", unit="pos", disable=not progress)
+            bar = progress_bar(total=n_batches * cfg.seq_len, desc="sampling", unit="pos", disable=not progress)
             for start, size, lab, fr, u in _batches(prior, n, label, frames, batch_size, seed):
                 pick = lambda logits, pos: choose(logits, u[:, pos], temperature, top_k, top_p)
                 out[start:start + size] = decode_batch(prior, size, lab, fr, pick, bar)

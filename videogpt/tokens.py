@@ -2,23 +2,24 @@
 
 Layout (Zarr v3 directory store): `<split>/tokens` (N, t, h, w) in the smallest unsigned dtype that
 holds n_codes, `<split>/labels` (N,) int32, root attributes `vqvae_fingerprint`, `latent_shape`,
-`n_codes`, `class_names`. Encoding streams batch by batch: memory does not depend on N.
+`n_codes`, `class_names`. Encoding streams block by block: memory does not depend on N.
 """
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 import zarr
-from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from videogpt.data.dataset import ClipDataset
+from videogpt.progress import progress_bar
 
 SPLITS = ("train", "test")
-TOKENS_PER_CHUNK = 1024  # clips per chunk: token grids are small, large chunks keep the file count low
+BLOCK = 1024  # clips per chunk and per unit of work: ranks write disjoint chunks, resume skips whole blocks
 
 
 def token_dtype(n_codes: int) -> np.dtype:
@@ -28,47 +29,101 @@ def token_dtype(n_codes: int) -> np.dtype:
     raise ValueError(f"vqvae.n_codes: {n_codes} codes do not fit in 32 bits")
 
 
-def tmp_path(path: Path) -> Path:
-    return path.with_name(path.name + ".tmp")
+def _dist() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def init_distributed_from_env() -> None:
+    """Join the process group when launched by torchrun/srun (WORLD_SIZE > 1), so ranks share the work."""
+    import os
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _barrier():
+    if _dist()[1] > 1:
+        torch.distributed.barrier()
+
+
+def _create(tmp: Path, clips, vqvae, run_key: dict) -> None:
+    shutil.rmtree(tmp, ignore_errors=True)
+    root = zarr.open_group(str(tmp), mode="w")
+    for split in SPLITS:
+        if split not in clips:
+            continue
+        n = clips[split]["clips"].shape[0]
+        t, h, w = vqvae.latent_shape(tuple(clips[split]["clips"].shape[1:4]))
+        group = root.create_group(split)
+        group.create_array("tokens", shape=(n, t, h, w), dtype=token_dtype(vqvae.config.n_codes),
+                           chunks=(BLOCK, t, h, w), dimension_names=("clip", "t", "h", "w"))
+        group.create_array("labels", data=np.asarray(clips[split]["labels"][:], np.int32))
+    (tmp / "done").mkdir()
+    (tmp / "run_key.json").write_text(json.dumps(run_key, sort_keys=True))
 
 
 @torch.inference_mode()
 def build_token_store(vqvae, clips_path: str | Path, out_path: str | Path, *, fingerprint: str,
                       batch_size: int = 64, num_workers: int = 0, device: str | torch.device = "cpu",
                       progress: bool = True) -> dict:
-    """Encode every clip of every split into `out_path`; written to a temp path and renamed at the end."""
+    """Encode every clip of every split into `out_path`.
+
+    The store is built at `<out>.tmp` and renamed at the end, so an interrupted run never leaves a
+    complete-looking store. Work goes in blocks of BLOCK clips (one chunk each); a marker file per
+    finished block lets a rerun with the same VQ-VAE skip what is done, and under torch.distributed
+    block i goes to rank i % world_size, so ranks write disjoint regions of the array.
+    """
+    rank, world = _dist()
     out_path = Path(out_path)
+    tmp = out_path.with_name(out_path.name + ".tmp")
     vqvae = vqvae.to(device).eval()
     clips = zarr.open_group(str(clips_path), mode="r")
-    tmp = tmp_path(out_path)
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    root = zarr.open_group(str(tmp), mode="w")
-    counts = {}
+    run_key = {"vqvae": fingerprint, "batch_size": batch_size, "clips": clips.attrs.get("counts")}
+    key_file = tmp / "run_key.json"
+    resumable = key_file.is_file() and json.loads(key_file.read_text()) == json.loads(json.dumps(run_key))
+    if rank == 0 and not resumable:
+        _create(tmp, clips, vqvae, run_key)
+    _barrier()
+    root = zarr.open_group(str(tmp), mode="r+")
+    counts, skipped = {}, 0
     for split in SPLITS:
         if split not in clips:
             continue
-        ds = ClipDataset(clips_path, split)
-        n = len(ds)
-        t, h, w = vqvae.latent_shape(tuple(clips[split]["clips"].shape[1:4]))
-        group = root.create_group(split)
-        tokens = group.create_array("tokens", shape=(n, t, h, w), dtype=token_dtype(vqvae.config.n_codes),
-                                    chunks=(min(TOKENS_PER_CHUNK, max(n, 1)), t, h, w),
-                                    dimension_names=("clip", "t", "h", "w"))
-        group.create_array("labels", data=np.asarray(clips[split]["labels"][:], np.int32))
-        loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-        start = 0
-        for video, _ in tqdm(loader, desc=f"tokenize {split}", disable=not progress, unit="batch"):
-            codes = vqvae.encode(video.to(device))
-            tokens[start:start + len(codes)] = codes.cpu().numpy().astype(tokens.dtype)
-            start += len(codes)
+        tokens = root[split]["tokens"]
+        n = tokens.shape[0]
         counts[split] = n
-    root.attrs.update({"vqvae_fingerprint": fingerprint, "latent_shape": list(vqvae.latent_shape()),
-                       "n_codes": vqvae.config.n_codes,
-                       "class_names": list(clips.attrs.get("class_names", [])), "counts": counts})
-    if out_path.exists():
-        shutil.rmtree(out_path)
-    tmp.rename(out_path)
+        ds = ClipDataset(clips_path, split)
+        for block, start in enumerate(range(0, n, BLOCK)):
+            marker = tmp / "done" / f"{split}-{block}"
+            if block % world != rank:
+                continue
+            if marker.exists():
+                skipped += 1
+                continue
+            stop = min(start + BLOCK, n)
+            loader = DataLoader(Subset(ds, range(start, stop)), batch_size=batch_size, num_workers=num_workers)
+            codes = [vqvae.encode(video.to(device)).cpu() for video, _ in
+                     progress_bar(loader, desc=f"tokenize {split} [{start}:{stop}]", disable=not progress,
+                                  unit="batch")]
+            tokens[start:stop] = torch.cat(codes).numpy().astype(tokens.dtype)
+            marker.touch()
+    if skipped:
+        print(f"tokenize: resumed, {skipped} finished block(s) skipped", flush=True)
+    _barrier()
+    if rank == 0:
+        root.attrs.update({"vqvae_fingerprint": fingerprint, "latent_shape": list(vqvae.latent_shape()),
+                           "n_codes": vqvae.config.n_codes,
+                           "class_names": list(clips.attrs.get("class_names", [])), "counts": counts})
+        shutil.rmtree(tmp / "done")
+        key_file.unlink()
+        if out_path.exists():
+            shutil.rmtree(out_path)
+        tmp.rename(out_path)
+    _barrier()
     return counts
 
 

@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,22 @@ def _loader(ds, batch_size, num_workers, shuffle, drop_last=False):
 
 def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+class UnsafeCheckpointError(RuntimeError):
+    pass
+
+
+def fit(trainer, module, train_dl, val_dl, resume_from) -> None:
+    """trainer.fit, resuming from `resume_from` if given; checkpoints load with weights_only=True."""
+    try:
+        trainer.fit(module, train_dl, val_dl, ckpt_path=resume_from, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if resume_from is None:
+            raise
+        raise UnsafeCheckpointError(
+            f"{resume_from}: refused to load this checkpoint: it holds objects other than tensors and plain "
+            "data, and unpickling them could run code. Delete it to start the training afresh.") from err
 
 
 def check_clip_store(clips_path, params: Params) -> tuple[int, int, int]:
@@ -83,10 +100,10 @@ def load_prior(directory, vqvae: VQVAE) -> tuple[Prior, dict]:
 
 
 @torch.inference_mode()
-def reconstruction_report(vqvae: VQVAE, loader, n_codes: int, picture_path=None, n_show: int = 4) -> dict:
+def reconstruction_report(vqvae: VQVAE, loader, n_codes: int) -> dict:
     """NMSE (MSE/0.06), PSNR on [0,1] pixels, code perplexity and fraction of codes used over a split."""
     vqvae.eval()
-    se, n_px, psnrs, counts, shown = 0.0, 0, [], np.zeros(n_codes, np.int64), []
+    se, n_px, psnrs, counts = 0.0, 0, [], np.zeros(n_codes, np.int64)
     for video, _ in loader:
         codes = vqvae.encode(video)
         recon = vqvae.decode(codes).clamp(-0.5, 0.5)
@@ -95,18 +112,20 @@ def reconstruction_report(vqvae: VQVAE, loader, n_codes: int, picture_path=None,
         mse = ((recon - video) ** 2).flatten(1).mean(1).clamp_min(1e-10)
         psnrs.extend((10 * torch.log10(1.0 / mse)).tolist())
         counts += np.bincount(codes.flatten().numpy(), minlength=n_codes)
-        if len(shown) < n_show:
-            shown.append((video[: n_show - len(shown)], recon[: n_show - len(shown)]))
     p = counts / counts.sum()
-    if picture_path is not None and shown:
-        rows = []
-        for real, rec in shown:
-            for a, b in zip(real, rec):
-                rows += [to_uint8(a), to_uint8(b)]
-        save_png(picture_path, contact_sheet(rows), upscale=2)
     return {"nmse": se / n_px / 0.06, "psnr": float(np.mean(psnrs)),
             "perplexity": float(np.exp(-(p * np.log(p + 1e-10)).sum())),
             "codes_used": float((counts > 0).mean()), "n_clips": len(psnrs)}
+
+
+@torch.inference_mode()
+def save_reconstruction_picture(vqvae: VQVAE, dataset, path, n: int = 6) -> None:
+    """Real (odd rows) above reconstruction (even rows) for n clips spread evenly over the split."""
+    rows = []
+    for i in np.linspace(0, len(dataset) - 1, num=min(n, len(dataset))).round().astype(int):
+        video = dataset[int(i)][0][None]
+        rows += [to_uint8(video[0]), to_uint8(vqvae.decode(vqvae.encode(video))[0])]
+    save_png(path, contact_sheet(rows), upscale=2)
 
 
 def to_uint8(video: torch.Tensor) -> np.ndarray:
@@ -137,13 +156,13 @@ def train_vqvae(params: Params, *, clips_path, manifest_path, model_dir, ckpt_di
     trainer = make_trainer(tp, name="train_vqvae", max_steps=vp.max_steps, ckpt_dir=ckpt_dir, live_dir=live_dir,
                            val_every=vp.val_every, checkpoint_every=vp.checkpoint_every, seed=params.seed,
                            sync_batchnorm=tp.devices * tp.num_nodes > 1)
-    trainer.fit(module, train_dl, val_dl, ckpt_path=resume_from, weights_only=True)
+    fit(trainer, module, train_dl, val_dl, resume_from)
     if not trainer.is_global_zero:
         return {}
     model = model.cpu().eval()
     save_model(model_dir, model, cfg, meta={"steps": trainer.global_step, "run_key": _digest(run_key)})
-    report = reconstruction_report(model, _loader(val_ds, vp.batch_size, 0, shuffle=False), cfg.n_codes,
-                                   picture_path=picture_path)
+    report = reconstruction_report(model, _loader(val_ds, vp.batch_size, 0, shuffle=False), cfg.n_codes)
+    save_reconstruction_picture(model, val_ds, picture_path)
     report["ema_codes_used"] = float(model.codebook.usage())
     report["steps"] = trainer.global_step
     write_json(metrics_path, report)
@@ -218,9 +237,8 @@ def train_prior(params: Params, *, vqvae_dir, tokens_path, clips_path, model_dir
                          max_steps=pp.max_steps, log_every_n_steps=tp.log_every_n_steps)
     trainer = make_trainer(tp, name="train_prior", max_steps=pp.max_steps, ckpt_dir=ckpt_dir, live_dir=live_dir,
                            val_every=pp.val_every, checkpoint_every=pp.checkpoint_every, seed=params.seed)
-    trainer.fit(module, _loader(train_ds, pp.batch_size, pp.num_workers, shuffle=True, drop_last=True),
-                _loader(val_ds, pp.batch_size, pp.num_workers, shuffle=False), ckpt_path=resume_from,
-                weights_only=True)
+    fit(trainer, module, _loader(train_ds, pp.batch_size, pp.num_workers, shuffle=True, drop_last=True),
+        _loader(val_ds, pp.batch_size, pp.num_workers, shuffle=False), resume_from)
     if not trainer.is_global_zero:
         return {}
     model = model.cpu().eval()

@@ -312,8 +312,8 @@ def i3d_features(model: nn.Module, videos: np.ndarray | torch.Tensor | Iterable,
         total = len(videos)
     pbar = None
     if progress:
-        from tqdm import tqdm
-        pbar = tqdm(total=total, unit="video", desc="I3D")
+        from videogpt.progress import progress_bar
+        pbar = progress_bar(total=total, unit="video", desc="I3D")
     out = []
     with torch.inference_mode():
         for batch in _batches(videos, batch_size):
