@@ -2,31 +2,37 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from videogpt.fileio import file_sha256
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 
 
 def save_model(directory: str | Path, model: torch.nn.Module, config, meta: dict | None = None) -> None:
-    """Write `model.safetensors` + `config.json` into `directory` (created; files replaced atomically)."""
+    """Write `model.safetensors` + `config.json` into `directory`, atomically as a pair.
+
+    Both files go into `<directory>.tmp`, which then replaces `directory`: a crash never leaves
+    new weights beside an old config.
+    """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp = directory / (WEIGHTS + ".tmp")
-    save_file(state, str(tmp))
-    os.replace(tmp, directory / WEIGHTS)
+    save_file(state, str(tmp / WEIGHTS))
     cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
-    payload = {"config": cfg, "meta": meta or {}, "weights_sha256": file_sha256(directory / WEIGHTS)}
-    tmp = directory / (CONFIG + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
-    os.replace(tmp, directory / CONFIG)
+    payload = {"config": cfg, "meta": meta or {}, "weights_sha256": file_sha256(tmp / WEIGHTS)}
+    (tmp / CONFIG).write_text(json.dumps(payload, indent=2, sort_keys=True))
+    shutil.rmtree(directory, ignore_errors=True)
+    os.replace(tmp, directory)
 
 
 def load_model_files(directory: str | Path) -> tuple[dict, dict[str, torch.Tensor], dict]:
@@ -43,11 +49,3 @@ def load_model_files(directory: str | Path) -> tuple[dict, dict[str, torch.Tenso
 def fingerprint(directory: str | Path) -> str:
     """Identity of a saved model: the sha256 of its weights file."""
     return json.loads((Path(directory) / CONFIG).read_text())["weights_sha256"]
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()

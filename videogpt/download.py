@@ -24,6 +24,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from videogpt.fileio import file_sha256
+
 I3D_FILENAME = "i3d_pretrained_400.pt"
 I3D_SHA256 = "55095f049e706479d48e221adcdb145b2b9dc930ba28b081ed72367ffaa32343"  # see module docstring
 I3D_DRIVE_ID = "1mQK8KD8G6UWRa5t87SRMm5PVXtlpneJT"  # the id VideoGPT's download.py uses
@@ -47,14 +49,6 @@ def cache_dir() -> Path:
     """$VIDEOGPT_CACHE, else ~/.cache/videogpt."""
     env = os.environ.get("VIDEOGPT_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "videogpt"
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _fetch(url: str, dest_dir: Path, timeout: float) -> tuple[Path, str]:

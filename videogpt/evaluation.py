@@ -16,7 +16,7 @@ import zarr
 from torch.utils.data import DataLoader, Subset
 
 from pipeline.params import Params
-from videogpt.checkpoint import file_sha256
+from videogpt.fileio import file_sha256
 from videogpt.data.dataset import ClipDataset
 from videogpt.metrics.frechet import frechet_distance, gaussian_stats, load_stats, save_stats
 from videogpt.metrics.i3d import FEATURE_PROTOCOL, MIN_FRAMES, i3d_features, load_i3d

@@ -55,16 +55,18 @@ class _FiniteGuard:
 
 
 class VQVAEModule(pl.LightningModule):
-    def __init__(self, model, lr: float, log_every_n_steps: int = 25):
+    def __init__(self, model, lr: float, log_every_n_steps: int = 25, compile: bool = False):
         super().__init__()
         self.model = model
+        # A compiled *function*, not module: checkpoints keep the plain model's parameter names.
+        self.forward_fn = torch.compile(model.forward) if compile else model.forward
         self.lr = lr
         self.log_every = log_every_n_steps
         self.guard = _FiniteGuard()
 
     def training_step(self, batch, batch_idx):
         video, _ = batch
-        out = self.model(video)
+        out = self.forward_fn(video)
         self.guard.update(out["loss"])
         if self.global_step % self.log_every == 0:
             self.guard.check(self.global_step, "train_vqvae")
@@ -96,9 +98,10 @@ class VQVAEModule(pl.LightningModule):
 
 class PriorModule(pl.LightningModule):
     def __init__(self, model, lr: float, weight_decay: float, warmup_steps: int, max_steps: int,
-                 log_every_n_steps: int = 25):
+                 log_every_n_steps: int = 25, compile: bool = False):
         super().__init__()
         self.model = model
+        self.loss_fn = torch.compile(model.loss) if compile else model.loss
         self.lr, self.weight_decay = lr, weight_decay
         self.warmup_steps, self.max_steps = warmup_steps, max_steps
         self.log_every = log_every_n_steps
@@ -106,7 +109,7 @@ class PriorModule(pl.LightningModule):
 
     def _loss(self, batch):
         tokens, label, frames = batch["tokens"], batch.get("label"), batch.get("frames")
-        return self.model.loss(tokens.long(), label=label, frames=frames)
+        return self.loss_fn(tokens.long(), label=label, frames=frames)
 
     def training_step(self, batch, batch_idx):
         loss = self._loss(batch)

@@ -151,7 +151,7 @@ def train_vqvae(params: Params, *, clips_path, manifest_path, model_dir, ckpt_di
     resume_from = prepare_resume(ckpt_dir, run_key)
     torch.manual_seed(params.seed)
     model = VQVAE(cfg)
-    module = VQVAEModule(model, lr=vp.lr, log_every_n_steps=tp.log_every_n_steps)
+    module = VQVAEModule(model, lr=vp.lr, log_every_n_steps=tp.log_every_n_steps, compile=tp.compile)
     # BatchNorm statistics are synchronised across ranks under DDP (as the paper's code does).
     trainer = make_trainer(tp, name="train_vqvae", max_steps=vp.max_steps, ckpt_dir=ckpt_dir, live_dir=live_dir,
                            val_every=vp.val_every, checkpoint_every=vp.checkpoint_every, seed=params.seed,
@@ -234,7 +234,7 @@ def train_prior(params: Params, *, vqvae_dir, tokens_path, clips_path, model_dir
     torch.manual_seed(params.seed)
     model = Prior(cfg, vqvae.codebook.embeddings.detach().clone())
     module = PriorModule(model, lr=pp.lr, weight_decay=pp.weight_decay, warmup_steps=pp.warmup_steps,
-                         max_steps=pp.max_steps, log_every_n_steps=tp.log_every_n_steps)
+                         max_steps=pp.max_steps, log_every_n_steps=tp.log_every_n_steps, compile=tp.compile)
     trainer = make_trainer(tp, name="train_prior", max_steps=pp.max_steps, ckpt_dir=ckpt_dir, live_dir=live_dir,
                            val_every=pp.val_every, checkpoint_every=pp.checkpoint_every, seed=params.seed)
     fit(trainer, module, _loader(train_ds, pp.batch_size, pp.num_workers, shuffle=True, drop_last=True),

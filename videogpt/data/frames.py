@@ -26,9 +26,9 @@ from PIL import Image
 
 from pipeline.params import DataParams, ParamsError
 from videogpt.data.ffmpeg_io import VideoError
-from videogpt.data.preprocess import (DETECTORS, READERS, SOURCES, SPLITS, UNLABELED, VIDEO_EXTENSIONS, Rejection,
-                                      Source, SourceItem, Video, _split_files, _split_folder, _uses_split_folders,
-                                      _walk_files)
+from videogpt.data.preprocess import (DETECTORS, OUTSIDE_ROOT, READERS, SOURCES, SPLITS, UNLABELED, VIDEO_EXTENSIONS,
+                                      Rejection, Source, SourceItem, Video, _split_files, _split_folder,
+                                      _uses_split_folders, _walk_files)
 from videogpt.data.rawframes import scale_frames
 
 IMAGE_EXTENSIONS = frozenset(".png .jpg .jpeg .bmp .webp".split())
@@ -80,6 +80,13 @@ def discover_frames(params: DataParams) -> Source:
             rejected.append(Rejection(f, "", "frame outside a video folder", "directly in data.source"))
         else:
             folders.add(folder)
+    # The reader takes every image in a video folder: one holding a frame that links out of data.source
+    # (rejected by the walk) is rejected as a whole.
+    escaping = folders & {Path(r.source).parent.as_posix() for r in rejected
+                          if r.reason == OUTSIDE_ROOT and not r.source.endswith("/")}
+    rejected += [Rejection(d, _split_folder(d), OUTSIDE_ROOT, "holds a frame linking outside the input root")
+                 for d in sorted(escaping)]
+    folders -= escaping
     if not folders:
         raise ParamsError(f"data.source: no folders of image files ({' '.join(sorted(IMAGE_EXTENSIONS))}) "
                           f"found in '{root}'")

@@ -21,8 +21,8 @@ import numpy as np
 
 from pipeline.params import DataParams, ParamsError
 from videogpt.data.ffmpeg_io import VideoError
-from videogpt.data.preprocess import (DETECTORS, READERS, SOURCES, SPLITS, UNLABELED, Rejection, Source, SourceItem,
-                                      Video, _split_files)
+from videogpt.data.preprocess import (DETECTORS, OUTSIDE_ROOT, READERS, SOURCES, SPLITS, UNLABELED, Rejection, Source,
+                                      SourceItem, Video, _split_files, escapes)
 from videogpt.data.rawframes import scale_frames
 
 DEFAULT_TEST_FRACTION = 0.1
@@ -64,6 +64,9 @@ def discover_moving_mnist(params: DataParams) -> Source:
     rejected: list[Rejection] = []
     sequences: list[str] = []
     for name in arrays:
+        if target := escapes(root, root / name):  # a symlink leading out of data.source: not opened
+            rejected.append(Rejection(name, "", OUTSIDE_ROOT, f"links to {target}"))
+            continue
         try:
             n_sequences = _open(root / name).shape[1]
         except VideoError as e:
