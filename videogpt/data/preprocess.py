@@ -48,7 +48,7 @@ from zarr.codecs import ZstdCodec
 
 from pipeline.params import DataParams, ParamsError, to_dict
 from pipeline.paths import CLIPS, MANIFEST, REJECTED
-from videogpt.data.ffmpeg_io import VideoError, decode_video, ffmpeg_exe, probe
+from videogpt.data.ffmpeg_io import VideoError, decode_video, probe
 from videogpt.fileio import write_json
 from videogpt.progress import progress_bar
 
@@ -371,7 +371,8 @@ class SplitWriter:
             self.extras: dict[str, zarr.Array] = {}  # created when the first clip carrying one arrives
             self.clips = group.create_array("clips", shape=(0, *clip_shape), dtype="uint8",
                                             chunks=(1, *clip_shape), shards=(SHARD, *clip_shape),
-                                            compressors=ZstdCodec(level=3), dimension_names=("clip", "t", "h", "w", "c"))
+                                            compressors=ZstdCodec(level=3),
+                                            dimension_names=("clip", "t", "h", "w", "c"))
             self.labels = group.create_array("labels", shape=(0,), dtype="int32", chunks=(LABEL_CHUNK,),
                                              dimension_names=("clip",))
             self.n_clips = self.n_videos = 0
@@ -611,7 +612,8 @@ def build_clip_store(params: DataParams, store_path: str | Path = CLIPS, manifes
     if resume:
         written = sum(split["clips"] for split in resume["splits"].values())
         print(f"preprocess: resuming after {resume['item']} of {len(source.items)} items "
-              f"({written} clips already written)", file=sys.stderr, flush=True)
+              f"({written} clips already written; to start over instead, delete {temps[2]})", file=sys.stderr,
+              flush=True)
     else:
         for path in temps:
             _remove(path)  # leftovers of an interrupted run with other params or inputs
