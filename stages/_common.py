@@ -1,6 +1,11 @@
 """Shared start-up of every stage script: validated params, and one clear line on expected failures."""
 import errno
+import os
 import sys
+
+# OpenMP threads that spin while waiting collapse throughput (3-100x, bench/run_all.py) when another
+# process holds a core; passive waiting costs nothing measurable. Must be set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from pipeline.params import Params, ParamsError, load
 

@@ -152,10 +152,11 @@ def train_vqvae(params: Params, *, clips_path, manifest_path, model_dir, ckpt_di
     torch.manual_seed(params.seed)
     model = VQVAE(cfg)
     module = VQVAEModule(model, lr=vp.lr, log_every_n_steps=tp.log_every_n_steps, compile=tp.compile)
-    # BatchNorm statistics are synchronised across ranks under DDP (as the paper's code does).
+    # BatchNorm statistics are synchronised across GPUs under DDP (as the paper's code does); torch's
+    # SyncBatchNorm has no CPU implementation, so CPU ranks keep their own running statistics.
     trainer = make_trainer(tp, name="train_vqvae", max_steps=vp.max_steps, ckpt_dir=ckpt_dir, live_dir=live_dir,
                            val_every=vp.val_every, checkpoint_every=vp.checkpoint_every, seed=params.seed,
-                           sync_batchnorm=tp.devices * tp.num_nodes > 1)
+                           sync_batchnorm=tp.devices * tp.num_nodes > 1 and inference_device(tp).type == "cuda")
     fit(trainer, module, train_dl, val_dl, resume_from)
     if not trainer.is_global_zero:
         return {}
