@@ -68,7 +68,7 @@ class VQVAEModule(pl.LightningModule):
         video, _ = batch
         out = self.forward_fn(video)
         self.guard.update(out["loss"])
-        if self.global_step % self.log_every == 0:
+        if (self.global_step + 1) % self.log_every == 0:  # the steps Lightning writes to the logger
             self.guard.check(self.global_step, "train_vqvae")
             self.log_dict({
                 "train/loss": out["loss"].detach(),
@@ -114,7 +114,7 @@ class PriorModule(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         loss = self._loss(batch)
         self.guard.update(loss)
-        if self.global_step % self.log_every == 0:
+        if (self.global_step + 1) % self.log_every == 0:  # the steps Lightning writes to the logger
             self.guard.check(self.global_step, "train_prior")
             self.log("train/bits_per_dim", loss.detach() / math.log(2), on_step=True, on_epoch=False)
             self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
