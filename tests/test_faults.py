@@ -66,36 +66,41 @@ def workdir(clips_dir, tmp_path):
     return tmp_path
 
 
-def test_sigkilled_training_resumes_from_its_last_checkpoint(workdir):
-    write_params(workdir, vqvae=TINY["vqvae"] | {"max_steps": 400, "checkpoint_every": 20, "val_every": 200})
+def kill_after_first_checkpoint(workdir: Path) -> int:
+    """Start train_vqvae, SIGKILL it (pre-emption: no chance to clean up) once it has written a
+    checkpoint, and return the step of that checkpoint."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, str(ROOT / "stages" / "train_vqvae.py")], cwd=workdir, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = workdir / "checkpoints" / "vqvae" / "last.ckpt"
     deadline = time.time() + 240
     while not last.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)  # pre-emption: no chance to clean up
+    os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert last.exists(), "no checkpoint was written before the kill"
     assert not (workdir / "models" / "vqvae" / "model.safetensors").exists()
-    killed_at = torch.load(last, weights_only=True)["global_step"]
-    assert 0 < killed_at < 400
+    return torch.load(last, weights_only=True)["global_step"]
 
+
+LONG_RUN = TINY["vqvae"] | {"max_steps": 400, "checkpoint_every": 20, "val_every": 200}
+
+
+def test_sigkilled_training_resumes_from_its_last_checkpoint(workdir):
+    write_params(workdir, vqvae=LONG_RUN)
+    killed_at = kill_after_first_checkpoint(workdir)
+    assert 0 < killed_at < 400
     out = stage("train_vqvae", workdir).stdout
     start = int(out.split("start_step=")[1].split()[0])
     assert start >= killed_at, out  # resumed, not started over
     assert json.loads((workdir / "metrics" / "vqvae.json").read_text())["steps"] == 400
-    assert not list((workdir / "checkpoints" / "vqvae").glob("*.ckpt"))  # finished: checkpoints cleared
+    assert not any((workdir / "checkpoints" / "vqvae").iterdir())  # finished: checkpoints cleared
 
 
 def test_changed_params_start_fresh(workdir):
-    write_params(workdir, vqvae=TINY["vqvae"] | {"max_steps": 3})
-    stage("train_vqvae", workdir)
-    ckpt_dir = workdir / "checkpoints" / "vqvae"
-    # leave a checkpoint behind as an interrupted run would, then change a param
-    (ckpt_dir / "last.ckpt").write_bytes(b"not a checkpoint of this run")
-    write_params(workdir, vqvae=TINY["vqvae"] | {"max_steps": 4})
+    write_params(workdir, vqvae=LONG_RUN)
+    kill_after_first_checkpoint(workdir)
+    write_params(workdir, vqvae=LONG_RUN | {"max_steps": 30, "lr": 1e-3})
     out = stage("train_vqvae", workdir).stdout
     assert "start_step=0" in out
 
@@ -111,8 +116,8 @@ class _Exploit:
 
 
 def test_malicious_checkpoint_is_refused_without_running_code(workdir):
-    write_params(workdir)
-    stage("train_vqvae", workdir)  # a completed run leaves the run key for these params
+    write_params(workdir, vqvae=LONG_RUN)
+    kill_after_first_checkpoint(workdir)  # an interrupted run, whose checkpoint a stranger then replaces
     marker = workdir / "pwned"
     ckpt = workdir / "checkpoints" / "vqvae" / "last.ckpt"
     with open(ckpt, "wb") as fh:

@@ -219,9 +219,13 @@ def prepare_resume(ckpt_dir: str | Path, run_key: dict) -> str | None:
 
 
 def finish_resume(ckpt_dir: str | Path) -> None:
-    """After a completed run the checkpoint is no longer needed (the model is in models/)."""
-    for p in Path(ckpt_dir).glob("*.ckpt"):
-        p.unlink()
+    """After a completed run the checkpoints are no longer needed (the model is in models/).
+
+    The folder is left empty, so its DVC hash is the same after every finished run, whatever the
+    params: an experiment with other params does not make `dvc status` see a changed out.
+    """
+    for child in Path(ckpt_dir).iterdir():
+        shutil.rmtree(child) if child.is_dir() else child.unlink()
 
 
 def make_trainer(trainer_params, *, name: str, max_steps: int, ckpt_dir, live_dir, val_every: int,
