@@ -24,13 +24,16 @@ def start() -> Params:
 
 
 def run(stage: str, main) -> None:
-    """Run a stage's main(); write errors (disk full, read-only folder) exit non-zero with one clear line.
+    """Run a stage's main(); bad params and write errors (disk full, read-only folder) exit non-zero with
+    one clear line.
 
     Every stage writes its outs to temporary paths and renames them at the end, so after such a
     failure no out looks complete.
     """
     try:
         main()
+    except ParamsError as err:  # a value that only the data can contradict (e.g. data.resolution vs the store)
+        sys.exit(f"{stage}: {err}")
     except OSError as err:
         if err.errno not in _IO_ERRORS:
             raise

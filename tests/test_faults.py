@@ -105,6 +105,14 @@ def test_changed_params_start_fresh(workdir):
     assert "start_step=0" in out
 
 
+def test_clip_store_that_disagrees_with_params_is_rejected_before_training(workdir):
+    write_params(workdir, data=TINY["data"] | {"resolution": 32})  # the store holds 16x16 clips
+    proc = stage("train_vqvae", workdir, check=False)
+    assert proc.returncode != 0
+    assert "data.resolution: params say 32 but" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (workdir / "checkpoints").exists()
+
+
 class _Exploit:
     """Unpickling this runs a shell command: what a crafted checkpoint from a stranger could do."""
 
