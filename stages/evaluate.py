@@ -12,10 +12,14 @@ from pipeline import paths  # noqa: E402
 
 def main():
     params = start()
+    from videogpt.distributed import init_from_env, rank_and_world
     from videogpt.evaluation import evaluate
     from videogpt.fileio import write_json
+    init_from_env()  # under torchrun/srun the ranks share the I3D work
     report = evaluate(params, clips_path=paths.CLIPS, tokens_path=paths.TOKENS, vqvae_dir=paths.VQVAE_DIR,
                       prior_dir=paths.PRIOR_DIR, samples_dir=paths.SAMPLES, stats_dir=paths.REAL_STATS)
+    if rank_and_world()[0] != 0:  # rank 0 writes the metrics
+        return
     write_json(paths.EVAL_METRICS, report)
     fvd = report["fvd"]["value"]
     print(f"evaluate: FVD {fvd if fvd is not None else 'null (' + report['fvd']['reason'] + ')'}, "

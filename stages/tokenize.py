@@ -14,9 +14,10 @@ from pipeline import paths  # noqa: E402
 def main():
     params = start()
     from videogpt.checkpoint import fingerprint
-    from videogpt.tokens import build_token_store, init_distributed_from_env
+    from videogpt.distributed import init_from_env
+    from videogpt.tokens import build_token_store
     from videogpt.training import inference_device, load_vqvae
-    init_distributed_from_env()  # under torchrun/srun each rank encodes its own blocks
+    init_from_env()  # under torchrun/srun each rank encodes its own blocks
     device = inference_device(params.trainer)
     counts = build_token_store(load_vqvae(paths.VQVAE_DIR), paths.CLIPS, paths.TOKENS,
                                fingerprint=fingerprint(paths.VQVAE_DIR), batch_size=params.tokenize.batch_size,

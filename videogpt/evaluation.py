@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ from torch.utils.data import DataLoader, Subset
 from pipeline.params import Params
 from videogpt.fileio import file_sha256
 from videogpt.data.dataset import ClipDataset
+from videogpt.distributed import rank_and_world, sharded_map
 from videogpt.metrics.frechet import frechet_distance, gaussian_stats, load_stats, save_stats
 from videogpt.metrics.i3d import FEATURE_PROTOCOL, MIN_FRAMES, i3d_features, load_i3d
 from videogpt.tokens import open_token_store
@@ -50,29 +52,41 @@ def fvd_unavailable_reason(params: Params, protocol: dict) -> str | None:
     return None
 
 
-def first_clips_uint8(clips_path, n: int, split: str = "test") -> np.ndarray:
-    return np.asarray(zarr.open_group(str(clips_path), mode="r")[split]["clips"][:n])
+def test_clips(clips_path) -> Callable[[int, int], np.ndarray]:
+    """Reader of test clips [start, stop) as uint8 (n, T, H, W, 3)."""
+    clips = zarr.open_group(str(clips_path), mode="r")["test"]["clips"]
+    return lambda start, stop: np.asarray(clips[start:stop])
+
+
+def i3d_stats(model, load, n: int, batch_size: int, device) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian statistics of I3D features of items [0, n); batches shared across ranks under torchrun."""
+    feats = sharded_map(lambda videos: i3d_features(model, videos, batch_size=batch_size, device=device),
+                        n, batch_size, load)
+    return gaussian_stats(feats)
 
 
 def compute_real_stats(params: Params, *, clips_path, out_dir) -> dict:
     """Stage fvd_real_stats: I3D statistics of the real test clips, cached as a DVC out."""
     protocol = real_protocol(params, clips_path)
+    reason = fvd_unavailable_reason(params, protocol)
+    info = {"protocol": protocol, "available": reason is None, "reason": reason}
+    stats = None
+    if reason is None:
+        device = inference_device(params.trainer)
+        model = load_i3d(params.eval.i3d_weights).to(device)
+        stats = i3d_stats(model, test_clips(clips_path), protocol["n_real"], params.eval.batch_size, device)
+    if rank_and_world()[0] != 0:  # every rank holds the same statistics; rank 0 publishes them
+        return info
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    reason = fvd_unavailable_reason(params, protocol)
-    if reason is None:
-        device = inference_device(params.trainer)
-        model = load_i3d(params.eval.i3d_weights).to(device)
-        feats = i3d_features(model, first_clips_uint8(clips_path, protocol["n_real"]),
-                             batch_size=params.eval.batch_size, device=device, progress=True)
-        save_stats(tmp / STATS_FILE, *gaussian_stats(feats), protocol=protocol, n=len(feats))
-    (tmp / PROTOCOL_FILE).write_text(json.dumps({"protocol": protocol, "available": reason is None,
-                                                 "reason": reason}, indent=2, sort_keys=True))
+    if stats is not None:
+        save_stats(tmp / STATS_FILE, *stats, protocol=protocol, n=protocol["n_real"])
+    (tmp / PROTOCOL_FILE).write_text(json.dumps(info, indent=2, sort_keys=True))
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
-    return {"available": reason is None, "reason": reason, "protocol": protocol}
+    return info
 
 
 def load_real_stats(stats_dir, protocol: dict):
@@ -115,10 +129,10 @@ def evaluate(params: Params, *, clips_path, tokens_path, vqvae_dir, prior_dir, s
     fvd = r_fvd = fvd_star = None
     if real_stats is not None:
         model = load_i3d(ep.i3d_weights).to(device)
-        real = first_clips_uint8(clips_path, protocol["n_real"])
-        recon_stats = gaussian_stats(i3d_features(model, reconstructions_uint8(vqvae, real, ep.batch_size, device),
-                                                  batch_size=ep.batch_size, device=device))
-        sample_stats = gaussian_stats(i3d_features(model, samples, batch_size=ep.batch_size, device=device))
+        real = test_clips(clips_path)
+        recon_stats = i3d_stats(model, lambda a, b: reconstructions_uint8(vqvae, real(a, b), ep.batch_size, device),
+                                protocol["n_real"], ep.batch_size, device)
+        sample_stats = i3d_stats(model, lambda a, b: samples[a:b], len(samples), ep.batch_size, device)
         fvd = frechet_distance(*sample_stats, *real_stats)
         r_fvd = frechet_distance(*recon_stats, *real_stats)
         fvd_star = frechet_distance(*sample_stats, *recon_stats)

@@ -16,6 +16,7 @@ import zarr
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from videogpt.data.dataset import ClipDataset
+from videogpt.distributed import barrier, rank_and_world
 from videogpt.progress import progress_bar
 
 SPLITS = ("train", "test")
@@ -27,27 +28,6 @@ def token_dtype(n_codes: int) -> np.dtype:
         if n_codes - 1 <= np.iinfo(dt).max:
             return np.dtype(dt)
     raise ValueError(f"vqvae.n_codes: {n_codes} codes do not fit in 32 bits")
-
-
-def _dist() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def init_distributed_from_env() -> None:
-    """Join the process group when launched by torchrun/srun (WORLD_SIZE > 1), so ranks share the work."""
-    import os
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def _barrier():
-    if _dist()[1] > 1:
-        torch.distributed.barrier()
 
 
 def _create(tmp: Path, clips, vqvae, run_key: dict) -> None:
@@ -77,7 +57,7 @@ def build_token_store(vqvae, clips_path: str | Path, out_path: str | Path, *, fi
     finished block lets a rerun with the same VQ-VAE skip what is done, and under torch.distributed
     block i goes to rank i % world_size, so ranks write disjoint regions of the array.
     """
-    rank, world = _dist()
+    rank, world = rank_and_world()
     out_path = Path(out_path)
     tmp = out_path.with_name(out_path.name + ".tmp")
     vqvae = vqvae.to(device).eval()
@@ -87,7 +67,7 @@ def build_token_store(vqvae, clips_path: str | Path, out_path: str | Path, *, fi
     resumable = key_file.is_file() and json.loads(key_file.read_text()) == json.loads(json.dumps(run_key))
     if rank == 0 and not resumable:
         _create(tmp, clips, vqvae, run_key)
-    _barrier()
+    barrier()
     root = zarr.open_group(str(tmp), mode="r+")
     counts, skipped = {}, 0
     for split in SPLITS:
@@ -113,7 +93,7 @@ def build_token_store(vqvae, clips_path: str | Path, out_path: str | Path, *, fi
             marker.touch()
     if skipped:
         print(f"tokenize: resumed, {skipped} finished block(s) skipped", flush=True)
-    _barrier()
+    barrier()
     if rank == 0:
         root.attrs.update({"vqvae_fingerprint": fingerprint, "latent_shape": list(vqvae.latent_shape()),
                            "n_codes": vqvae.config.n_codes,
@@ -123,7 +103,7 @@ def build_token_store(vqvae, clips_path: str | Path, out_path: str | Path, *, fi
         if out_path.exists():
             shutil.rmtree(out_path)
         tmp.rename(out_path)
-    _barrier()
+    barrier()
     return counts
 
 

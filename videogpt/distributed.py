@@ -1,0 +1,45 @@
+"""Sharing inference work across ranks (torchrun / srun) for the non-training stages.
+
+Training goes through Lightning's strategies; tokenize and evaluate use these helpers: without a
+process group everything degrades to rank 0 of 1.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+
+def init_from_env() -> None:
+    """Join the process group when launched by torchrun/srun (WORLD_SIZE > 1)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def rank_and_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def barrier() -> None:
+    if rank_and_world()[1] > 1:
+        torch.distributed.barrier()
+
+
+def sharded_map(fn: Callable[[np.ndarray], np.ndarray], n: int, batch_size: int,
+                load: Callable[[int, int], np.ndarray]) -> np.ndarray:
+    """fn over items [0, n) in batches, the batches dealt round-robin to the ranks; every rank gets
+    all results in item order. `load(start, stop)` reads the items of one batch."""
+    rank, world = rank_and_world()
+    mine = {start: fn(load(start, min(start + batch_size, n)))
+            for i, start in enumerate(range(0, n, batch_size)) if i % world == rank}
+    if world > 1:
+        gathered = [None] * world
+        torch.distributed.all_gather_object(gathered, mine)
+        mine = {k: v for part in gathered for k, v in part.items()}
+    return np.concatenate([mine[k] for k in sorted(mine)]) if mine else np.zeros((0,))
