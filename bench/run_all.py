@@ -123,10 +123,10 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
                     f"{'x'.join(map(str, c['input_shape']))} clips")
             if "bf16" in r.get("precision", ""):
                 desc += ", bf16 autocast"
-            rows.append((f"VQ-VAE train (fwd+bwd+Adam)", f"{desc}, batch {r['train']['batch_size']}",
+            rows.append(("VQ-VAE train (fwd+bwd+Adam)", f"{desc}, batch {r['train']['batch_size']}",
                          f"{_num(r['train']['clips_per_s'], 2)} clips/s",
                          _mfu(r["train"])))
-            rows.append((f"VQ-VAE encode", f"{desc}, batch {r['encode']['batch_size']}",
+            rows.append(("VQ-VAE encode", f"{desc}, batch {r['encode']['batch_size']}",
                          f"{_num(r['encode']['clips_per_s'], 1)} clips/s",
                          _mfu(r["encode"])))
     pr = _get(results, "prior_train", "result")

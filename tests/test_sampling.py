@@ -1,5 +1,4 @@
 """The sampler: cache == recompute, greedy / temperature / top-k / top-p, seeds, decoding to uint8."""
-import math
 
 import numpy as np
 import pytest

@@ -6,7 +6,7 @@ process group everything degrades to rank 0 of 1.
 from __future__ import annotations
 
 import os
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import torch
