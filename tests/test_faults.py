@@ -198,3 +198,16 @@ def test_same_seed_gives_identical_models_tokens_and_samples(workdir, tmp_path_f
     a = zarr.open_group(str(workdir / "samples/samples.zarr"), mode="r")["videos"][:]
     b = zarr.open_group(str(other / "samples/samples.zarr"), mode="r")["videos"][:]
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("condition", ["class", "frames"])
+def test_conditional_priors_run_through_the_stages(workdir, condition):
+    """Not a fault: the conditional priors through the same stage scripts (labels / first test frames)."""
+    write_params(workdir, prior=TINY["prior"] | {"condition": condition, "n_cond_frames": 1, "resnet_dim": 8},
+                 sample={"n_samples": 2, "batch_size": 2})
+    for name in ("train_vqvae", "tokenize", "train_prior", "sample"):
+        stage(name, workdir)
+    import zarr
+    attrs = zarr.open_group(str(workdir / "samples/samples.zarr"), mode="r").attrs
+    assert attrs["condition"] == condition
+    assert attrs["labels"] == ([0, 1] if condition == "class" else None)
