@@ -552,9 +552,14 @@ def _temp_path(path: Path) -> Path:
 
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
+        # After a failed write zarr's I/O threads may still be deleting their own `.partial` files:
+        # a file vanishing under us is fine, a folder that survives two passes is not.
+        for _ in range(2):
+            shutil.rmtree(path, ignore_errors=True)
+        if path.exists():
+            shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
-        path.unlink()
+        path.unlink(missing_ok=True)
 
 
 def _run_key(source: Source, params: DataParams) -> str:
