@@ -223,6 +223,12 @@ def _check_range(value, meta: dict, key: str):
             raise ParamsError(f"{key}: {value!r} is out of range; must be <= {hi}")
 
 
+def check_ranges(section, prefix: str) -> None:
+    """The schema's ranges for a section built by hand (not through `parse`), e.g. in tests and tools."""
+    for f in dataclasses.fields(section):
+        _check_range(getattr(section, f.name), f.metadata, f"{prefix}.{f.name}")
+
+
 def _build(cls, raw, prefix: str):
     if raw is None:
         raw = {}

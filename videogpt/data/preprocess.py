@@ -46,7 +46,7 @@ import pandas as pd
 import zarr
 from zarr.codecs import ZstdCodec
 
-from pipeline.params import DataParams, ParamsError, to_dict
+from pipeline.params import DataParams, ParamsError, check_ranges, to_dict
 from pipeline.paths import CLIPS, MANIFEST, REJECTED
 from videogpt.data.ffmpeg_io import VideoError, decode_video, probe
 from videogpt.fileio import write_json
@@ -210,7 +210,7 @@ def detect_format(root: Path) -> str:
 
 def discover(params: DataParams) -> Source:
     """Check data.* and list the inputs; raises ParamsError (naming the key) before anything is decoded."""
-    _check_ranges(params)
+    check_ranges(params, "data")  # DataParams may be built by hand, not through pipeline.params.load
     root = Path(params.source)
     if not root.is_dir():
         what = "is not a folder" if root.exists() else "does not exist"
@@ -222,18 +222,6 @@ def discover(params: DataParams) -> Source:
     source = SOURCES[fmt](params)
     source.format = fmt
     return source
-
-
-def _check_ranges(params: DataParams) -> None:
-    """The schema's ranges, for callers that build DataParams by hand instead of through pipeline.params.load."""
-    for f in dataclasses.fields(params):
-        value, lo, hi = getattr(params, f.name), f.metadata.get("lo"), f.metadata.get("hi")
-        if value is None or isinstance(value, (bool, str)):
-            continue
-        too_low = lo is not None and (value <= lo if f.metadata.get("lo_open") else value < lo)
-        if too_low or (hi is not None and value > hi):
-            bound = f"{'>' if f.metadata.get('lo_open') else '>='} {lo}" + (f" and <= {hi}" if hi is not None else "")
-            raise ParamsError(f"data.{f.name}: {value!r} is out of range; must be {bound}")
 
 
 # ------------------------------------------------------------------------------------------------
