@@ -1,15 +1,9 @@
 """Helpers shared by the bench/*.py scripts: timing, the machine's measured matmul peak, machine facts,
 peak RSS from /proc, one-JSON-object output, and small synthetic clip stores.
 
-Every bench script starts with
-
-    import os, sys
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    from bench.common import ...
-
-so the repository root replaces bench/ on sys.path (no file in bench/ can then shadow a standard-library
-module; never name a bench script after one, e.g. tokenize.py, which torch imports via inspect/linecache),
-and `videogpt`/`pipeline` import without installation.
+The scripts run as modules from the repository root, `python -m bench.<name>`, so bench/ is never on
+sys.path (no file in it can shadow a standard-library module) and `bench`, `videogpt` and `pipeline` import
+from the repository.
 
 Conventions (README's benchmark table relies on them):
 - times are medians over `runs` timed calls after `warmup` untimed ones (the machine is small and shared);
@@ -50,11 +44,6 @@ def time_runs(fn: Callable[[], object], warmup: int = 1, runs: int = 5) -> list[
     return times
 
 
-def timeit(fn: Callable[[], object], warmup: int = 1, runs: int = 5) -> float:
-    """Median wall-clock seconds of one call of fn (after `warmup` untimed calls)."""
-    return statistics.median(time_runs(fn, warmup, runs))
-
-
 def summarize(times: list[float]) -> dict:
     """Median / min / max and the raw times, rounded for the JSON output."""
     return {"median_s": round(statistics.median(times), 5), "min_s": round(min(times), 5),
@@ -63,18 +52,6 @@ def summarize(times: list[float]) -> dict:
 
 # --------------------------------------------------------------------------------------------
 # Peak
-
-
-def measure_peak_flops(n: int = 2048, dtype: torch.dtype = torch.float32, runs: int = 7, warmup: int = 2) -> dict:
-    """This machine's measured peak: FLOP/s of an (n x n) @ (n x n) matmul (2 n^3 FLOPs) at the current
-    torch thread count, median (and best) of `runs` calls. Returns dict(median, best, n, dtype, times)."""
-    a = torch.randn(n, n).to(dtype)
-    b = torch.randn(n, n).to(dtype)
-    out = torch.empty(n, n, dtype=dtype)
-    times = time_runs(lambda: torch.mm(a, b, out=out), warmup, runs)
-    flops = 2.0 * n ** 3
-    return {"median_flops": flops / statistics.median(times), "best_flops": flops / min(times), "n": n,
-            "dtype": str(dtype).replace("torch.", ""), "times_s": [round(t, 5) for t in times]}
 
 
 class Peak:
@@ -273,7 +250,7 @@ class _NoManifest:
 def moving_digit_clips(n: int, seq_len: int, resolution: int, seed: int = 0):
     """Yield n (seq_len, R, R, 3) uint8 moving-digit clips (the built-in dataset's generator)."""
     import numpy as np
-    from pipeline.params import DefaultDataParams
+    from videogpt.config import DefaultDataParams
     from videogpt.data.moving_digits import make_video
 
     dp = DefaultDataParams(resolution=resolution, n_frames=seq_len, digit_size=max(8, resolution * 7 // 16))
@@ -287,7 +264,7 @@ def make_clip_store(path: str | Path, n_train: int, n_test: int = 0, seq_len: in
     """A clip store in the exact layout of the preprocess stage (its own SplitWriter: same chunks, shards,
     codec), filled with moving-digit clips, without decoding any video."""
     import zarr
-    from videogpt.data.preprocess import SplitWriter
+    from videogpt.data.clip_store import SplitWriter
 
     path = Path(path)
     root = zarr.open_group(str(path), mode="w")

@@ -3,8 +3,8 @@
 Times the whole `i3d_features` path (preprocessing + resize + forward) on a randomly initialised I3D (same
 cost as the real weights). Prints one JSON object: median clips/s over --runs timed runs after --warmup.
 
-    OMP_NUM_THREADS=1 python bench/i3d.py --batch-size 2
-    python bench/i3d.py --device cuda --batch-size 16
+    OMP_NUM_THREADS=1 python -m bench.i3d --batch-size 2
+    python -m bench.i3d --device cuda --batch-size 16
 """
 from __future__ import annotations
 
@@ -13,16 +13,12 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from videogpt.metrics.i3d import I3D, RESIZE, i3d_features  # noqa: E402
+from videogpt.metrics.i3d import I3D, RESIZE, i3d_features
 
 
 def main(argv=None) -> dict:

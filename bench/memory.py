@@ -1,6 +1,6 @@
 """Peak memory of the data stages at 1x and 4x the data: it must stay flat (streaming, not loading it all).
 
-    python bench/memory.py [--threads N] [--videos 96] [--quick]
+    python -m bench.memory [--threads N] [--videos 96] [--quick]
 
 Generates moving-digit MP4 videos (128 frames of 64x64 each, so every video yields many clips), then runs,
 each in a fresh Python process so the peaks do not mix:
@@ -17,20 +17,17 @@ flatness is judged on the second. Prints one JSON object.
 """
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
+import time
+from multiprocessing import Pool
+from pathlib import Path
 
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-import json  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from multiprocessing import Pool  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from bench.common import children_peak_rss_mb, emit, log, parser, peak_rss_mb, rss_mb  # noqa: E402
+from bench.common import REPO, children_peak_rss_mb, emit, log, parser, peak_rss_mb, rss_mb
 
 VIDEO_FRAMES = 128
 VIDEO_SIZE = 64
@@ -48,9 +45,9 @@ ENVS = {"default": {}, "fixed_mmap_threshold": {"MALLOC_MMAP_THRESHOLD_": str(1 
 
 
 def child_preprocess(source: str, out: str, workers: int) -> dict:
-    from pipeline.params import load
-    from videogpt.data.preprocess import build_clip_store
-    params = load(os.path.join(sys.path[0], "params.yaml")).data
+    from videogpt.config import load
+    from videogpt.data.clip_store import build_clip_store
+    params = load(REPO / "params.yaml").data
     import dataclasses
     params = dataclasses.replace(params, source=source, split_ratio=None, num_workers=workers)
     base = rss_mb()
@@ -70,12 +67,12 @@ def _clip_mb(counts: dict, T: int, R: int) -> float:
 def child_tokenize(store: str, out: str, threads: int) -> dict:
     import torch
     torch.set_num_threads(threads)
-    from pipeline.params import load
+    from videogpt.config import load
     from videogpt.data.dataset import store_attrs
     from videogpt.tokens import build_token_store
     from videogpt.training import vqvae_config
     from videogpt.vqvae import VQVAE
-    params = load(os.path.join(sys.path[0], "params.yaml"))
+    params = load(REPO / "params.yaml")
     attrs = store_attrs(store)
     T, R = attrs["sequence_length"], attrs["resolution"]
     torch.manual_seed(0)
@@ -91,8 +88,8 @@ def child_tokenize(store: str, out: str, threads: int) -> dict:
 
 def run_child(env: dict, *args: str) -> dict:
     """Run this script as `--child ...` in a fresh interpreter (extra environment `env`); return its JSON line."""
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", *args], capture_output=True,
-                          text=True, timeout=600, env={**os.environ, **env})
+    proc = subprocess.run([sys.executable, "-m", "bench.memory", "--child", *args], capture_output=True,
+                          text=True, timeout=600, env={**os.environ, **env}, cwd=REPO)
     if proc.returncode != 0:
         raise RuntimeError(f"child {args[0]} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -103,7 +100,7 @@ def run_child(env: dict, *args: str) -> dict:
 
 
 def _write_one(job) -> None:
-    from pipeline.params import DefaultDataParams
+    from videogpt.config import DefaultDataParams
     from videogpt.data.ffmpeg_io import write_mp4
     from videogpt.data.moving_digits import make_video, video_digits
     out, split, index = job

@@ -1,7 +1,7 @@
 """Preprocess throughput: frames/s of the library call (build_clip_store) against a bare ffmpeg
 decode + scale + centre crop of the same files, in the same run, and their ratio.
 
-    python bench/preprocess.py [--videos 16] [--frames 64] [--workers 1] [--quick]
+    python -m bench.preprocess [--videos 16] [--frames 64] [--workers 1] [--quick]
 
 The inputs are generated first: 320x240 H.264 (UCF-101's frame size) of testsrc2 + noise, so the decoder
 sees realistic entropy. The ratio (library / bare) is the share of raw decode speed the whole stage keeps
@@ -10,18 +10,14 @@ after probing, clip cutting, Zarr compression and the CSVs. Prints one JSON obje
 from __future__ import annotations
 
 import multiprocessing
-import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-from bench.common import children_peak_rss_mb, emit, log, parser, peak_rss_mb, summarize, time_runs  # noqa: E402
-from pipeline.params import DataParams  # noqa: E402
-from videogpt.data.ffmpeg_io import ffmpeg_exe  # noqa: E402
-from videogpt.data.preprocess import build_clip_store  # noqa: E402
+from bench.common import children_peak_rss_mb, emit, log, parser, peak_rss_mb, summarize, time_runs
+from videogpt.config import DataParams
+from videogpt.data.ffmpeg_io import ffmpeg_exe
+from videogpt.data.clip_store import build_clip_store
 
 SOURCE_SIZE = "320x240"
 FPS = 25

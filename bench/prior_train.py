@@ -1,7 +1,7 @@
 """GPT-prior training throughput and MFU: tokens/s of one optimizer step (forward + backward + grad clip +
 AdamW step + LR schedule step, as PriorModule under make_trainer does it) on in-memory token grids.
 
-    python bench/prior_train.py [--threads N] [--configs default,large,default_no_attn_dropout] [--quick] [--profile]
+    python -m bench.prior_train [--threads N] [--configs default,large,default_no_attn_dropout] [--quick] [--profile]
 
 Configs:
 - default: params.yaml's prior.* on the default VQ-VAE's latent grid and codebook size, prior.batch_size grids.
@@ -19,26 +19,21 @@ Prints one JSON object.
 """
 from __future__ import annotations
 
-import os
-import sys
+import torch
 
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-import torch  # noqa: E402
-
-from bench.common import Peak, emit, loadavg, log, parser, profile_top, set_threads, summarize  # noqa: E402
-from videogpt.lightning import PriorModule  # noqa: E402
-from videogpt.prior import Prior, PriorConfig  # noqa: E402
+from bench.common import REPO, Peak, emit, loadavg, log, parser, profile_top, set_threads, summarize
+from videogpt.lightning import PriorModule
+from videogpt.prior import Prior, PriorConfig
 
 LARGE = dict(latent_shape=(4, 16, 16), n_codes=1024, embedding_dim=256, n_layer=8, n_embd=576, n_head=4)
 
 
 def default_config() -> tuple[PriorConfig, int, object]:
     """The prior of params.yaml, built by the train_prior stage's own config function."""
-    from pipeline.params import load
+    from videogpt.config import load
     from videogpt.training import prior_config, vqvae_config
     from videogpt.vqvae import VQVAE
-    params = load(os.path.join(sys.path[0], "params.yaml"))
+    params = load(REPO / "params.yaml")
     d = params.data
     with torch.device("meta"):  # only its shapes are needed
         vqvae = VQVAE(vqvae_config(params, (d.sequence_length, d.resolution, d.resolution)))

@@ -1,6 +1,6 @@
 """Run every benchmark script in bench/, collect their JSON into bench/results.json, print a markdown summary.
 
-    python bench/run_all.py [--threads N] [--full] [--only vqvae,prior_train] [--out bench/results.json]
+    python -m bench.run_all [--threads N] [--full] [--only vqvae,prior_train] [--out bench/results.json]
 
 Each script runs in its own subprocess (fresh interpreter, its own peak RSS), with quick settings unless
 --full is given, under a per-script time limit; a script that fails or times out is recorded with its error
@@ -13,17 +13,14 @@ Scripts in bench/ not listed in RUNS are run with --threads only.
 """
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
+import time
+from pathlib import Path
 
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-import json  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from bench.common import log, loadavg, machine_info  # noqa: E402
+from bench.common import log, loadavg, machine_info
 
 BENCH = Path(__file__).resolve().parent
 NOT_BENCHMARKS = {"common.py", "run_all.py", "__init__.py"}
@@ -62,10 +59,10 @@ def last_json(stdout: str):
 
 def run_script(name: str, args: list[str], threads: int, limit: float) -> dict:
     """Run bench/<name> with --threads and args; return {ok, seconds, command, result | error, loadavg}."""
-    cmd = [sys.executable, str(BENCH / name), "--threads", str(threads), *args]
+    cmd = [sys.executable, "-m", f"bench.{Path(name).stem}", "--threads", str(threads), *args]
     log(f"running {' '.join(cmd[1:])}")
     t0 = time.perf_counter()
-    entry = {"command": " ".join(["python", f"bench/{name}", *cmd[2:]]), "loadavg_before": loadavg()}
+    entry = {"command": " ".join(["python", *cmd[1:]]), "loadavg_before": loadavg()}
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, cwd=BENCH.parent)
     except subprocess.TimeoutExpired as e:

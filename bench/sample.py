@@ -1,6 +1,6 @@
 """Sampling throughput: the KV-cached sampler vs the recompute-everything reference loop.
 
-    python bench/sample.py [--threads N] [--configs default,large] [--batch-sizes 1,16] [--device cpu]
+    python -m bench.sample [--threads N] [--configs default,large] [--batch-sizes 1,16] [--device cpu]
 
 Prints one JSON document. For every config and batch size:
 - cached: a full `sample_tokens` run (all L positions), timed end to end (after a warm-up).
@@ -21,14 +21,11 @@ import os
 import platform
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from videogpt.prior import Prior, PriorConfig  # noqa: E402
-from videogpt.sampling import choose, draw_uniforms, sample_tokens, sample_tokens_recompute  # noqa: E402
+from videogpt.prior import Prior, PriorConfig
+from videogpt.sampling import choose, draw_uniforms, sample_tokens, sample_tokens_recompute
 
 CONFIGS = {
     # prior defaults of params.yaml on the default VQ-VAE latent

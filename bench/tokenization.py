@@ -1,11 +1,10 @@
 """Tokenize throughput: clips/s of videogpt.tokens.build_token_store (read the clip store, encode with the
 VQ-VAE, write the token store) on a generated clip store, plus the clip-reading part alone.
 
-    python bench/tokenization.py [--threads N] [--clips 512] [--quick]
+    python -m bench.tokenization [--threads N] [--clips 512] [--quick]
 
-(Named tokenization.py, not tokenize.py: a bench/tokenize.py would shadow the standard library's `tokenize`
-module -- which torch imports via inspect/linecache -- for every script in bench/ that imports torch before
-moving bench/ off sys.path.)
+(Named tokenization.py, not tokenize.py, so that it can never shadow the standard library's `tokenize`
+module, which torch imports via inspect/linecache.)
 
 The clip store has the preprocess stage's exact layout (its SplitWriter) with moving-digit clips of
 params.yaml's data.sequence_length x data.resolution^2; the VQ-VAE is params.yaml's, randomly initialised
@@ -13,19 +12,14 @@ params.yaml's data.sequence_length x data.resolution^2; the VQ-VAE is params.yam
 """
 from __future__ import annotations
 
-import os
-import sys
+import shutil
+import tempfile
+import time
+from pathlib import Path
 
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import torch
 
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import torch  # noqa: E402
-
-from bench.common import emit, loadavg, log, make_clip_store, parser, set_threads, summarize  # noqa: E402
+from bench.common import REPO, emit, loadavg, log, make_clip_store, parser, set_threads, summarize
 
 
 def main(argv=None) -> dict:
@@ -42,13 +36,13 @@ def main(argv=None) -> dict:
 
     from torch.utils.data import DataLoader
 
-    from pipeline.params import load
+    from videogpt.config import load
     from videogpt.data.dataset import ClipDataset
     from videogpt.tokens import build_token_store
     from videogpt.training import vqvae_config
     from videogpt.vqvae import VQVAE
 
-    params = load(os.path.join(sys.path[0], "params.yaml"))
+    params = load(REPO / "params.yaml")
     d = params.data
     T, R = d.sequence_length, d.resolution
     bs = args.batch_size or params.tokenize.batch_size

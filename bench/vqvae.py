@@ -1,7 +1,7 @@
 """VQ-VAE throughput and MFU: training clips/s (forward + backward + grad clip + Adam step, as the
 train_vqvae stage does it) and encode clips/s (eval, inference_mode, as the tokenize stage does it).
 
-    python bench/vqvae.py [--threads N] [--configs default,default_bf16,paper] [--quick] [--profile]
+    python -m bench.vqvae [--threads N] [--configs default,default_bf16,paper] [--quick] [--profile]
 
 Configs:
 - default: params.yaml's vqvae.* on data.sequence_length x data.resolution^2 clips, vqvae.batch_size
@@ -19,23 +19,18 @@ for training; the outputs that SamePadConv3d computes and then crops are counted
 """
 from __future__ import annotations
 
-import os
-import sys
+import torch
 
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-import torch  # noqa: E402
-
-from bench.common import (Peak, emit, loadavg, log, moving_digit_clips, parser, profile_top,  # noqa: E402
+from bench.common import (REPO, Peak, emit, loadavg, log, moving_digit_clips, parser, profile_top,
                           set_threads, summarize)
-from videogpt.vqvae import VQVAE, VQVAEConfig  # noqa: E402
+from videogpt.vqvae import VQVAE, VQVAEConfig
 
 
 def default_config():
     """(VQVAEConfig, train batch, encode batch) of params.yaml (the real config builder of train_vqvae)."""
-    from pipeline.params import load
+    from videogpt.config import load
     from videogpt.training import vqvae_config
-    params = load(os.path.join(sys.path[0], "params.yaml"))
+    params = load(REPO / "params.yaml")
     d = params.data
     cfg = vqvae_config(params, (d.sequence_length, d.resolution, d.resolution))
     return cfg, params.vqvae.batch_size, params.tokenize.batch_size, params.vqvae.lr

@@ -1,1 +1,1 @@
-"""Pipeline glue: params schema and validation, artifact paths, experiment tables."""
+"""Pipeline glue above the videogpt library: artifact paths (paths.py) and experiment tables (tables.py)."""

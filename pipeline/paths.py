@@ -1,6 +1,6 @@
 """Where every artifact of the pipeline lives (relative to the repository root).
 
-dvc.yaml declares the same paths; tests/test_pipeline.py checks the two agree.
+dvc.yaml declares the same paths; tests/test_params.py checks the two agree.
 """
 from pathlib import Path
 

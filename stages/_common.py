@@ -7,7 +7,7 @@ import sys
 # process holds a core; passive waiting costs nothing measurable. Must be set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from pipeline.params import Params, ParamsError, load
+from videogpt.config import Params, ParamsError, load
 
 # Failures of the machine rather than the code: report them in one line, not a traceback.
 _IO_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
@@ -25,11 +25,8 @@ def start() -> Params:
 
 def run(stage: str, main) -> None:
     """Run a stage's main(); bad params and write errors (disk full, read-only folder) exit non-zero with
-    one clear line.
-
-    Every stage writes its outs to temporary paths and renames them at the end, so after such a
-    failure no out looks complete.
-    """
+    one clear line. Every stage writes its outs to temporary paths and renames them at the end, so after
+    such a failure no out looks complete."""
     try:
         main()
     except ParamsError as err:  # a value that only the data can contradict (e.g. data.resolution vs the store)

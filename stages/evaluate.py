@@ -1,13 +1,7 @@
 """Stage evaluate: FVD, R-FVD, FVD*, reconstruction NMSE/PSNR and test bits/dim -> metrics/eval.json."""
-import os
-import sys
+from stages._common import run, start
 
-# The repo root replaces the script's folder on sys.path (see stages/tokenize.py).
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-from stages._common import run, start  # noqa: E402
-
-from pipeline import paths  # noqa: E402
+from pipeline import paths
 
 
 def main():

@@ -1,13 +1,7 @@
 """Stage make_default_data: the built-in moving-digits videos -> data/default_videos/{train,test}/<digit>/."""
-import os
-import sys
+from stages._common import run, start
 
-# The repo root replaces the script's folder on sys.path (see stages/tokenize.py).
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-from stages._common import run, start  # noqa: E402
-
-from pipeline import paths  # noqa: E402
+from pipeline import paths
 
 
 def main():

@@ -1,14 +1,7 @@
 """Stage train_prior: token store -> GPT prior (models/prior), metrics/prior.json (bits/dim)."""
-import os
-import sys
+from stages._common import run, start
 
-# The repo root replaces the script's folder on sys.path: stages/tokenize.py must not shadow the
-# standard library's tokenize module, and `pipeline`/`videogpt` import without installation.
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-from stages._common import run, start  # noqa: E402
-
-from pipeline import paths  # noqa: E402
+from pipeline import paths
 
 
 def main():

@@ -56,7 +56,7 @@ class RandomTokens(Dataset):
 
 
 def trainer_params():
-    from pipeline.params import TrainerParams
+    from videogpt.config import TrainerParams
     return TrainerParams(accelerator="cpu", devices=2, num_nodes=1, strategy="ddp", precision="32",
                          log_every_n_steps=1)
 
@@ -139,7 +139,7 @@ def run_modules(clips: str, out: Path, steps: int) -> None:
 def run_stage(clips: str, out: Path, steps: int) -> None:
     """The train_vqvae stage itself under CPU DDP."""
     import videogpt.training as training
-    from pipeline.params import parse
+    from videogpt.config import parse
 
     cfg = tiny_vqvae(clips)
     T, H, _ = cfg.input_shape

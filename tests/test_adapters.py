@@ -12,11 +12,12 @@ import pytest
 import zarr
 from PIL import Image
 
-from pipeline.params import DataParams, ParamsError
+from videogpt.config import DataParams, ParamsError
 from videogpt.data import tfrecord
 from videogpt.data.ffmpeg_io import decode_video
 from videogpt.data.frames import natural_key, read_frame_folder
-from videogpt.data.preprocess import build_clip_store, detect_format
+from videogpt.data.clip_store import build_clip_store
+from videogpt.data.formats import detect_format
 from videogpt.data.rawframes import scale_frames
 from videogpt.data.tfrecord import (TFRecordError, crc32c, crc32c_numpy, masked_crc32c, parse_example,
                                     read_tfrecords)

@@ -8,10 +8,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from pipeline.params import DataParams
-from videogpt.data.dataset import ClipDataset, read_clips, store_attrs
+from videogpt.config import DataParams
+from videogpt.data.clip_store import read_clips, store_attrs
+from videogpt.data.dataset import ClipDataset
 from videogpt.data.ffmpeg_io import write_mp4
-from videogpt.data.preprocess import build_clip_store
+from videogpt.data.clip_store import build_clip_store
 
 
 @pytest.fixture(scope="module")

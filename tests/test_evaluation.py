@@ -5,7 +5,7 @@ import pytest
 import torch
 import zarr
 
-from pipeline.params import parse
+from videogpt.config import parse
 from videogpt.evaluation import compute_real_stats, load_real_stats, real_protocol
 from videogpt.metrics.frechet import StatsMismatchError
 from videogpt.metrics.i3d import expected_state_keys

@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline.params import parse, to_dict
+from videogpt.config import parse, to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,8 +39,8 @@ def write_params(workdir: Path, **sections):
 
 
 def stage(name: str, workdir: Path, *, check=True, preexec_fn=None, timeout=300):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, str(ROOT / "stages" / f"{name}.py")], cwd=workdir, env=env,
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-m", f"stages.{name}"], cwd=workdir, env=env,
                           capture_output=True, text=True, timeout=timeout, preexec_fn=preexec_fn)
     if check:
         assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
@@ -69,8 +69,8 @@ def workdir(clips_dir, tmp_path):
 def kill_after_first_checkpoint(workdir: Path) -> int:
     """Start train_vqvae, SIGKILL it (pre-emption: no chance to clean up) once it has written a
     checkpoint, and return the step of that checkpoint."""
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "stages" / "train_vqvae.py")], cwd=workdir, env=env,
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "stages.train_vqvae"], cwd=workdir, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = workdir / "checkpoints" / "vqvae" / "last.ckpt"
     deadline = time.time() + 240

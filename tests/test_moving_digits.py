@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from pipeline.params import DefaultDataParams
+from videogpt.config import DefaultDataParams
 from videogpt.data.ffmpeg_io import decode_video
 from videogpt.data.moving_digits import make_video, video_digits, write_moving_digits
 

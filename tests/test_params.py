@@ -1,4 +1,5 @@
 """The params schema: every bad value is rejected with the key named, before any work."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -7,7 +8,7 @@ import pytest
 import yaml
 
 from pipeline import paths
-from pipeline.params import Params, ParamsError, load, parse, to_dict
+from videogpt.config import Params, ParamsError, load, parse, to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,8 +80,8 @@ def test_types_are_coerced_where_harmless():
 
 def test_stage_rejects_bad_params_before_work(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(with_override("vqvae.n_layers", 3)))
-    proc = subprocess.run([sys.executable, str(ROOT / "stages" / "train_vqvae.py")], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "stages.train_vqvae"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert proc.returncode != 0
     assert "vqvae.n_layers: unknown key" in proc.stderr
     assert not (tmp_path / "models").exists()

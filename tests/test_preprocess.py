@@ -14,10 +14,10 @@ import yaml
 import zarr
 from PIL import Image
 
-from pipeline.params import DataParams, ParamsError
-from videogpt.data import preprocess
+from videogpt.config import DataParams, ParamsError
+from videogpt.data import clip_store as preprocess
 from videogpt.data.ffmpeg_io import write_mp4
-from videogpt.data.preprocess import SplitWriter, build_clip_store, clip_starts
+from videogpt.data.clip_store import SplitWriter, build_clip_store, clip_starts
 
 ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE = 6  # grey levels lost to H.264 + yuv420p
@@ -141,8 +141,8 @@ def stage_workdir(tmp_path: Path, source: Path) -> Path:
 
 
 def run_stage(work: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "stages/preprocess.py")], cwd=work, capture_output=True,
-                          text=True, timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    return subprocess.run([sys.executable, "-m", "stages.preprocess"], cwd=work, capture_output=True,
+                          text=True, timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT)))
 
 
 def test_bad_files_are_rejected_with_reasons_and_the_stage_succeeds(tmp_path, ffmpeg):
@@ -290,4 +290,5 @@ def test_layout_errors_name_the_key(tmp_path, monkeypatch):
         with pytest.raises(ParamsError, match="^" + message):
             build_clip_store(p, tmp_path / "c.zarr", tmp_path / "m.csv", tmp_path / "r.csv", progress=False)
     with pytest.raises(ParamsError, match="^data.source: .* has no train/ folder of .tfrecords files"):
-        build_clip_store(params(flat, format="bair"), tmp_path / "c.zarr", progress=False)
+        build_clip_store(params(flat, format="bair"), tmp_path / "c.zarr", tmp_path / "m.csv", tmp_path / "r.csv",
+                         progress=False)

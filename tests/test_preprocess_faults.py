@@ -17,13 +17,14 @@ import yaml
 import zarr
 from PIL import Image
 
-from pipeline.params import parse, to_dict
+from videogpt.config import parse, to_dict
 from videogpt.data.ffmpeg_io import write_mp4
-from videogpt.data.preprocess import OUTSIDE_ROOT, build_clip_store
+from videogpt.data.clip_store import build_clip_store
+from videogpt.data.sources import OUTSIDE_ROOT
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARD = 4            # clips per shard: 3-clip videos straddle shard boundaries
-ENV = dict(os.environ, OMP_NUM_THREADS="1", VIDEOGPT_SHARD_CLIPS=str(SHARD))
+ENV = dict(os.environ, OMP_NUM_THREADS="1", VIDEOGPT_SHARD_CLIPS=str(SHARD), PYTHONPATH=str(ROOT))
 OUT = ("data/clips.zarr", "data/manifest.csv", "data/rejected.csv")
 
 
@@ -57,7 +58,7 @@ def workdir(tmp_path: Path, name: str, source: Path, **data) -> Path:
 
 
 def start(work: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(ROOT / "stages/preprocess.py")], cwd=work, env=ENV,
+    return subprocess.Popen([sys.executable, "-m", "stages.preprocess"], cwd=work, env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.params import Params, parse, to_dict
+from videogpt.config import Params, parse, to_dict
 from videogpt.prior import PriorConfig
-from videogpt.training import _subset, vqvae_config
+from videogpt.vqvae import VQVAEConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = ROOT / "params/presets"
@@ -64,6 +64,5 @@ def test_preset_is_complete_valid_and_has_the_paper_values(name):
     shape = (params.data.sequence_length, params.data.resolution, params.data.resolution)
     assert tuple(s // f for s, f in zip(shape, params.vqvae.downsample)) == latent
     # the model configurations accept them (checks the models' own constraints, builds nothing)
-    vq = vqvae_config(params, shape)
-    _subset(PriorConfig, to_dict(params.prior), latent_shape=latent, n_codes=vq.n_codes,
-            embedding_dim=vq.embedding_dim, n_classes=101, frame_shape=shape[1:])
+    vq = VQVAEConfig.from_params(params.vqvae, shape)
+    PriorConfig.from_params(params.prior, vq, n_classes=101, frame_shape=shape[1:])

@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from videogpt.prior import KVCache, Norm, Prior, PriorConfig, split_width
+from videogpt.position import split_width
+from videogpt.prior import KVCache, Norm, Prior, PriorConfig
 
 LATENT = (2, 3, 4)  # L = 24
 K, D_CB = 16, 8

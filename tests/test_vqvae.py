@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.params import VQVAEParams
+from videogpt.config import VQVAEParams
 from videogpt.checkpoint import load_model_files, save_model
-from videogpt.vqvae import (Codebook, PositionEmbedding, SamePadConv3d, SamePadConvTranspose3d, VQVAE,
-                            VQVAEConfig, count_parameters)
+from videogpt.position import BroadcastPosEmbed as PositionEmbedding
+from videogpt.vqvae import Codebook, SamePadConv3d, SamePadConvTranspose3d, VQVAE, VQVAEConfig, count_parameters
 
 torch.set_num_threads(1)
 

@@ -1,4 +1,7 @@
-"""Safe model files: weights as safetensors, config and metadata as JSON. Nothing is unpickled."""
+"""Safe model files: weights as safetensors, config and metadata as JSON. Nothing is unpickled.
+
+`save_model` writes a model directory; `load_vqvae` and `load_prior` rebuild the models from one.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -11,6 +14,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from videogpt.fileio import file_sha256
+from videogpt.prior import Prior, PriorConfig
+from videogpt.vqvae import VQVAE, VQVAEConfig
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -49,3 +54,19 @@ def load_model_files(directory: str | Path) -> tuple[dict, dict[str, torch.Tenso
 def fingerprint(directory: str | Path) -> str:
     """Identity of a saved model: the sha256 of its weights file."""
     return json.loads((Path(directory) / CONFIG).read_text())["weights_sha256"]
+
+
+def load_vqvae(directory: str | Path) -> VQVAE:
+    """The VQ-VAE saved in `directory`, in eval mode."""
+    cfg, state, _ = load_model_files(directory)
+    model = VQVAE(VQVAEConfig(**cfg))
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def load_prior(directory: str | Path, vqvae: VQVAE) -> tuple[Prior, dict]:
+    """(the prior saved in `directory`, in eval mode, over the codebook of `vqvae`; its metadata)."""
+    cfg, state, meta = load_model_files(directory)
+    model = Prior(PriorConfig(**cfg), vqvae.codebook.embeddings.detach().clone())
+    model.load_state_dict(state)
+    return model.eval(), meta

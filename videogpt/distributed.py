@@ -1,6 +1,7 @@
-"""Sharing inference work across ranks (torchrun / srun) for the non-training stages.
+"""Where the non-training stages run: the inference device, and sharing the work across ranks (torchrun /
+srun).
 
-Training goes through Lightning's strategies; tokenize and evaluate use these helpers: without a
+Training goes through Lightning's strategies; tokenize, sample and evaluate use these helpers: without a
 process group everything degrades to rank 0 of 1.
 """
 from __future__ import annotations
@@ -10,6 +11,12 @@ from typing import Callable
 
 import numpy as np
 import torch
+
+
+def inference_device(trainer_params) -> torch.device:
+    """The device for the non-training stages (tokenize, sample, evaluate): the first GPU if allowed."""
+    use_cuda = trainer_params.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return torch.device("cuda" if use_cuda else "cpu")
 
 
 def init_from_env() -> None:

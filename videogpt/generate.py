@@ -8,11 +8,13 @@ import numpy as np
 import torch
 import zarr
 
-from pipeline.params import Params
+from videogpt.checkpoint import load_prior, load_vqvae
+from videogpt.config import Params
+from videogpt.data.clip_store import store_attrs
 from videogpt.data.dataset import ClipDataset
 from videogpt.data.ffmpeg_io import write_gif, write_mp4
+from videogpt.distributed import inference_device
 from videogpt.sampling import sample
-from videogpt.training import inference_device, load_prior, load_vqvae
 from videogpt.visualize import contact_sheet, save_png, video_grid
 
 
@@ -59,7 +61,7 @@ def run_sample_stage(params: Params, *, prior_dir, vqvae_dir, clips_path, out_di
     videos = sample(prior.to(device), vqvae.to(device), sp.n_samples, temperature=sp.temperature,
                     top_k=sp.top_k, top_p=sp.top_p, seed=sp.seed, batch_size=sp.batch_size, progress=True,
                     **{k: v.to(device) for k, v in cond.items()})
-    fps = zarr.open_group(str(clips_path), mode="r").attrs.get("fps") or 8
+    fps = store_attrs(clips_path).get("fps") or 8
     attrs = {"sample_params": {k: getattr(sp, k) for k in ("n_samples", "temperature", "top_k", "top_p", "seed")},
              "condition": prior.config.condition, "prior_steps": meta.get("steps"),
              "labels": cond["label"].tolist() if "label" in cond else None}

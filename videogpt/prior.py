@@ -1,4 +1,4 @@
-"""The GPT prior over VQ-VAE codes (spec §2), in one readable module.
+"""The GPT prior over VQ-VAE codes (VideoGPT, arXiv 2104.10157), in one readable module.
 
 A decoder-only transformer models the flattened latent grid (t, h, w) in raster order (t slowest,
 w fastest). What makes it VideoGPT rather than a plain GPT:
@@ -16,6 +16,7 @@ pass, and FLOP / parameter counts for benchmarks.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -24,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from videogpt.position import BroadcastPosEmbed
 from videogpt.resnet3d import DOWNSAMPLE, ResNet3d
 
 CONDITIONS = ("none", "class", "frames")
@@ -31,9 +33,9 @@ CONDITIONS = ("none", "class", "frames")
 
 @dataclass
 class PriorConfig:
-    """Everything needed to rebuild a Prior. Names equal the keys of `prior:` in params.yaml where
-    they overlap; latent_shape / n_codes / embedding_dim come from the VQ-VAE, n_classes from the
-    data, frame_shape from data.resolution."""
+    """Everything needed to rebuild a Prior; the defaults are the paper's. Names equal the keys of
+    `prior:` in params.yaml where they overlap; latent_shape / n_codes / embedding_dim come from the
+    VQ-VAE, n_classes from the data, frame_shape from data.resolution (see `from_params`)."""
     latent_shape: tuple[int, int, int]
     n_codes: int
     embedding_dim: int
@@ -56,6 +58,15 @@ class PriorConfig:
         if self.frame_shape is not None:
             self.frame_shape = tuple(int(s) for s in self.frame_shape)
         self.validate()
+
+    @classmethod
+    def from_params(cls, prior, vqvae_config, *, n_classes: int, frame_shape) -> "PriorConfig":
+        """The config of a `prior:` params section (videogpt.config.PriorParams) over the codes of a VQ-VAE
+        with `vqvae_config`; the section's training keys (lr, max_steps, ...) are not part of the model."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(latent_shape=vqvae_config.latent_shape, n_codes=vqvae_config.n_codes,
+                   embedding_dim=vqvae_config.embedding_dim, n_classes=n_classes, frame_shape=tuple(frame_shape),
+                   **{f.name: getattr(prior, f.name) for f in dataclasses.fields(prior) if f.name in names})
 
     def validate(self) -> None:
         def fail(key, msg):
@@ -111,43 +122,6 @@ class PriorConfig:
 
 # --------------------------------------------------------------------------------------------
 # Building blocks
-
-
-def split_width(dim: int, n_axes: int) -> list[int]:
-    """Split `dim` channels over `n_axes` as evenly as possible, larger parts first (128 -> 43,43,42).
-    The reference requires dim % 3 == 0 (hence its width 576); splitting unevenly lifts that limit."""
-    base, rem = divmod(dim, n_axes)
-    return [base + (i < rem) for i in range(n_axes)]
-
-
-class BroadcastPosEmbed(nn.Module):
-    """One learned table per grid axis; the embedding of cell (a, b, c) is [T[a] | H[b] | W[c]].
-
-    Concatenation (not a sum) keeps the axes in separate channels, and costs t + h + w rows instead of
-    t * h * w. Every cell gets a distinct vector as long as the rows of each table differ."""
-
-    def __init__(self, shape: tuple[int, ...], dim: int):
-        super().__init__()
-        self.shape, self.dim = tuple(shape), dim
-        self.tables = nn.ParameterList(
-            nn.Parameter(torch.randn(n, w) * 0.01) for n, w in zip(self.shape, split_width(dim, len(self.shape))))
-
-    def forward(self) -> torch.Tensor:
-        """The full grid of embeddings, (*shape, dim)."""
-        parts = []
-        for axis, table in enumerate(self.tables):
-            view = [1] * len(self.shape)
-            view[axis] = self.shape[axis]
-            parts.append(table.view(*view, -1).expand(*self.shape, -1))
-        return torch.cat(parts, dim=-1)
-
-    def at(self, pos: int) -> torch.Tensor:
-        """The embedding of the cell with flat raster index `pos`, (dim,): for incremental decoding."""
-        index = []
-        for n in reversed(self.shape):
-            pos, i = divmod(pos, n)
-            index.append(i)
-        return torch.cat([table[i] for table, i in zip(self.tables, reversed(index))])
 
 
 class Norm(nn.Module):

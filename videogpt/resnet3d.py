@@ -1,6 +1,6 @@
 """3D ResNet that encodes the conditioning frames of the frame-conditional prior.
 
-Shape of the network (spec §2.6): a "CIFAR" stem (one 3x3x3 conv, no max-pool, because the
+Shape of the network (the conditioning encoder of the VideoGPT code): a "CIFAR" stem (one 3x3x3 conv, no max-pool, because the
 inputs are small), four groups of basic blocks ([2,2,2,2] for depth 18, [3,4,6,3] for 34) with
 widths w, 2w, 4w, out_dim, spatial stride 2 in groups 2 and 3 (total spatial downsampling 4) and
 no temporal downsampling (the conditioning clip is often a single frame). Normalisation is a

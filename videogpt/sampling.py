@@ -23,6 +23,7 @@ import torch
 from videogpt.progress import progress_bar
 
 from videogpt.prior import Prior
+from videogpt.video import to_uint8
 
 
 def filter_logits(logits: torch.Tensor, top_k: Optional[int] = None, top_p: Optional[float] = None) -> torch.Tensor:
@@ -173,9 +174,7 @@ def tokens_to_videos(vqvae, tokens: torch.Tensor, batch_size: int = 16) -> np.nd
         videos = []
         with torch.inference_mode():
             for chunk in tokens.split(batch_size):
-                x = vqvae.decode(chunk.to(device)).float()
-                x = ((x.clamp(-0.5, 0.5) + 0.5) * 255.0).round().to(torch.uint8)
-                videos.append(x.permute(0, 2, 3, 4, 1).cpu())  # (B, 3, T, H, W) -> (B, T, H, W, 3)
+                videos.append(to_uint8(vqvae.decode(chunk.to(device))).cpu())  # (B, T, H, W, 3)
         return torch.cat(videos).numpy()
     finally:
         vqvae.train(was_training)

@@ -15,11 +15,12 @@ import torch
 import zarr
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from videogpt.config import PriorParams
+from videogpt.data.clip_store import clips_array, read_labels, store_attrs, store_splits
 from videogpt.data.dataset import ClipDataset
 from videogpt.distributed import barrier, rank_and_world
 from videogpt.progress import progress_bar
 
-SPLITS = ("train", "test")
 BLOCK = 1024  # clips per chunk and per unit of work: ranks write disjoint chunks, resume skips whole blocks
 
 
@@ -30,18 +31,16 @@ def token_dtype(n_codes: int) -> np.dtype:
     raise ValueError(f"vqvae.n_codes: {n_codes} codes do not fit in 32 bits")
 
 
-def _create(tmp: Path, clips, vqvae, run_key: dict) -> None:
+def _create(tmp: Path, clips_path, vqvae, run_key: dict) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     root = zarr.open_group(str(tmp), mode="w")
-    for split in SPLITS:
-        if split not in clips:
-            continue
-        n = clips[split]["clips"].shape[0]
-        t, h, w = vqvae.latent_shape(tuple(clips[split]["clips"].shape[1:4]))
+    for split in store_splits(clips_path):
+        n, *clip_shape = clips_array(clips_path, split).shape
+        t, h, w = vqvae.latent_shape(tuple(clip_shape[:3]))
         group = root.create_group(split)
         group.create_array("tokens", shape=(n, t, h, w), dtype=token_dtype(vqvae.config.n_codes),
                            chunks=(BLOCK, t, h, w), dimension_names=("clip", "t", "h", "w"))
-        group.create_array("labels", data=np.asarray(clips[split]["labels"][:], np.int32))
+        group.create_array("labels", data=np.asarray(read_labels(clips_path, split), np.int32))
     (tmp / "done").mkdir()
     (tmp / "run_key.json").write_text(json.dumps(run_key, sort_keys=True))
 
@@ -61,18 +60,16 @@ def build_token_store(vqvae, clips_path: str | Path, out_path: str | Path, *, fi
     out_path = Path(out_path)
     tmp = out_path.with_name(out_path.name + ".tmp")
     vqvae = vqvae.to(device).eval()
-    clips = zarr.open_group(str(clips_path), mode="r")
-    run_key = {"vqvae": fingerprint, "batch_size": batch_size, "clips": clips.attrs.get("counts")}
+    clip_attrs = store_attrs(clips_path)
+    run_key = {"vqvae": fingerprint, "batch_size": batch_size, "clips": clip_attrs.get("counts")}
     key_file = tmp / "run_key.json"
     resumable = key_file.is_file() and json.loads(key_file.read_text()) == json.loads(json.dumps(run_key))
     if rank == 0 and not resumable:
-        _create(tmp, clips, vqvae, run_key)
+        _create(tmp, clips_path, vqvae, run_key)
     barrier()
     root = zarr.open_group(str(tmp), mode="r+")
     counts, skipped = {}, 0
-    for split in SPLITS:
-        if split not in clips:
-            continue
+    for split in store_splits(clips_path):
         tokens = root[split]["tokens"]
         n = tokens.shape[0]
         counts[split] = n
@@ -97,7 +94,7 @@ def build_token_store(vqvae, clips_path: str | Path, out_path: str | Path, *, fi
     if rank == 0:
         root.attrs.update({"vqvae_fingerprint": fingerprint, "latent_shape": list(vqvae.latent_shape()),
                            "n_codes": vqvae.config.n_codes,
-                           "class_names": list(clips.attrs.get("class_names", [])), "counts": counts})
+                           "class_names": list(clip_attrs.get("class_names", [])), "counts": counts})
         shutil.rmtree(tmp / "done")
         key_file.unlink()
         if out_path.exists():
@@ -148,3 +145,10 @@ class TokenDataset(Dataset):
             video, _ = self.clips[i]
             item["frames"] = video[:, :self.n_cond_frames]
         return item
+
+
+def prior_dataset(prior: PriorParams, tokens_path, clips_path, split: str) -> TokenDataset:
+    """The token grids of a split with what the `prior:` params condition on (labels or first frames)."""
+    return TokenDataset(tokens_path, split, with_label=prior.condition == "class",
+                        n_cond_frames=prior.n_cond_frames if prior.condition == "frames" else 0,
+                        clips_path=clips_path)

@@ -1,10 +1,10 @@
 """The VideoGPT VQ-VAE: a 3D-conv video autoencoder with an EMA vector-quantised bottleneck.
 
 One module, plain PyTorch (Lightning lives in videogpt/lightning.py). Reading order:
-  VQVAEConfig -> SamePadConv3d / SamePadConvTranspose3d -> PositionEmbedding / AxialAttention
+  VQVAEConfig -> SamePadConv3d / SamePadConvTranspose3d -> AxialAttention (with videogpt.position)
   -> AttentionResidualBlock -> Encoder / Decoder -> Codebook -> VQVAE.
 
-Architecture and numbers follow the VideoGPT paper and its code (spec section 1). Where the two
+Architecture and numbers follow the VideoGPT paper (arXiv 2104.10157) and its code. Where the two
 public codebases differ we follow the paper's own repository (separate residual width, a learned
 position embedding shared by all attention blocks, a 3x3x3 conv at the decoder input) and fix the
 public code's encoder bug (its last encoder conv took 3 input channels with one downsampling level).
@@ -14,6 +14,7 @@ Tensors: videos are (B, 3, T, H, W) float in [-0.5, 0.5]; codes are (B, t, h, w)
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -21,6 +22,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+
+from videogpt.position import BroadcastPosEmbed
 
 # Mean squared error is divided by this (about the pixel variance of [-0.5, 0.5] video data):
 # the paper's "normalised MSE", which it reports makes training steadier and collapses fewer codes.
@@ -33,8 +36,8 @@ def _is_pow2(n: int) -> bool:
 
 @dataclass
 class VQVAEConfig:
-    """Hyperparameters. Field names equal the `vqvae.*` keys of pipeline/params.py where they overlap,
-    so a stage can write VQVAEConfig(input_shape=(T, H, W), **those params)."""
+    """Hyperparameters; the defaults are the paper's UCF-101 model. Field names equal the `vqvae.*` keys of
+    videogpt/config.py where they overlap (see `from_params`)."""
     input_shape: tuple[int, int, int] = (16, 64, 64)  # (T, H, W) of the clips; sizes the position tables
     n_hiddens: int = 240        # channels of the encoder/decoder trunk
     res_hiddens: int = 128      # bottleneck channels inside a residual block
@@ -62,10 +65,10 @@ class VQVAEConfig:
         if T < 1 or T % self.downsample[0]:
             raise ValueError(f"data.sequence_length: {T} is not divisible by the temporal downsampling "
                              f"vqvae.downsample[0]={self.downsample[0]}")
-        for size, f, axis in ((H, self.downsample[1], "H"), (W, self.downsample[2], "W")):
-            if size < 1 or size % f:
-                raise ValueError(f"data.resolution: {size} ({axis}) is not divisible by the spatial "
-                                 f"downsampling {f}")
+        for i, size, axis in ((1, H, "H"), (2, W, "W")):
+            if size < 1 or size % self.downsample[i]:
+                raise ValueError(f"data.resolution: {size} is not divisible by the spatial downsampling "
+                                 f"vqvae.downsample[{i}]={self.downsample[i]} ({axis})")
         if self.n_codes < 2:
             raise ValueError(f"vqvae.n_codes: {self.n_codes} must be >= 2")
         for name in ("n_hiddens", "res_hiddens", "embedding_dim", "n_heads"):
@@ -82,6 +85,13 @@ class VQVAEConfig:
             raise ValueError(f"vqvae.ema_decay: {self.ema_decay} must be in (0, 1]")
         if self.beta < 0:
             raise ValueError(f"vqvae.beta: {self.beta} must be >= 0")
+
+    @classmethod
+    def from_params(cls, vqvae, input_shape) -> "VQVAEConfig":
+        """The config of a `vqvae:` params section (videogpt.config.VQVAEParams) for clips of input_shape
+        (T, H, W); the section's training keys (lr, max_steps, ...) are not part of the model."""
+        names = [f.name for f in dataclasses.fields(cls) if f.name != "input_shape"]
+        return cls(input_shape=tuple(input_shape), **{name: getattr(vqvae, name) for name in names})
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -156,27 +166,6 @@ class SamePadConvTranspose3d(nn.Module):
 
 # --------------------------------------------------------------------------------------------
 # Attention at the latent resolution
-
-
-class PositionEmbedding(nn.Module):
-    """Learned broadcast spatio-temporal position embedding: one table per axis (t, h, w); the embedding
-    of position (a, b, c) is the concatenation [T[a] | H[b] | W[c]], so it costs (t + h + w) rows instead
-    of t*h*w. The paper shares ONE of these between every attention block of the encoder and decoder."""
-
-    def __init__(self, shape: tuple[int, int, int], dim: int):
-        super().__init__()
-        # Split dim as evenly as possible over the 3 axes (240 -> 80/80/80, 64 -> 22/21/21).
-        widths = [dim // 3 + (1 if i < dim % 3 else 0) for i in range(3)]
-        self.shape, self.dim = tuple(shape), dim
-        self.tables = nn.ParameterList(nn.Parameter(torch.randn(n, w) * 0.01) for n, w in zip(shape, widths))
-
-    def forward(self) -> torch.Tensor:
-        """(t, h, w, dim), to be added to a channels-last activation."""
-        t, h, w = self.shape
-        et, eh, ew = self.tables
-        return torch.cat([et[:, None, None, :].expand(t, h, w, -1),
-                          eh[None, :, None, :].expand(t, h, w, -1),
-                          ew[None, None, :, :].expand(t, h, w, -1)], dim=-1)
 
 
 class AxialAttention(nn.Module):
@@ -425,7 +414,7 @@ class VQVAE(nn.Module):
         # The one position embedding shared by all attention blocks of encoder AND decoder. It is owned
         # here (not by the encoder/decoder) so its parameters appear once in parameters()/state_dict();
         # its (t, h, w, C) tensor is computed once per call and handed to both.
-        self.pos_embed = PositionEmbedding(cfg.latent_shape, cfg.n_hiddens) if cfg.attention else None
+        self.pos_embed = BroadcastPosEmbed(cfg.latent_shape, cfg.n_hiddens) if cfg.attention else None
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
         self.codebook = Codebook(cfg.n_codes, cfg.embedding_dim, cfg.ema_decay)

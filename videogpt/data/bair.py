@@ -25,10 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.params import DataParams, ParamsError
+from videogpt.config import DataParams, ParamsError
 from videogpt.data.ffmpeg_io import VideoError
-from videogpt.data.preprocess import (DETECTORS, READERS, SOURCES, SPLITS, UNLABELED, Rejection, Source, SourceItem,
-                                      Video, _split_folder, _walk_files)
+from videogpt.data.sources import Rejection, SPLITS, Source, SourceItem, UNLABELED, Video, split_folder, walk_files
 from videogpt.data.rawframes import scale_frames
 from videogpt.data.tfrecord import ProtobufError, TFRecordError, parse_example, read_tfrecords
 
@@ -69,11 +68,11 @@ def discover_bair(params: DataParams) -> Source:
     if missing:
         raise ParamsError(f"data.source: '{data}' has no {missing[0]}/ folder of {EXTENSION} files "
                           f"(expected {DATA_DIR}/train and {DATA_DIR}/test)")
-    files, walk_errors = _walk_files(data)
+    files, walk_errors = walk_files(data)
     rejected = [Rejection(prefix + r.source, r.split, r.reason, r.detail) for r in walk_errors]
     items = []
     for f in files:
-        split = _split_folder(f)
+        split = split_folder(f)
         if not f.endswith(EXTENSION):
             rejected.append(Rejection(prefix + f, split, "not a TFRecord file", f"expected *{EXTENSION}"))
         elif not split:
@@ -145,8 +144,3 @@ def read_bair_file(path: Path, params: DataParams) -> list[Video]:
         for video, part in zip(videos, np.split(scaled, np.cumsum(lengths)[:-1])):
             video.frames = part
     return videos
-
-
-SOURCES["bair"] = discover_bair
-READERS["bair_tfrecord"] = read_bair_file
-DETECTORS["bair"] = looks_like_bair

@@ -1,38 +1,15 @@
-"""Reading the clip store: a torch Dataset for training and plain uint8 access for the other stages."""
+"""The clip store as a torch Dataset (the store itself, and plain uint8 access, are videogpt/data/clip_store.py)."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 import zarr
 from torch.utils.data import Dataset
 
-
-def open_store(store_path: str | Path) -> zarr.Group:
-    """The store's root group, read-only; a missing store says how to build it."""
-    if not (Path(store_path) / "zarr.json").is_file():
-        raise FileNotFoundError(f"{store_path}: clip store not found; build it with `dvc repro preprocess`")
-    return zarr.open_group(store_path, mode="r")
-
-
-def open_split(store_path: str | Path, split: str) -> zarr.Group:
-    """The group <store>/<split> holding `clips` (N, T, H, W, 3) uint8 and `labels` (N,) int32."""
-    root = open_store(store_path)
-    if split not in root.group_keys():
-        raise KeyError(f"{store_path}: no split '{split}'; available: {', '.join(sorted(root.group_keys()))}")
-    return root[split]
-
-
-def store_attrs(store_path: str | Path) -> dict:
-    """Root attributes: class_names, resolution, sequence_length, frame_stride, params, counts."""
-    return dict(open_store(store_path).attrs)
-
-
-def read_clips(store_path: str | Path, split: str, start: int = 0, stop: int | None = None) -> np.ndarray:
-    """Clips [start, stop) of a split as uint8 (n, T, H, W, 3); one bulk read, fast for whole shards."""
-    return open_split(store_path, split)["clips"][start:stop]
+from videogpt.data.clip_store import clips_array, read_labels
+from videogpt.video import to_float
 
 
 class ClipDataset(Dataset):
@@ -47,7 +24,7 @@ class ClipDataset(Dataset):
         self.store_path = Path(store_path)
         self.split = split
         self.hflip = hflip
-        self.labels = open_split(store_path, split)["labels"][:]  # small: one int per clip
+        self.labels = read_labels(store_path, split)  # small: one int per clip
         self._clips = None
         self._pid = None
 
@@ -59,7 +36,7 @@ class ClipDataset(Dataset):
 
     def _array(self) -> zarr.Array:
         if self._pid != os.getpid():
-            self._clips = open_split(self.store_path, self.split)["clips"]
+            self._clips = clips_array(self.store_path, self.split)
             self._pid = os.getpid()
         return self._clips
 
@@ -71,7 +48,7 @@ class ClipDataset(Dataset):
         except Exception as e:
             raise RuntimeError(f"{self.store_path}/{self.split}/clips: clip {index} is unreadable "
                                f"(corrupt or missing shard?): {type(e).__name__}: {e}") from e
-        video = torch.from_numpy(clip).permute(3, 0, 1, 2).float().div_(255).sub_(0.5)
+        video = to_float(clip)
         if self.hflip and torch.rand(()) < 0.5:
             video = video.flip(-1)
         return video, int(self.labels[index])

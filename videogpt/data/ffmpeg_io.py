@@ -123,6 +123,13 @@ def probe(path: str | Path, timeout: float = 60.0) -> VideoInfo:
     return VideoInfo(int(size.group(1)), int(size.group(2)), fps, duration)
 
 
+def _scale_and_crop(stream, resolution: int):
+    """The one resize rule of every data.format: the short side to S (area filter: a proper average when
+    shrinking), then the centre S x S square."""
+    return (stream.filter("scale", resolution, resolution, force_original_aspect_ratio="increase", flags="area")
+            .filter("crop", resolution, resolution))
+
+
 def decode_video(path: str | Path, resolution: int, fps: float | None = None,
                  timeout: float = 120.0) -> np.ndarray:
     """Decode the first video stream to (T, S, S, 3) uint8, S = resolution.
@@ -134,9 +141,7 @@ def decode_video(path: str | Path, resolution: int, fps: float | None = None,
     stream = ffmpeg.input(_input_url(path)).video
     if fps is not None:
         stream = stream.filter("fps", fps=fps)
-    stream = (stream.filter("scale", resolution, resolution, force_original_aspect_ratio="increase", flags="area")
-              .filter("crop", resolution, resolution))
-    argv = (stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", xerror=None)
+    argv = (_scale_and_crop(stream, resolution).output("pipe:", format="rawvideo", pix_fmt="rgb24", xerror=None)
             .global_args("-nostdin", "-hide_banner", "-v", "error")
             .compile(cmd=ffmpeg_exe()))
     out, err, returncode = _run(argv, timeout)
@@ -149,6 +154,24 @@ def decode_video(path: str | Path, resolution: int, fps: float | None = None,
     if len(out) % frame_bytes:
         raise VideoError("ffmpeg: incomplete last frame", f"{len(out)} bytes")
     return np.frombuffer(out, np.uint8).reshape(-1, resolution, resolution, 3)
+
+
+def scale_raw_frames(frames: np.ndarray, resolution: int, timeout: float = 120.0) -> np.ndarray:
+    """Frames already in memory, uint8 (n, H, W, 3) of one size -> (n, S, S, 3), S = resolution, resized by
+    the rule of `decode_video` (they go through ffmpeg as rawvideo rgb24). Raises VideoError if ffmpeg fails."""
+    n, height, width, _ = frames.shape
+    stream = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}")
+    argv = (_scale_and_crop(stream, resolution).output("pipe:", format="rawvideo", pix_fmt="rgb24")
+            .global_args("-nostdin", "-hide_banner", "-v", "error")
+            .compile(cmd=ffmpeg_exe()))
+    out, err, returncode = _run(argv, timeout, stdin=np.ascontiguousarray(frames).tobytes())
+    lines = _error_lines(err)
+    if returncode != 0 or lines:
+        raise VideoError(f"ffmpeg: {lines[-1] if lines else f'exit code {returncode}'}", "scaling raw frames")
+    expected = n * resolution * resolution * 3
+    if len(out) != expected:
+        raise VideoError("ffmpeg: wrong number of scaled frames", f"{len(out)} bytes, expected {expected}")
+    return np.frombuffer(out, np.uint8).reshape(n, resolution, resolution, 3)
 
 
 def _check_frames(frames: np.ndarray) -> np.ndarray:

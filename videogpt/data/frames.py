@@ -24,11 +24,10 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-from pipeline.params import DataParams, ParamsError
+from videogpt.config import DataParams, ParamsError
 from videogpt.data.ffmpeg_io import VideoError
-from videogpt.data.preprocess import (DETECTORS, OUTSIDE_ROOT, READERS, SOURCES, SPLITS, UNLABELED, VIDEO_EXTENSIONS,
-                                      Rejection, Source, SourceItem, Video, _split_files, _split_folder,
-                                      _uses_split_folders, _walk_files)
+from videogpt.data.sources import (OUTSIDE_ROOT, Rejection, SPLITS, Source, SourceItem, UNLABELED, VIDEO_EXTENSIONS,
+                                   Video, split_files, split_folder, uses_split_folders, walk_files)
 from videogpt.data.rawframes import scale_frames
 
 IMAGE_EXTENSIONS = frozenset(".png .jpg .jpeg .bmp .webp".split())
@@ -64,16 +63,16 @@ def discover_frames(params: DataParams) -> Source:
     if params.fps is not None:
         raise ParamsError(f"data.fps: must be null for data.format frames (image folders have no frame rate), "
                           f"got {params.fps}")
-    split_folders = _uses_split_folders(root, params)
-    files, rejected = _walk_files(root)
+    split_folders = uses_split_folders(root, params)
+    files, rejected = walk_files(root)
     folders: set[str] = set()
     for f in files:
-        split = _split_folder(f)
+        split = split_folder(f)
         if not is_image(f):
             rejected.append(Rejection(f, split, "not an image", f"'{Path(f).suffix}' is not an image extension"))
             continue
         folder = Path(f).parent.as_posix()
-        if split_folders and not _split_folder(folder):
+        if split_folders and not split_folder(folder):
             where = f"directly in {folder}/" if folder in SPLITS else "outside train/ and test/"
             rejected.append(Rejection(f, split, "frame outside a video folder", where))
         elif not split_folders and folder == ".":
@@ -84,17 +83,17 @@ def discover_frames(params: DataParams) -> Source:
     # (rejected by the walk) is rejected as a whole.
     escaping = folders & {Path(r.source).parent.as_posix() for r in rejected
                           if r.reason == OUTSIDE_ROOT and not r.source.endswith("/")}
-    rejected += [Rejection(d, _split_folder(d), OUTSIDE_ROOT, "holds a frame linking outside the input root")
+    rejected += [Rejection(d, split_folder(d), OUTSIDE_ROOT, "holds a frame linking outside the input root")
                  for d in sorted(escaping)]
     folders -= escaping
     if not folders:
         raise ParamsError(f"data.source: no folders of image files ({' '.join(sorted(IMAGE_EXTENSIONS))}) "
                           f"found in '{root}'")
     if split_folders:
-        split_of = {d: _split_folder(d) for d in folders}
+        split_of = {d: split_folder(d) for d in folders}
         within = {d: d.split("/", 1)[1] for d in folders}
     else:
-        split_of = _split_files(sorted(folders), params.split_ratio, params.split_seed)
+        split_of = split_files(sorted(folders), params.split_ratio, params.split_seed)
         within = {d: d for d in folders}
     if "train" not in split_of.values():
         raise ParamsError(f"data.split_ratio: {params.split_ratio} leaves no training folder out of {len(folders)}")
@@ -136,8 +135,3 @@ def read_frame_folder(path: Path, params: DataParams) -> Video:
     size: list[int] = []
     frames = scale_frames(_decode(path, names, size), params.resolution, params.decode_timeout)
     return Video(frames, None, size[0], size[1])
-
-
-SOURCES["frames"] = discover_frames
-READERS["frames"] = read_frame_folder
-DETECTORS["frames"] = looks_like_frames

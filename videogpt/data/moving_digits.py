@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from pipeline.params import DefaultDataParams
+from videogpt.config import DefaultDataParams
 from videogpt.data.ffmpeg_io import write_mp4
+from videogpt.data.sources import SPLITS
 
-SPLITS = ("train", "test")
 SPEED = (0.05, 0.08)  # pixels per frame as a fraction of the frame size: 3-5 pixels per frame at 64 px
 
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.params import DataParams, ParamsError
+from videogpt.config import DataParams, ParamsError
 from videogpt.data.ffmpeg_io import VideoError
-from videogpt.data.preprocess import (DETECTORS, OUTSIDE_ROOT, READERS, SOURCES, SPLITS, UNLABELED, Rejection, Source,
-                                      SourceItem, Video, _split_files, escapes)
+from videogpt.data.sources import (OUTSIDE_ROOT, Rejection, SPLITS, Source, SourceItem, UNLABELED, Video, escapes,
+                                   split_files)
 from videogpt.data.rawframes import scale_frames
 
 DEFAULT_TEST_FRACTION = 0.1
@@ -77,7 +77,7 @@ def discover_moving_mnist(params: DataParams) -> Source:
         raise ParamsError(f"data.source: no usable (T, N, H, W) uint8 {EXTENSION} file directly in '{root}'"
                           + (f" ({rejected[0].source}: {rejected[0].reason}, {rejected[0].detail})" if rejected else ""))
     ratio = DEFAULT_TEST_FRACTION if params.split_ratio is None else params.split_ratio
-    split_of = _split_files(sequences, ratio, params.split_seed)
+    split_of = split_files(sequences, ratio, params.split_seed)
     if "train" not in split_of.values():
         raise ParamsError(f"data.split_ratio: {ratio} leaves no training sequence out of {len(sequences)}")
 
@@ -99,8 +99,3 @@ def read_sequence(path: Path, params: DataParams) -> Video:
     if (height, width) != (params.resolution, params.resolution):
         frames = scale_frames(frames, params.resolution, params.decode_timeout)
     return Video(frames, None, width, height)
-
-
-SOURCES["moving_mnist"] = discover_moving_mnist
-READERS["moving_mnist"] = read_sequence
-DETECTORS["moving_mnist"] = looks_like_moving_mnist

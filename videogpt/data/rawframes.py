@@ -1,10 +1,6 @@
 """Scale and centre-crop frames that are already in memory (BAIR, Moving MNIST, image folders) with the same
-ffmpeg filter chain as decoded videos, so every data.format shares one resize rule.
-
-The frames go to ffmpeg as rawvideo rgb24 on stdin and come back as rgb24 on stdout, through
-`scale=S:S:force_original_aspect_ratio=increase:flags=area,crop=S:S` -- the chain of
-`ffmpeg_io.decode_video` (short side to S with an area average when shrinking, then the centre S x S
-square). The chain works frame by frame, so the frames are sent in pieces of at most CHUNK_BYTES (and a
+ffmpeg filter chain as decoded videos (`ffmpeg_io.scale_raw_frames`), so every data.format shares one resize
+rule. The chain works frame by frame, so the frames are sent in pieces of at most CHUNK_BYTES (and a
 new piece starts wherever the frame size changes): memory stays bounded for long image folders, and frames
 of different sizes are each scaled by the same rule. Frames already S x S are returned unchanged, without
 ffmpeg, so 64x64 datasets stored at 64 px keep their exact pixel values.
@@ -13,35 +9,17 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator
 
-import ffmpeg
 import numpy as np
 
-from videogpt.data.ffmpeg_io import VideoError, _error_lines, _run, ffmpeg_exe
+from videogpt.data.ffmpeg_io import scale_raw_frames
 
 CHUNK_BYTES = 64 << 20
 
 
-def _scale_chain(width: int, height: int, resolution: int) -> list[str]:
-    stream = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}")
-    stream = (stream.filter("scale", resolution, resolution, force_original_aspect_ratio="increase", flags="area")
-              .filter("crop", resolution, resolution))
-    return (stream.output("pipe:", format="rawvideo", pix_fmt="rgb24")
-            .global_args("-nostdin", "-hide_banner", "-v", "error")
-            .compile(cmd=ffmpeg_exe()))
-
-
 def _scale_block(block: np.ndarray, resolution: int, timeout: float) -> np.ndarray:
-    n, height, width, _ = block.shape
-    if (height, width) == (resolution, resolution):
+    if block.shape[1:3] == (resolution, resolution):
         return block
-    out, err, returncode = _run(_scale_chain(width, height, resolution), timeout, stdin=block.tobytes())
-    lines = _error_lines(err)
-    if returncode != 0 or lines:
-        raise VideoError(f"ffmpeg: {lines[-1] if lines else f'exit code {returncode}'}", "scaling raw frames")
-    expected = n * resolution * resolution * 3
-    if len(out) != expected:
-        raise VideoError("ffmpeg: wrong number of scaled frames", f"{len(out)} bytes, expected {expected}")
-    return np.frombuffer(out, np.uint8).reshape(n, resolution, resolution, 3)
+    return scale_raw_frames(block, resolution, timeout)
 
 
 def _blocks(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:

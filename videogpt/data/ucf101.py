@@ -18,9 +18,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.params import DataParams, ParamsError
-from videogpt.data.preprocess import (DETECTORS, SOURCES, SPLITS, Rejection, Source, SourceItem, _is_video,
-                                      _walk_files)
+from videogpt.config import DataParams, ParamsError
+from videogpt.data.sources import Rejection, SPLITS, Source, SourceItem, is_video, walk_files
 
 VIDEOS_DIR = "UCF-101"
 LISTS_DIR = "ucfTrainTestlist"
@@ -97,7 +96,7 @@ def discover_ucf101(params: DataParams) -> Source:
     label = {name: i for i, name in enumerate(class_names)}
     label_lower = {name.lower(): i for i, name in enumerate(class_names)}
 
-    files, walk_errors = _walk_files(videos)
+    files, walk_errors = walk_files(videos)
     rejected = [Rejection(prefix + r.source, r.split, r.reason, r.detail) for r in walk_errors]
     if lists.is_relative_to(videos):  # the lists inside the videos folder are not inputs
         inside = lists.relative_to(videos).as_posix() + "/"
@@ -131,15 +130,11 @@ def discover_ucf101(params: DataParams) -> Source:
 
     rejected_sources = {r.source for r in rejected}
     ignored = [f for f in files if f not in split_of and prefix + f not in rejected_sources]
-    n_ignored = {"in neither split list": sum(_is_video(f) for f in ignored),
-                 "not a video": sum(not _is_video(f) for f in ignored)}
+    n_ignored = {"in neither split list": sum(is_video(f) for f in ignored),
+                 "not a video": sum(not is_video(f) for f in ignored)}
     if not split_of:
         raise ParamsError(f"data.source: none of the videos listed for split {params.ucf_split} were found "
                           f"in '{videos}'")
     order = sorted(split_of, key=lambda f: (SPLITS.index(split_of[f]), f))
     items = [SourceItem(prefix + f, split_of[f], label_of[f]) for f in order]
     return Source(root, items, class_names, rejected, ignored={k: v for k, v in n_ignored.items() if v})
-
-
-SOURCES["ucf101"] = discover_ucf101
-DETECTORS["ucf101"] = looks_like_ucf101

@@ -1,6 +1,7 @@
 """I3D (Inception-v1 inflated to 3D, Kinetics-400 head): the FVD feature extractor.
 
-Written from the layer table in the project spec (section 3.2); no reference code was copied.
+Written from the published I3D layer table (Carreira & Zisserman 2017, Inception-v1 inflated to 3D);
+no reference code was copied.
 Module, parameter and buffer names follow the published converted TF-Hub state dict
 `i3d_pretrained_400.pt` (287 tensors, e.g. `Conv3d_1a_7x7.conv3d.weight`, `Mixed_5c.b1b.bn.running_var`,
 `logits.conv3d.weight` (400,1024,1,1,1), `logits.conv3d.bias`), so `load_state_dict(sd, strict=True)` works.
@@ -8,7 +9,8 @@ Module, parameter and buffer names follow the published converted TF-Hub state d
 Feature = the 400 pre-softmax logits averaged over time: the TF graph tensor `RGB/inception_i3d/Mean:0`
 that the TF FVD uses ("kinetics-i3d-400-logits").
 
-Choices that differ from the VideoGPT code (spec 3.3) and are recorded in `FEATURE_PROTOCOL`:
+Choices that differ from the VideoGPT code (its known differences from the TF-Hub FVD) and are recorded
+in `FEATURE_PROTOCOL`:
 - BatchNorm eps = 1e-3, the Sonnet/TF value the weights were trained with (VideoGPT's port uses 1e-5).
 - SAME max-pooling pads with -inf, i.e. padding never wins, exactly as TF; the PyTorch ports pad with 0,
   which is identical here because every pool input is post-ReLU (>= 0).
@@ -47,7 +49,7 @@ FEATURE_PROTOCOL = {
     "resize": RESIZE,
 }
 
-# Inception module widths: (in_channels, [b0, b1a, b1b, b2a, b2b, b3b]) from the spec table.
+# Inception module widths: (in_channels, [b0, b1a, b1b, b2a, b2b, b3b]) from the I3D layer table.
 _MIXED = {
     "Mixed_3b": (192, (64, 96, 128, 16, 32, 32)),
     "Mixed_3c": (256, (128, 128, 192, 32, 96, 64)),
@@ -331,12 +333,8 @@ def i3d_features(model: nn.Module, videos: np.ndarray | torch.Tensor | Iterable,
     return feats
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 __all__ = [
     "I3D", "I3DWeightsError", "Unit3D", "InceptionModule", "MaxPool3dSame", "preprocess", "load_i3d",
     "i3d_features", "expected_state_keys", "FEATURE_PROTOCOL", "RESIZE", "BN_EPS", "MIN_FRAMES",
-    "INPUT_SIZE", "N_PUBLISHED_TENSORS", "count_parameters",
+    "INPUT_SIZE", "N_PUBLISHED_TENSORS",
 ]

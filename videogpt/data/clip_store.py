@@ -1,22 +1,16 @@
-"""Build the clip store: find the videos, decode them in parallel, cut fixed-length clips, write them to Zarr.
+"""The clip store: the one module that knows its layout. It builds the store (decode in parallel, cut clips,
+write Zarr + CSVs), resumes an interrupted build, and reads it back for training, tokenizing, sampling and
+evaluation.
 
-    source (discover)  ->  SourceItem per file  ->  workers: READERS[item.reader]  ->  one writer: Zarr + CSVs
+    formats.discover  ->  SourceItem per file  ->  workers: formats.READERS[item.reader]  ->  one writer
 
-A *source* turns data.source into a sorted list of picklable SourceItems (path, split, label, reader); a
-*reader* turns one item into frames. Dataset layouts (data.format) plug in as an entry in SOURCES, READERS
-and DETECTORS: videos (this module), ucf101, bair, moving_mnist and frames (one module each in
-videogpt/data/, imported at the end of this one); the clip cutting, the store, the manifest and the
-rejection list stay the same. A reader may return several videos for one item (a TFRecord file holds
-many trajectories): each is named "<item path>#<name>" in the manifest. Per-frame side data
-(Video.extras, e.g. BAIR actions) is cut like the frames and stored as <split>/<name> (N, T, ...) float32.
-
-Which files count as videos: those with an extension in VIDEO_EXTENSIONS are decoded. Every other file
-(hidden files aside) is listed in rejected.csv as "not a video" without being opened, so nothing in the
-input folder disappears silently and no one waits for ffmpeg to fail on thousands of .txt/.jpg files.
-
-Containment: nothing outside data.source is read. A symlink (file or folder) below it that leads outside
-it is listed in rejected.csv as "outside the input root" and neither followed nor decoded (DVC tracks
-data.source, so such a file would be an untracked input); manifest paths are relative to data.source.
+Layout (Zarr v3 directory store): per split `<split>/clips` (N, T, H, W, 3) uint8 in shards of SHARD clips,
+`<split>/labels` (N,) int32 (-1 = unlabeled), per-frame side data (Video.extras, e.g. BAIR actions) cut like
+the frames as `<split>/<name>` (N, T, ...) float32, and root attributes format, class_names, resolution,
+sequence_length, frame_stride, fps, params (the data.* keys that decide the content) and counts. Beside it,
+manifest.csv has one row per clip (where it came from) and rejected.csv one row per input that gave none.
+A reader may return several videos for one item (a TFRecord file holds many trajectories): each is named
+"<item path>#<name>" in the manifest.
 
 Resuming: an interrupted run (Ctrl-C, SIGKILL, a full disk) keeps its temporary outputs beside the
 destinations, and a progress record in the temporary store written after every shard. Run again with the
@@ -29,14 +23,13 @@ import collections
 import contextlib
 import dataclasses
 import hashlib
-import importlib
 import json
 import multiprocessing
 import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -46,17 +39,14 @@ import pandas as pd
 import zarr
 from zarr.codecs import ZstdCodec
 
-from pipeline.params import DataParams, ParamsError, check_ranges, to_dict
-from pipeline.paths import CLIPS, MANIFEST, REJECTED
-from videogpt.data.ffmpeg_io import VideoError, decode_video, probe
+from videogpt.config import DataParams, ParamsError, to_dict
+from videogpt.data.ffmpeg_io import VideoError
+from videogpt.data.formats import READERS, discover
+from videogpt.data.sources import (OUTSIDE_ROOT, SPLITS, UNLABELED, Rejection, Source, SourceItem, Video, escapes,
+                                   walk_files)
 from videogpt.fileio import write_json
 from videogpt.progress import progress_bar
 
-VIDEO_EXTENSIONS = frozenset(
-    ".mp4 .m4v .mov .avi .mkv .webm .gif .mpg .mpeg .m2v .wmv .asf .flv .f4v .ogv .3gp .3g2 .ts .mts .m2ts "
-    ".vob .mxf .dv .y4m".split())
-SPLITS = ("train", "test")
-UNLABELED = -1
 # Clips per shard file (about 1-50 MB): few files for DVC, whole-shard writes for Zarr. $VIDEOGPT_SHARD_CLIPS
 # overrides it, a knob for tests (many shards from a few videos) and tuning; it is part of the resume key.
 SHARD = int(os.environ.get("VIDEOGPT_SHARD_CLIPS") or 256)
@@ -69,184 +59,11 @@ NOT_CONTENT = ("num_workers", "hflip")
 
 MANIFEST_COLUMNS = ["clip", "split", "source", "label", "class_name", "start_frame", "fps", "width", "height"]
 REJECTED_COLUMNS = ["source", "split", "reason", "detail"]
-OUTSIDE_ROOT = "outside the input root"
 PROGRESS = "progress.json"  # in the temporary store: how far an interrupted run got (see _build)
 
 
 # ------------------------------------------------------------------------------------------------
-# Sources: what to read
-
-
-@dataclass(frozen=True)
-class SourceItem:
-    path: str             # relative to the source root, '/'-separated
-    split: str            # "train" or "test"
-    label: int            # index into class_names; UNLABELED = -1
-    reader: str = "video"  # key of READERS
-
-
-@dataclass(frozen=True)
-class Rejection:
-    source: str
-    split: str
-    reason: str
-    detail: str = ""
-
-
-@dataclass
-class Source:
-    root: Path
-    items: list[SourceItem]       # in output order: train first, then test, each sorted by path
-    class_names: list[str]
-    rejected: list[Rejection]     # known to be unusable without decoding
-    format: str = "videos"        # the data.format that produced it (auto resolved)
-    ignored: dict[str, int] = field(default_factory=dict)  # files deliberately left out, by reason
-
-
-def escapes(root: Path, path: Path) -> str | None:
-    """Where `path` really is, if that is outside `root` (through a symlink on the way); None if inside."""
-    real = os.path.realpath(path)
-    return None if Path(real).is_relative_to(os.path.realpath(root)) else real
-
-
-def _walk_files(root: Path) -> tuple[list[str], list[Rejection]]:
-    """All non-hidden files under root (relative, sorted), following symlinks that stay inside root;
-    unreadable folders and symlinks leading outside root are rejected."""
-    files, rejected = [], []
-
-    def on_error(error: OSError):
-        rel = Path(error.filename).relative_to(root).as_posix() if error.filename else "?"
-        rejected.append(Rejection(rel + "/", "", f"unreadable: {error.strerror or error}"))
-
-    def keep(folder: str, name: str) -> bool:
-        # Only a symlink can lead out: everything else below a folder inside root is inside it.
-        path = Path(folder, name)
-        target = name[0] != "." and os.path.islink(path) and escapes(root, path)
-        if target:
-            rel = path.relative_to(root).as_posix() + ("/" if path.is_dir() else "")
-            rejected.append(Rejection(rel, _split_folder(rel), OUTSIDE_ROOT, f"links to {target}"))
-        return name[0] != "." and not target
-
-    for folder, subfolders, names in os.walk(root, onerror=on_error, followlinks=True):
-        subfolders[:] = [d for d in subfolders if keep(folder, d)]
-        rel_folder = Path(folder).relative_to(root)
-        files += [(rel_folder / name).as_posix() for name in names if keep(folder, name)]
-    return sorted(files), sorted(rejected, key=lambda r: r.source)  # not in the file system's listing order
-
-
-def _is_video(path: str) -> bool:
-    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
-
-
-def _split_folder(path: str) -> str:
-    """'train' for 'train/cat/x.mp4', '' for files outside the split folders."""
-    head, _, rest = path.partition("/")
-    return head if rest and head in SPLITS else ""
-
-
-def _split_files(files: list[str], ratio: float, seed: int) -> dict[str, str]:
-    """Deterministic random test fraction (at least one file); the same seed and files give the same split."""
-    n_test = max(1, round(len(files) * ratio))
-    test = set(np.random.default_rng(seed).permutation(len(files))[:n_test].tolist())
-    return {f: "test" if i in test else "train" for i, f in enumerate(files)}
-
-
-def _uses_split_folders(root: Path, params: DataParams) -> bool:
-    """True for the <source>/train + <source>/test layout; checks data.split_ratio fits the layout."""
-    present = [s for s in SPLITS if (root / s).is_dir()]
-    if present and len(present) < len(SPLITS):
-        missing = next(s for s in SPLITS if s not in present)
-        raise ParamsError(f"data.source: '{root}' has a {present[0]}/ folder but no {missing}/ folder")
-    if present and params.split_ratio is not None:
-        raise ParamsError(f"data.split_ratio: must be null when data.source '{root}' has train/ and test/ "
-                          f"folders (got {params.split_ratio})")
-    if not present and params.split_ratio is None:
-        raise ParamsError(f"data.split_ratio: data.source '{root}' has no train/ and test/ folders, "
-                          "so set data.split_ratio (the test fraction, e.g. 0.2)")
-    return bool(present)
-
-
-def discover_videos(params: DataParams) -> Source:
-    """Layout <source>/{train,test}/[class/]*.mp4, or <source>/[class/]*.mp4 split by data.split_ratio.
-    The class of a file is the first folder below its split root (or below <source>); files directly in
-    it are unlabeled."""
-    root = Path(params.source)
-    split_folders = _uses_split_folders(root, params)
-    files, rejected = _walk_files(root)
-    videos = [f for f in files if _is_video(f)]
-    if split_folders:
-        split_of = {f: _split_folder(f) for f in videos if _split_folder(f)}
-        within_split = {f: f.split("/", 1)[1] for f in split_of}
-        rejected += [Rejection(f, "", "outside train/ and test/") for f in videos if f not in split_of]
-    else:
-        split_of = _split_files(videos, params.split_ratio, params.split_seed)
-        within_split = {f: f for f in videos}
-    rejected += [Rejection(f, _split_folder(f), "not a video", f"'{Path(f).suffix}' is not a video extension")
-                 for f in files if not _is_video(f)]
-    if not split_of:
-        raise ParamsError(f"data.source: no video files found in '{root}' "
-                          f"(extensions: {' '.join(sorted(VIDEO_EXTENSIONS))})")
-    if "train" not in split_of.values():
-        raise ParamsError(f"data.split_ratio: {params.split_ratio} leaves no training video out of {len(split_of)}")
-
-    class_of = {f: rel.split("/", 1)[0] if "/" in rel else None for f, rel in within_split.items()}
-    class_names = sorted(set(class_of.values()) - {None})
-    label = {name: i for i, name in enumerate(class_names)}
-    order = sorted(split_of, key=lambda f: (SPLITS.index(split_of[f]), f))
-    items = [SourceItem(f, split_of[f], label.get(class_of[f], UNLABELED)) for f in order]
-    return Source(root, items, class_names, rejected)
-
-
-SOURCES: dict[str, Callable[[DataParams], Source]] = {"videos": discover_videos}
-# data.format auto: the first format in DETECTION_ORDER whose detector accepts data.source, else "videos".
-DETECTION_ORDER = ("ucf101", "bair", "moving_mnist", "frames")
-DETECTORS: dict[str, Callable[[Path], bool]] = {}
-
-
-def detect_format(root: Path) -> str:
-    """The data.format that data.source looks like (see each adapter's detector)."""
-    return next((fmt for fmt in DETECTION_ORDER if fmt in DETECTORS and DETECTORS[fmt](root)), "videos")
-
-
-def discover(params: DataParams) -> Source:
-    """Check data.* and list the inputs; raises ParamsError (naming the key) before anything is decoded."""
-    check_ranges(params, "data")  # DataParams may be built by hand, not through pipeline.params.load
-    root = Path(params.source)
-    if not root.is_dir():
-        what = "is not a folder" if root.exists() else "does not exist"
-        raise ParamsError(f"data.source: folder '{root}' {what}")
-    fmt = detect_format(root) if params.format == "auto" else params.format
-    if fmt not in SOURCES:
-        raise NotImplementedError(f"data.format: '{params.format}' is not implemented yet; "
-                                  f"available: auto, {', '.join(SOURCES)}")
-    source = SOURCES[fmt](params)
-    source.format = fmt
-    return source
-
-
-# ------------------------------------------------------------------------------------------------
-# Readers: one item -> frames (run in the worker processes)
-
-
-@dataclass
-class Video:
-    frames: np.ndarray     # (F, S, S, 3) uint8
-    fps: float | None
-    width: int             # before scaling/cropping
-    height: int
-    name: str | None = None  # set when one item holds several videos: manifest source "<path>#<name>"
-    extras: dict[str, np.ndarray] = field(default_factory=dict)  # per-frame side data, (F, ...) each
-
-
-def read_video_file(path: Path, params: DataParams) -> Video:
-    info = probe(path, timeout=params.decode_timeout)
-    frames = decode_video(path, params.resolution, fps=params.fps, timeout=params.decode_timeout)
-    return Video(frames, params.fps or info.fps, info.width, info.height)
-
-
-# A reader returns one Video, or a list of named Videos for an item holding several (raise VideoError to
-# reject the whole item).
-READERS: dict[str, Callable[[Path, DataParams], Video | list[Video]]] = {"video": read_video_file}
+# Cutting: one item -> clips (run in the worker processes)
 
 
 def clip_span(params: DataParams) -> int:
@@ -560,7 +377,7 @@ def _run_key(source: Source, params: DataParams) -> str:
         except OSError:
             return [f, None, None]
 
-    files, _ = _walk_files(source.root)
+    files, _ = walk_files(source.root)
     code = sorted(Path(__file__).parent.glob("*.py"))  # videogpt/data: a dependency of the stage in dvc.yaml
     key = {"params": _content_params(params), "format": source.format, "class_names": source.class_names,
            "items": [dataclasses.astuple(i) for i in source.items],
@@ -586,8 +403,8 @@ def _resumable(temps: list[Path], key: str) -> dict | None:
     return record
 
 
-def build_clip_store(params: DataParams, store_path: str | Path = CLIPS, manifest_path: str | Path = MANIFEST,
-                     rejected_path: str | Path = REJECTED, progress: bool = True) -> StoreSummary:
+def build_clip_store(params: DataParams, store_path: str | Path, manifest_path: str | Path,
+                     rejected_path: str | Path, progress: bool = True) -> StoreSummary:
     """Build the clip store, manifest and rejected list from data.source.
 
     All three are written to '<name>.tmp' beside their destination and renamed only once everything
@@ -624,7 +441,67 @@ def build_clip_store(params: DataParams, store_path: str | Path = CLIPS, manifes
     return StoreSummary(counts, source.class_names, time.perf_counter() - started)
 
 
-# The dataset adapters add their entries to SOURCES, READERS and DETECTORS when imported (also in spawned
-# worker processes, which import this module afresh).
-for _adapter in ("ucf101", "bair", "moving_mnist", "frames"):
-    importlib.import_module(f"videogpt.data.{_adapter}")
+# ------------------------------------------------------------------------------------------------
+# Reading
+
+
+def open_store(store_path: str | Path) -> zarr.Group:
+    """The store's root group, read-only; a missing store says how to build it."""
+    if not (Path(store_path) / "zarr.json").is_file():
+        raise FileNotFoundError(f"{store_path}: clip store not found; build it with `dvc repro preprocess`")
+    return zarr.open_group(store_path, mode="r")
+
+
+def open_split(store_path: str | Path, split: str) -> zarr.Group:
+    """The group <store>/<split> holding `clips` (N, T, H, W, 3) uint8 and `labels` (N,) int32."""
+    root = open_store(store_path)
+    if split not in root.group_keys():
+        raise KeyError(f"{store_path}: no split '{split}'; available: {', '.join(sorted(root.group_keys()))}")
+    return root[split]
+
+
+def store_splits(store_path: str | Path) -> list[str]:
+    """The splits the store holds, in SPLITS order."""
+    present = set(open_store(store_path).group_keys())
+    return [split for split in SPLITS if split in present]
+
+
+def store_attrs(store_path: str | Path) -> dict:
+    """Root attributes: format, class_names, resolution, sequence_length, frame_stride, fps, params, counts."""
+    return dict(open_store(store_path).attrs)
+
+
+def clips_array(store_path: str | Path, split: str) -> zarr.Array:
+    """The clips of a split, (N, T, H, W, 3) uint8, opened lazily (index it to read)."""
+    return open_split(store_path, split)["clips"]
+
+
+def read_labels(store_path: str | Path, split: str) -> np.ndarray:
+    """The labels of a split, (N,) int32; -1 = unlabeled."""
+    return open_split(store_path, split)["labels"][:]
+
+
+def read_clips(store_path: str | Path, split: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Clips [start, stop) of a split as uint8 (n, T, H, W, 3); one bulk read, fast for whole shards."""
+    return clips_array(store_path, split)[start:stop]
+
+
+def clip_reader(store_path: str | Path, split: str) -> Callable[[int, int], np.ndarray]:
+    """A reader of a split's clips [start, stop) as uint8 (n, T, H, W, 3), holding the array open."""
+    clips = clips_array(store_path, split)
+    return lambda start, stop: np.asarray(clips[start:stop])
+
+
+def check_clip_shape(store_path: str | Path, resolution: int, sequence_length: int) -> tuple[int, int, int]:
+    """(T, H, W) of the stored clips, which must match data.resolution and data.sequence_length (else a
+    model configured from the params would silently disagree with its data)."""
+    if "train" not in store_splits(store_path):
+        raise ValueError(f"{store_path}: no train split; run the preprocess stage first")
+    t, h, w, _ = clips_array(store_path, "train").shape[1:]
+    if (h, w) != (resolution,) * 2:
+        raise ParamsError(f"data.resolution: params say {resolution} but {store_path} holds "
+                          f"{h}x{w} clips; re-run preprocess (dvc repro)")
+    if t != sequence_length:
+        raise ParamsError(f"data.sequence_length: params say {sequence_length} but {store_path} "
+                          f"holds {t}-frame clips; re-run preprocess (dvc repro)")
+    return t, h, w

@@ -1,0 +1,171 @@
+"""Where the inputs come from: the types every data.format shares and the helpers that find files.
+
+A *source* turns data.source into a sorted list of picklable SourceItems (path, split, label, reader); a
+*reader* (named by SourceItem.reader, see videogpt/data/formats.py) turns one item into Videos. This module
+holds those types, the walk and split helpers the format modules build on, and the plain-videos format
+itself (discover_videos, read_video_file).
+
+Which files count as videos: those with an extension in VIDEO_EXTENSIONS are decoded. Every other file
+(hidden files aside) is listed in rejected.csv as "not a video" without being opened, so nothing in the
+input folder disappears silently and no one waits for ffmpeg to fail on thousands of .txt/.jpg files.
+
+Containment: nothing outside data.source is read. A symlink (file or folder) below it that leads outside
+it is listed in rejected.csv as "outside the input root" and neither followed nor decoded (DVC tracks
+data.source, so such a file would be an untracked input); manifest paths are relative to data.source.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from videogpt.config import DataParams, ParamsError
+from videogpt.data.ffmpeg_io import decode_video, probe
+
+VIDEO_EXTENSIONS = frozenset(
+    ".mp4 .m4v .mov .avi .mkv .webm .gif .mpg .mpeg .m2v .wmv .asf .flv .f4v .ogv .3gp .3g2 .ts .mts .m2ts "
+    ".vob .mxf .dv .y4m".split())
+SPLITS = ("train", "test")
+UNLABELED = -1
+OUTSIDE_ROOT = "outside the input root"
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    path: str             # relative to the source root, '/'-separated
+    split: str            # "train" or "test"
+    label: int            # index into class_names; UNLABELED = -1
+    reader: str = "video"  # key of formats.READERS
+
+
+@dataclass(frozen=True)
+class Rejection:
+    source: str
+    split: str
+    reason: str
+    detail: str = ""
+
+
+@dataclass
+class Source:
+    root: Path
+    items: list[SourceItem]       # in output order: train first, then test, each sorted by path
+    class_names: list[str]
+    rejected: list[Rejection]     # known to be unusable without decoding
+    format: str = "videos"        # the data.format that produced it (auto resolved)
+    ignored: dict[str, int] = field(default_factory=dict)  # files deliberately left out, by reason
+
+
+def escapes(root: Path, path: Path) -> str | None:
+    """Where `path` really is, if that is outside `root` (through a symlink on the way); None if inside."""
+    real = os.path.realpath(path)
+    return None if Path(real).is_relative_to(os.path.realpath(root)) else real
+
+
+def walk_files(root: Path) -> tuple[list[str], list[Rejection]]:
+    """All non-hidden files under root (relative, sorted), following symlinks that stay inside root;
+    unreadable folders and symlinks leading outside root are rejected."""
+    files, rejected = [], []
+
+    def on_error(error: OSError):
+        rel = Path(error.filename).relative_to(root).as_posix() if error.filename else "?"
+        rejected.append(Rejection(rel + "/", "", f"unreadable: {error.strerror or error}"))
+
+    def keep(folder: str, name: str) -> bool:
+        # Only a symlink can lead out: everything else below a folder inside root is inside it.
+        path = Path(folder, name)
+        target = name[0] != "." and os.path.islink(path) and escapes(root, path)
+        if target:
+            rel = path.relative_to(root).as_posix() + ("/" if path.is_dir() else "")
+            rejected.append(Rejection(rel, split_folder(rel), OUTSIDE_ROOT, f"links to {target}"))
+        return name[0] != "." and not target
+
+    for folder, subfolders, names in os.walk(root, onerror=on_error, followlinks=True):
+        subfolders[:] = [d for d in subfolders if keep(folder, d)]
+        rel_folder = Path(folder).relative_to(root)
+        files += [(rel_folder / name).as_posix() for name in names if keep(folder, name)]
+    return sorted(files), sorted(rejected, key=lambda r: r.source)  # not in the file system's listing order
+
+
+def is_video(path: str) -> bool:
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def split_folder(path: str) -> str:
+    """'train' for 'train/cat/x.mp4', '' for files outside the split folders."""
+    head, _, rest = path.partition("/")
+    return head if rest and head in SPLITS else ""
+
+
+def split_files(files: list[str], ratio: float, seed: int) -> dict[str, str]:
+    """Deterministic random test fraction (at least one file); the same seed and files give the same split."""
+    n_test = max(1, round(len(files) * ratio))
+    test = set(np.random.default_rng(seed).permutation(len(files))[:n_test].tolist())
+    return {f: "test" if i in test else "train" for i, f in enumerate(files)}
+
+
+def uses_split_folders(root: Path, params: DataParams) -> bool:
+    """True for the <source>/train + <source>/test layout; checks data.split_ratio fits the layout."""
+    present = [s for s in SPLITS if (root / s).is_dir()]
+    if present and len(present) < len(SPLITS):
+        missing = next(s for s in SPLITS if s not in present)
+        raise ParamsError(f"data.source: '{root}' has a {present[0]}/ folder but no {missing}/ folder")
+    if present and params.split_ratio is not None:
+        raise ParamsError(f"data.split_ratio: must be null when data.source '{root}' has train/ and test/ "
+                          f"folders (got {params.split_ratio})")
+    if not present and params.split_ratio is None:
+        raise ParamsError(f"data.split_ratio: data.source '{root}' has no train/ and test/ folders, "
+                          "so set data.split_ratio (the test fraction, e.g. 0.2)")
+    return bool(present)
+
+
+def discover_videos(params: DataParams) -> Source:
+    """Layout <source>/{train,test}/[class/]*.mp4, or <source>/[class/]*.mp4 split by data.split_ratio.
+    The class of a file is the first folder below its split root (or below <source>); files directly in
+    it are unlabeled."""
+    root = Path(params.source)
+    split_folders = uses_split_folders(root, params)
+    files, rejected = walk_files(root)
+    videos = [f for f in files if is_video(f)]
+    if split_folders:
+        split_of = {f: split_folder(f) for f in videos if split_folder(f)}
+        within_split = {f: f.split("/", 1)[1] for f in split_of}
+        rejected += [Rejection(f, "", "outside train/ and test/") for f in videos if f not in split_of]
+    else:
+        split_of = split_files(videos, params.split_ratio, params.split_seed)
+        within_split = {f: f for f in videos}
+    rejected += [Rejection(f, split_folder(f), "not a video", f"'{Path(f).suffix}' is not a video extension")
+                 for f in files if not is_video(f)]
+    if not split_of:
+        raise ParamsError(f"data.source: no video files found in '{root}' "
+                          f"(extensions: {' '.join(sorted(VIDEO_EXTENSIONS))})")
+    if "train" not in split_of.values():
+        raise ParamsError(f"data.split_ratio: {params.split_ratio} leaves no training video out of {len(split_of)}")
+
+    class_of = {f: rel.split("/", 1)[0] if "/" in rel else None for f, rel in within_split.items()}
+    class_names = sorted(set(class_of.values()) - {None})
+    label = {name: i for i, name in enumerate(class_names)}
+    order = sorted(split_of, key=lambda f: (SPLITS.index(split_of[f]), f))
+    items = [SourceItem(f, split_of[f], label.get(class_of[f], UNLABELED)) for f in order]
+    return Source(root, items, class_names, rejected)
+
+
+
+@dataclass
+class Video:
+    frames: np.ndarray     # (F, S, S, 3) uint8
+    fps: float | None
+    width: int             # before scaling/cropping
+    height: int
+    name: str | None = None  # set when one item holds several videos: manifest source "<path>#<name>"
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # per-frame side data, (F, ...) each
+
+
+def read_video_file(path: Path, params: DataParams) -> Video:
+    info = probe(path, timeout=params.decode_timeout)
+    frames = decode_video(path, params.resolution, fps=params.fps, timeout=params.decode_timeout)
+    return Video(frames, params.fps or info.fps, info.width, info.height)
+
+
