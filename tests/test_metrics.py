@@ -93,7 +93,7 @@ def test_stats_roundtrip_and_protocol_key(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # I3D
 
-# The published key layout, derived from the spec's layer table independently of the model code.
+# The published key layout, derived from the I3D layer table independently of the model code.
 _UNITS = [("Conv3d_1a_7x7", 3, 64, 7), ("Conv3d_2b_1x1", 64, 64, 1), ("Conv3d_2c_3x3", 64, 192, 3)]
 _MIXED = [("Mixed_3b", 192, [64, 96, 128, 16, 32, 32]), ("Mixed_3c", 256, [128, 128, 192, 32, 96, 64]),
           ("Mixed_4b", 480, [192, 96, 208, 16, 48, 64]), ("Mixed_4c", 512, [160, 112, 224, 24, 64, 64]),
@@ -125,7 +125,7 @@ def test_published_layout_matches_model_strictly():
     sd = published_layout_state_dict()
     assert len(sd) == 287
     model = I3D()
-    assert sum(p.numel() for p in model.parameters()) == 12_697_264  # spec 3.2 count
+    assert sum(p.numel() for p in model.parameters()) == 12_697_264  # the published I3D's parameter count
     assert sum(m.eps == 1e-3 for m in model.modules() if isinstance(m, torch.nn.BatchNorm3d)) == 57
     model.load_state_dict(sd, strict=True)  # a plain OrderedDict, as published (no num_batches_tracked)
 
@@ -238,7 +238,7 @@ def test_same_padding_matches_tf_rule_and_pools_ignore_padding():
     for size in range(1, 20):
         for k in (1, 2, 3, 7):
             for s in (1, 2):
-                total = max(k - s, 0) if size % s == 0 else max(k - size % s, 0)  # spec 3.2 wording
+                total = max(k - s, 0) if size % s == 0 else max(k - size % s, 0)  # TF's SAME padding rule
                 w0, w1, *_ = _same_pad((size, size, size), (k, k, k), (s, s, s))
                 assert (w0, w1) == (total // 2, total - total // 2), (size, k, s)
     x = -torch.ones(1, 1, 3, 5, 5)

@@ -27,7 +27,8 @@ import numpy as np
 
 from videogpt.config import DataParams, ParamsError
 from videogpt.data.ffmpeg_io import VideoError
-from videogpt.data.sources import Rejection, SPLITS, Source, SourceItem, UNLABELED, Video, split_folder, walk_files
+from videogpt.data.sources import (Rejection, SPLITS, Source, SourceItem, UNLABELED, Video, require_no_fps,
+                                   split_folder, walk_files)
 from videogpt.data.rawframes import scale_frames
 from videogpt.data.tfrecord import ProtobufError, TFRecordError, parse_example, read_tfrecords
 
@@ -58,9 +59,7 @@ def discover_bair(params: DataParams) -> Source:
     root = Path(params.source)
     data = _data_dir(root)
     prefix = data.relative_to(root).as_posix() + "/" if data != root else ""
-    if params.fps is not None:
-        raise ParamsError(f"data.fps: must be null for data.format bair (trajectories carry no frame rate), "
-                          f"got {params.fps}")
+    require_no_fps(params, "bair", "trajectories carry no frame rate")
     if params.split_ratio is not None:
         raise ParamsError(f"data.split_ratio: must be null for data.format bair (the split is the train/ and "
                           f"test/ folder), got {params.split_ratio}")

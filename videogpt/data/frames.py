@@ -26,8 +26,8 @@ from PIL import Image
 
 from videogpt.config import DataParams, ParamsError
 from videogpt.data.ffmpeg_io import VideoError
-from videogpt.data.sources import (OUTSIDE_ROOT, Rejection, SPLITS, Source, SourceItem, UNLABELED, VIDEO_EXTENSIONS,
-                                   Video, split_files, split_folder, uses_split_folders, walk_files)
+from videogpt.data.sources import (OUTSIDE_ROOT, Rejection, SPLITS, Source, VIDEO_EXTENSIONS, Video, labelled_items,
+                                   require_no_fps, split_files, split_folder, uses_split_folders, walk_files)
 from videogpt.data.rawframes import scale_frames
 
 IMAGE_EXTENSIONS = frozenset(".png .jpg .jpeg .bmp .webp".split())
@@ -60,9 +60,7 @@ def looks_like_frames(root: Path) -> bool:
 
 def discover_frames(params: DataParams) -> Source:
     root = Path(params.source)
-    if params.fps is not None:
-        raise ParamsError(f"data.fps: must be null for data.format frames (image folders have no frame rate), "
-                          f"got {params.fps}")
+    require_no_fps(params, "frames", "image folders have no frame rate")
     split_folders = uses_split_folders(root, params)
     files, rejected = walk_files(root)
     folders: set[str] = set()
@@ -97,11 +95,7 @@ def discover_frames(params: DataParams) -> Source:
         within = {d: d for d in folders}
     if "train" not in split_of.values():
         raise ParamsError(f"data.split_ratio: {params.split_ratio} leaves no training folder out of {len(folders)}")
-    class_of = {d: rel.split("/", 1)[0] if "/" in rel else None for d, rel in within.items()}
-    class_names = sorted(set(class_of.values()) - {None})
-    label = {name: i for i, name in enumerate(class_names)}
-    order = sorted(folders, key=lambda d: (SPLITS.index(split_of[d]), d))
-    items = [SourceItem(d, split_of[d], label.get(class_of[d], UNLABELED), "frames") for d in order]
+    items, class_names = labelled_items(split_of, within, reader="frames")
     return Source(root, items, class_names, rejected)
 
 

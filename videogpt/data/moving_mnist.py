@@ -22,7 +22,7 @@ import numpy as np
 from videogpt.config import DataParams, ParamsError
 from videogpt.data.ffmpeg_io import VideoError
 from videogpt.data.sources import (OUTSIDE_ROOT, Rejection, SPLITS, Source, SourceItem, UNLABELED, Video, escapes,
-                                   split_files)
+                                   require_no_fps, split_files)
 from videogpt.data.rawframes import scale_frames
 
 DEFAULT_TEST_FRACTION = 0.1
@@ -56,9 +56,7 @@ def _open(path: Path) -> np.ndarray:
 
 def discover_moving_mnist(params: DataParams) -> Source:
     root = Path(params.source)
-    if params.fps is not None:
-        raise ParamsError(f"data.fps: must be null for data.format moving_mnist (the array has no frame rate), "
-                          f"got {params.fps}")
+    require_no_fps(params, "moving_mnist", "the array has no frame rate")
     names = _top_level_files(root)
     arrays = [n for n in names if n.endswith(EXTENSION)]
     rejected: list[Rejection] = []

@@ -121,6 +121,24 @@ def uses_split_folders(root: Path, params: DataParams) -> bool:
     return bool(present)
 
 
+def labelled_items(split_of: dict[str, str], within_split: dict[str, str],
+                   reader: str = "video") -> tuple[list[SourceItem], list[str]]:
+    """(items in output order: train first, then test, each sorted by path; the class names). The class of a
+    path is the first folder of its path below its split root (`within_split`); paths directly in the split
+    root are unlabeled."""
+    class_of = {p: rel.split("/", 1)[0] if "/" in rel else None for p, rel in within_split.items()}
+    class_names = sorted(set(class_of.values()) - {None})
+    label = {name: i for i, name in enumerate(class_names)}
+    order = sorted(split_of, key=lambda p: (SPLITS.index(split_of[p]), p))
+    return [SourceItem(p, split_of[p], label.get(class_of[p], UNLABELED), reader) for p in order], class_names
+
+
+def require_no_fps(params: DataParams, fmt: str, why: str) -> None:
+    """data.fps resamples decoded videos; a format whose frames carry no frame rate (`why`) cannot honour it."""
+    if params.fps is not None:
+        raise ParamsError(f"data.fps: must be null for data.format {fmt} ({why}), got {params.fps}")
+
+
 def discover_videos(params: DataParams) -> Source:
     """Layout <source>/{train,test}/[class/]*.mp4, or <source>/[class/]*.mp4 split by data.split_ratio.
     The class of a file is the first folder below its split root (or below <source>); files directly in
@@ -144,11 +162,7 @@ def discover_videos(params: DataParams) -> Source:
     if "train" not in split_of.values():
         raise ParamsError(f"data.split_ratio: {params.split_ratio} leaves no training video out of {len(split_of)}")
 
-    class_of = {f: rel.split("/", 1)[0] if "/" in rel else None for f, rel in within_split.items()}
-    class_names = sorted(set(class_of.values()) - {None})
-    label = {name: i for i, name in enumerate(class_names)}
-    order = sorted(split_of, key=lambda f: (SPLITS.index(split_of[f]), f))
-    items = [SourceItem(f, split_of[f], label.get(class_of[f], UNLABELED)) for f in order]
+    items, class_names = labelled_items(split_of, within_split)
     return Source(root, items, class_names, rejected)
 
 
