@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import zarr
 from torch.utils.data import DataLoader, Subset
 
 from videogpt.checkpoint import load_prior, load_vqvae
@@ -23,6 +22,7 @@ from videogpt.data.clip_store import clip_reader, clips_array
 from videogpt.data.dataset import ClipDataset
 from videogpt.distributed import inference_device, rank_and_world, sharded_map
 from videogpt.fileio import file_sha256
+from videogpt.generate import read_samples
 from videogpt.metrics.frechet import frechet_distance, gaussian_stats, load_stats, save_stats
 from videogpt.metrics.i3d import FEATURE_PROTOCOL, MIN_FRAMES, i3d_features, load_i3d
 from videogpt.prior import Prior
@@ -177,7 +177,7 @@ def evaluate(params: Params, *, clips_path, tokens_path, vqvae_dir, prior_dir, s
     test_tokens = prior_dataset(params.prior, tokens_path, clips_path, "test")
     bpd = bits_per_dim(prior, DataLoader(test_tokens, batch_size=ep.batch_size))
 
-    samples = np.asarray(zarr.open_group(str(Path(samples_dir) / "samples.zarr"), mode="r")["videos"][:])
+    samples = read_samples(samples_dir)
     fvd_protocol = protocol | {"n_generated": int(len(samples))}
     real_stats, reason = load_real_stats(stats_dir, protocol)
     fvd = r_fvd = fvd_star = None

@@ -52,6 +52,11 @@ def write_samples(videos: np.ndarray, out_dir, *, fps: float, attrs: dict) -> No
     tmp.rename(out_dir)
 
 
+def read_samples(out_dir) -> np.ndarray:
+    """The videos written by `write_samples`, uint8 (N, T, H, W, 3)."""
+    return np.asarray(zarr.open_group(str(Path(out_dir) / "samples.zarr"), mode="r")["videos"][:])
+
+
 def run_sample_stage(params: Params, *, prior_dir, vqvae_dir, clips_path, out_dir) -> dict:
     sp = params.sample
     device = inference_device(params.trainer)
