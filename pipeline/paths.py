@@ -18,7 +18,9 @@ VQVAE_LIVE = Path("dvclive/vqvae")         # dvclive logs (metrics.json, plots/)
 PRIOR_LIVE = Path("dvclive/prior")
 
 SAMPLES = Path("samples")                  # samples.zarr, mp4/, grid.gif, grid.png
-REPORTS = Path("reports")                  # pictures for people: reconstructions
+REPORTS = Path("reports")                  # pictures and pages for people
+REPORT_HTML = REPORTS / "index.html"       # the run's report, one self-contained page (stage report)
+EXPERIMENTS_HTML = REPORTS / "experiments.html"  # experiments compared (python -m pipeline.report experiments)
 REAL_STATS = Path("cache/i3d_real_stats")  # I3D statistics of the real set, keyed by protocol
 
 VQVAE_METRICS = Path("metrics/vqvae.json")

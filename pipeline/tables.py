@@ -27,12 +27,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from pipeline.paths import EVAL_METRICS, PRIOR_METRICS
+from videogpt.fileio import write_text
 
 PARAMS_FILE = "params.yaml"
 PRIOR, EVAL = str(PRIOR_METRICS), str(EVAL_METRICS)
@@ -58,11 +58,15 @@ def dvc_executable() -> str:
     return str(here) if here.exists() else (shutil.which("dvc") or "dvc")
 
 
+def dvc_env() -> dict:
+    """The environment for running dvc: no usage analytics."""
+    return {**os.environ, "DVC_NO_ANALYTICS": "1"}
+
+
 def dvc_exp_show(repo: str | Path = ".", *, all_commits: bool = False, dvc: str | None = None) -> list:
     """The parsed output of `dvc exp show --json` run in `repo`."""
     cmd = [dvc or dvc_executable(), "exp", "show", "--json"] + (["--all-commits"] if all_commits else [])
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=repo, env=dvc_env(), capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"`{' '.join(cmd)}` failed in {repo}: {proc.stderr.strip()}")
     return json.loads(proc.stdout)
@@ -276,23 +280,11 @@ def render_csv(table: Table) -> str:
     return buf.getvalue()
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_table(table: Table, out_dir: str | Path) -> str:
     """Write <out_dir>/<name>.md and .csv atomically; return the markdown."""
     md = render_markdown(table)
-    _write_atomic(Path(out_dir) / f"{table.name}.md", md)
-    _write_atomic(Path(out_dir) / f"{table.name}.csv", render_csv(table))
+    write_text(Path(out_dir) / f"{table.name}.md", md)
+    write_text(Path(out_dir) / f"{table.name}.csv", render_csv(table))
     return md
 
 

@@ -1,7 +1,9 @@
 """The real DVC pipeline, end to end, on tiny params in a temporary copy of the repository."""
 import json
 import os
+import re
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +12,8 @@ import numpy as np
 import pytest
 import yaml
 import zarr
+
+import browser  # tests/browser.py
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +32,8 @@ TINY = {
 
 
 def run(cmd, cwd, env, timeout=600):
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    """Run cmd under the usual umask 022 (so the permissions test sees what a user would)."""
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, umask=0o022)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return proc.stdout + proc.stderr
 
@@ -89,6 +94,60 @@ def test_repro_writes_every_declared_out(reproduced):
     assert ev["fvd"]["value"] is None and "I3D" in ev["fvd"]["reason"]
 
 
+def declared_outs(dst: Path):
+    """Every path the stages declare as outs or metrics in dvc.yaml."""
+    dvc = yaml.safe_load((dst / "dvc.yaml").read_text())
+    for stage in dvc["stages"].values():
+        for out in stage.get("outs", []) + stage.get("metrics", []):
+            yield dst / (next(iter(out)) if isinstance(out, dict) else out)
+
+
+def test_stage_outputs_are_readable_by_group_and_others(reproduced):
+    """Under umask 022 every file a stage writes is -rw-r--r-- like any new file (mkstemp alone makes 0600)."""
+    dst, _, _ = reproduced
+    files = [f for out in declared_outs(dst) for f in ([out] if out.is_file() else out.rglob("*")) if f.is_file()]
+    assert len(files) > 20 and any(f.name == "grid.gif" for f in files) and any(f.suffix == ".mp4" for f in files)
+    private = [f"{f.relative_to(dst)} {stat.filemode(f.stat().st_mode)}" for f in files
+               if f.stat().st_mode & 0o044 != 0o044]
+    assert private == []
+
+
+def test_report_page(reproduced):
+    """reports/index.html holds every section, with the run's own numbers, and embeds all its media."""
+    dst, _, out = reproduced
+    assert "report: reports/index.html" in out
+    html = (dst / "reports/index.html").read_text()
+    sections = re.findall(r'<h2 id="s\d+">([^<]+)</h2>', html)
+    assert sections == ["Samples", "Reconstructions", "Training curves", "Metrics", "Data", "Params"]
+    assert html.count('<img src="data:image/gif;base64,') == 2 and html.count('<img src="data:image/png;base64,') == 2
+    assert not re.search(r"(src|href)=\"(?!data:|#)", html)       # no file or URL the page would fetch
+    ev = json.loads((dst / "metrics/eval.json").read_text())
+    assert f"null: {ev['fvd']['reason']}" in html and "n_generated=2" in html
+    assert f"<td><code>val_bits_per_dim</code></td><td>{json.loads((dst / 'metrics/prior.json').read_text())['val_bits_per_dim']:.4g}" in html
+    assert "<td><code>prior.n_layer</code></td><td>1</td><td>4</td><td>≠</td>" in html
+    assert "<b>all clips</b></td><td><b>8</b></td><td><b>24</b>" in html   # TINY: 4 test, 12 train videos, 2 clips each
+    assert "Rejected inputs: none" in html
+
+
+@pytest.mark.skipif(browser.skip_reason() is not None, reason=f"browser test: {browser.skip_reason()}")
+def test_report_page_in_headless_chromium(reproduced, tmp_path):
+    """Real Chromium: the page makes no request beyond its own file, every image decodes, the page is not blank.
+    A copy with one external image shows the request listener does see what a page fetches."""
+    dst, _, _ = reproduced
+    page = dst / "reports/index.html"
+    visit, url = browser.open_page(page)
+    assert visit.requests == [url] and visit.external_requests(url) == []
+    assert len(visit.images) == 4 and all(i["complete"] and i["naturalWidth"] > 0 for i in visit.images), visit.images
+    assert browser.pixel_std(visit.screenshot) > 20, "the screenshot is blank"
+    (tmp_path / "report.png").write_bytes(visit.screenshot)
+
+    leaky = tmp_path / "leaky.html"
+    leaky.write_text(page.read_text().replace("</body>", '<img src="http://192.0.2.1/x.png"></body>'))
+    visit, url = browser.open_page(leaky)
+    assert visit.external_requests(url) == ["http://192.0.2.1/x.png"]
+    assert [i["naturalWidth"] for i in visit.images][-1] == 0
+
+
 def test_second_repro_has_nothing_to_do(reproduced):
     dst, env, _ = reproduced
     out = run([sys.executable, "-m", "dvc", "status"], dst, env)
@@ -122,3 +181,13 @@ def test_exp_run_reruns_only_the_prior_and_after(reproduced):
     csv = (dst / "reports/tables/prior_size.csv").read_text().splitlines()
     assert len(csv) == 3, out  # header + two rows
     assert [row.split(",")[0] for row in csv[1:]] == ["1", "2"], csv
+
+    # the experiments page from the same two real experiments: both listed, their differing params, their metrics
+    out = run([sys.executable, "-m", "pipeline.report", "experiments"], dst, env)
+    html = (dst / "reports/experiments.html").read_text()
+    names = re.findall(r"<th>([^<]+)</th>", html.split('id="s0"')[1].split("</tr>")[0])[1:]
+    assert len(names) == 2 and any(n.endswith("(baseline)") for n in names), (names, out)
+    assert re.search(r"<td><code>prior.n_layer</code></td><td>1</td><td>2</td>", html), html[:3000]
+    bpd = re.search(r"<td><code>metrics/prior.json: val_bits_per_dim</code></td><td>([^<]+)</td><td>([^<]+)</td>", html)
+    assert bpd and bpd.group(1) != bpd.group(2)
+    assert html.count('<img src="data:image/png;base64,') == 1

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from videogpt.fileio import file_sha256
+from videogpt.fileio import atomic_path, file_sha256
 from videogpt.prior import Prior, PriorConfig
 from videogpt.vqvae import VQVAE, VQVAEConfig
 
@@ -32,7 +32,8 @@ def save_model(directory: str | Path, model: torch.nn.Module, config, meta: dict
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp / WEIGHTS))
+    with atomic_path(tmp / WEIGHTS) as weights:
+        save_file(state, str(weights))
     cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
     payload = {"config": cfg, "meta": meta or {}, "weights_sha256": file_sha256(tmp / WEIGHTS)}
     (tmp / CONFIG).write_text(json.dumps(payload, indent=2, sort_keys=True))

@@ -24,7 +24,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from videogpt.fileio import file_sha256
+from videogpt.fileio import file_sha256, set_default_permissions
 
 I3D_FILENAME = "i3d_pretrained_400.pt"
 I3D_SHA256 = "55095f049e706479d48e221adcdb145b2b9dc930ba28b081ed72367ffaa32343"  # see module docstring
@@ -117,6 +117,7 @@ def download_i3d(dest: str | Path | None = None, *, force: bool = False, verify_
             if verify_sha256 and digest != I3D_SHA256:
                 raise DownloadError(f"sha256 {digest} != expected {I3D_SHA256}")
             _check_structure(tmp)
+            set_default_permissions(tmp)  # mkstemp made it private
             os.replace(tmp, target)  # atomic: a reader never sees a partial file
         except Exception as e:
             tmp.unlink(missing_ok=True)

@@ -15,7 +15,7 @@ from videogpt.data.dataset import ClipDataset
 from videogpt.data.ffmpeg_io import write_gif, write_mp4
 from videogpt.distributed import inference_device
 from videogpt.sampling import sample
-from videogpt.visualize import contact_sheet, save_png, video_grid
+from videogpt.visualize import contact_sheet, save_png, upscale, video_grid
 
 
 def conditioning(prior_config, n: int, clips_path) -> dict:
@@ -45,7 +45,7 @@ def write_samples(videos: np.ndarray, out_dir, *, fps: float, attrs: dict) -> No
         write_mp4(tmp / "mp4" / f"sample_{i:04d}.mp4", video, fps=fps)
     grid = video_grid(videos[:64])
     scale = max(1, 256 // grid.shape[1])
-    write_gif(tmp / "grid.gif", np.repeat(np.repeat(grid, scale, 1), scale, 2), fps=fps)
+    write_gif(tmp / "grid.gif", upscale(grid, scale), fps=fps)
     save_png(tmp / "grid.png", contact_sheet(list(videos[:16])), upscale=scale)
     if out_dir.exists():
         shutil.rmtree(out_dir)

@@ -7,18 +7,18 @@ frames, so the clip store never holds silently damaged video.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import ffmpeg
 import imageio_ffmpeg
 import numpy as np
-from PIL import Image
+
+from videogpt.fileio import atomic_path
+from videogpt.visualize import check_frames, encode_gif
 
 
 class VideoError(Exception):
@@ -174,40 +174,18 @@ def scale_raw_frames(frames: np.ndarray, resolution: int, timeout: float = 120.0
     return np.frombuffer(out, np.uint8).reshape(n, resolution, resolution, 3)
 
 
-def _check_frames(frames: np.ndarray) -> np.ndarray:
-    frames = np.asarray(frames)
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
-        raise ValueError(f"expected uint8 frames (T, H, W, 3) with T >= 1, got {frames.dtype} {frames.shape}")
-    return np.ascontiguousarray(frames)
-
-
-@contextlib.contextmanager
-def _atomic_output(path: str | Path):
-    """Yield a temp path beside `path`; rename it onto `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-
-
 def write_mp4(path: str | Path, frames: np.ndarray, fps: float, crf: int = 18, timeout: float = 600.0) -> None:
     """Write uint8 frames (T, H, W, 3) as H.264/yuv420p MP4 (plays everywhere), atomically.
 
     yuv420p needs even sizes: odd ones get one black row/column of padding rather than losing pixels.
     crf 18 is visually lossless, so stored samples and default data keep their detail.
     """
-    frames = _check_frames(frames)
+    frames = check_frames(frames)
     _, height, width, _ = frames.shape
     stream = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=fps)
     if height % 2 or width % 2:
         stream = stream.filter("pad", width + width % 2, height + height % 2)
-    with _atomic_output(path) as tmp:
+    with atomic_path(path) as tmp:
         argv = (stream.output(_input_url(tmp), format="mp4", vcodec="libx264", pix_fmt="yuv420p", crf=crf,
                               movflags="+faststart")
                 .global_args("-hide_banner", "-v", "error").overwrite_output().compile(cmd=ffmpeg_exe()))
@@ -218,9 +196,7 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: float, crf: int = 18, t
 
 
 def write_gif(path: str | Path, frames: np.ndarray, fps: float) -> None:
-    """Write uint8 frames (T, H, W, 3) as a looping GIF, atomically (GIF delays are in 1/100 s)."""
-    frames = _check_frames(frames)
-    images = [Image.fromarray(frame) for frame in frames]
-    with _atomic_output(path) as tmp:
-        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
-                       duration=max(10, round(1000 / fps)), loop=0)
+    """Write uint8 frames (T, H, W, 3) as a looping GIF (`visualize.encode_gif`), atomically."""
+    data = encode_gif(frames, fps)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from videogpt.fileio import atomic_path
 
 
 def gaussian_stats(features) -> tuple[np.ndarray, np.ndarray]:
@@ -91,21 +91,13 @@ class StatsMismatchError(ValueError):
 
 def save_stats(path: str | Path, mu: np.ndarray, sigma: np.ndarray, protocol: dict, n: int | None = None) -> None:
     """Write mu, sigma (float64), n and the protocol (JSON) to `path` (.npz), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
     if sigma.shape != (mu.shape[0], mu.shape[0]):
         raise ValueError(f"sigma {sigma.shape} does not match mu {mu.shape}")
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:  # a file object: np.savez does not append ".npz"
-            np.savez(fh, mu=mu, sigma=sigma, n=np.int64(-1 if n is None else n),
-                     protocol=np.array(json.dumps(protocol, sort_keys=True)),
-                     protocol_key=np.array(protocol_key(protocol)))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a file object: np.savez does not append ".npz"
+        np.savez(fh, mu=mu, sigma=sigma, n=np.int64(-1 if n is None else n),
+                 protocol=np.array(json.dumps(protocol, sort_keys=True)),
+                 protocol_key=np.array(protocol_key(protocol)))
 
 
 def load_stats(path: str | Path, protocol: dict | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
