@@ -10,8 +10,9 @@ MANIFEST = Path("data/manifest.csv")       # one row per clip: where it came fro
 REJECTED = Path("data/rejected.csv")       # every input file that produced no clip, with the reason
 TOKENS = Path("data/tokens.zarr")          # per split: tokens (N,t,h,w), labels (N,)
 
-VQVAE_DIR = Path("models/vqvae")           # model.safetensors + config.json
-PRIOR_DIR = Path("models/prior")
+MODELS = Path("models")                     # a VideoGPT folder: VideoGPT.from_pretrained("models")
+VQVAE_DIR = MODELS / "vqvae"               # model.safetensors + config.json
+PRIOR_DIR = MODELS / "prior"
 VQVAE_CKPT = Path("checkpoints/vqvae")     # resumable Lightning checkpoints (DVC persist)
 PRIOR_CKPT = Path("checkpoints/prior")
 VQVAE_LIVE = Path("dvclive/vqvae")         # dvclive logs (metrics.json, plots/)

@@ -30,17 +30,10 @@ import numpy as np
 from pipeline import paths, tables
 from videogpt.config import Params, load, to_dict
 from videogpt.fileio import write_text
+from videogpt.model_card import fmt, metric_rows
 
 N_RECON_CLIPS = 8      # real test clips shown beside their reconstructions
 SHOWN_WIDTH = 512      # pixels: small clips are enlarged (nearest neighbour) to about this width
-META_KEYS = ("protocol", "what", "reason")   # parts of a metric entry that describe it rather than measure it
-# What the metrics files that carry no protocol of their own measured (see README, "Evaluation protocol").
-FILE_PROTOCOLS = {
-    str(paths.VQVAE_METRICS): "the VQ-VAE after its last step, on the n_clips clips of the test split; NMSE = "
-                              "MSE/0.06 in [-0.5,0.5] space, PSNR per clip on [0,1] pixels, averaged",
-    str(paths.PRIOR_METRICS): "the prior after its last step; val = the test split (VideoGPT has no validation "
-                              "split); bits per latent token; unigram entropy of the train split's codes",
-}
 STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;padding:0 1em;color:#222}
 h1{margin-bottom:.2em} h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
@@ -55,17 +48,6 @@ nav a{margin-right:1em}
 # ---------------------------------------------------------------- small helpers
 def esc(value) -> str:
     return html.escape(str(value))
-
-
-def fmt(value) -> str:
-    """Numbers to 4 significant digits; null as 'null'; everything else as written."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if not isinstance(value, (int, float)):
-        return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
-    return str(value) if isinstance(value, int) else f"{value:.4g}"
 
 
 def data_uri(data: bytes, mime: str) -> str:
@@ -220,36 +202,6 @@ def curves_section(live_dirs: dict[str, Path]) -> str:
     return "".join(parts)
 
 
-def protocol_text(protocol) -> str:
-    if isinstance(protocol, dict):
-        return "; ".join(f"{k}={fmt(v)}" for k, v in protocol.items())
-    return str(protocol)
-
-
-def metric_rows(tree: dict, file_protocol: str, prefix: str = "") -> list[list[str]]:
-    """Rows (metric, value, protocol) of one metrics file. An entry {value..., protocol, what, reason} is one
-    metric (or one row per measured key) with its protocol; a null value shows its reason. Plain values
-    get `file_protocol`."""
-    rows = []
-    for key, node in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(node, dict) and "protocol" in node:
-            about = protocol_text(node["protocol"])
-            if node.get("what"):
-                about = f"{node['what']}; {about}"
-            measured = {k: v for k, v in node.items() if k not in META_KEYS}
-            if not measured and "reason" in node:      # `dvc exp show` drops the null value, keeps the reason
-                measured = {"value": None}
-            for sub, value in measured.items():
-                shown = fmt(value) if value is not None else f"null: {node.get('reason') or 'no reason given'}"
-                rows.append([name if sub == "value" else f"{name}.{sub}", shown, about])
-        elif isinstance(node, dict):
-            rows += metric_rows(node, file_protocol, name + ".")
-        else:
-            rows.append([name, fmt(node), file_protocol])
-    return rows
-
-
 def metrics_section(root: Path, metrics_files: list[Path]) -> str:
     """One table per metrics file (paths relative to `root`): each metric, its value and its protocol."""
     parts = []
@@ -257,12 +209,11 @@ def metrics_section(root: Path, metrics_files: list[Path]) -> str:
         if not (root / rel).is_file():
             parts.append(f"<p class=note><code>{esc(rel)}</code>: not written yet</p>")
             continue
-        file_protocol = FILE_PROTOCOLS.get(str(rel), "")
-        rows = metric_rows(json.loads((root / rel).read_text()), "as above" if file_protocol else "")
-        intro = f"<p class=protocol>Protocol: {esc(file_protocol)}.</p>" if file_protocol else ""
-        parts.append(f"<h3><code>{esc(rel)}</code></h3>{intro}" + table(
+        rows = metric_rows(json.loads((root / rel).read_text()))
+        parts.append(f"<h3><code>{esc(rel)}</code></h3>" + table(
             ["metric", "value", "protocol"],
-            [[f"<code>{esc(n)}</code>", esc(v), f"<span class=protocol>{esc(p)}</span>"] for n, v, p in rows]))
+            [[f"<code>{esc(n)}</code>", esc(v), f"<span class=protocol>{esc(p or 'not recorded in the file')}</span>"]
+             for n, v, p in rows]))
     return "".join(parts)
 
 
@@ -343,7 +294,7 @@ def metric_values(record: tables.Record) -> dict[str, object]:
     """{"<file>: <metric>": value} of one record, protocols and descriptions left out."""
     out = {}
     for file, tree in sorted(record.metrics.items()):
-        for name, value, _ in metric_rows(tree, ""):
+        for name, value, _ in metric_rows(tree):
             out[f"{file}: {name}"] = value
     return out
 

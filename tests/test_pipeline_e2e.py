@@ -14,6 +14,10 @@ import yaml
 import zarr
 
 import browser  # tests/browser.py
+from pipeline import publish
+from videogpt import VideoGPT
+from videogpt.config import load
+from videogpt.generate import read_samples
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -125,7 +129,8 @@ def test_report_page(reproduced):
     assert f"null: {ev['fvd']['reason']}" in html and "n_generated=2" in html
     assert f"<td><code>val_bits_per_dim</code></td><td>{json.loads((dst / 'metrics/prior.json').read_text())['val_bits_per_dim']:.4g}" in html
     assert "<td><code>prior.n_layer</code></td><td>1</td><td>4</td><td>≠</td>" in html
-    assert "<b>all clips</b></td><td><b>8</b></td><td><b>24</b>" in html   # TINY: 4 test, 12 train videos, 2 clips each
+    # TINY: 12 train and 4 test videos of 8 frames, 2 clips of 4 frames each
+    assert "<th>class</th><th>train</th><th>test</th>" in html and "<b>all clips</b></td><td><b>24</b></td><td><b>8</b>" in html
     assert "Rejected inputs: none" in html
 
 
@@ -146,6 +151,22 @@ def test_report_page_in_headless_chromium(reproduced, tmp_path):
     visit, url = browser.open_page(leaky)
     assert visit.external_requests(url) == ["http://192.0.2.1/x.png"]
     assert [i["naturalWidth"] for i in visit.images][-1] == 0
+
+
+def test_videogpt_from_pretrained_samples_what_the_sample_stage_wrote(reproduced, tmp_path):
+    """`VideoGPT.from_pretrained("models")` with the sample params gives the stage's videos bitwise; the
+    publish command's folder loads to the same model and its card carries the run's metrics."""
+    dst, _, _ = reproduced
+    sp = load(dst / "params.yaml").sample
+    model = VideoGPT.from_pretrained(dst / "models")
+    videos = model.sample(sp.n_samples, seed=sp.seed, temperature=sp.temperature, top_k=sp.top_k, top_p=sp.top_p,
+                          batch_size=sp.batch_size)
+    np.testing.assert_array_equal(videos, read_samples(dst / "samples"))
+    assert publish.main(["--save-to", str(tmp_path / "pub"), "--repo", str(dst)]) == 0
+    np.testing.assert_array_equal(VideoGPT.from_pretrained(tmp_path / "pub").sample(sp.n_samples, seed=sp.seed), videos)
+    card = (tmp_path / "pub/README.md").read_text()
+    ev = json.loads((dst / "metrics/eval.json").read_text())
+    assert f"| fvd | null: {ev['fvd']['reason']} |" in card and "| val_bits_per_dim |" in card
 
 
 def test_second_repro_has_nothing_to_do(reproduced):

@@ -19,6 +19,7 @@ from PIL import Image
 from pipeline import report, tables
 from videogpt.config import Params
 from videogpt.fileio import atomic_path, write_json
+from videogpt.model_card import metric_rows
 from videogpt.visualize import encode_gif
 
 FIXTURE = Path(__file__).parent / "data" / "exp_show.json"
@@ -57,17 +58,21 @@ def test_atomic_writes_respect_the_umask(tmp_path):
 
 
 def test_metric_rows_carry_protocols_and_reasons():
+    """A node's protocol covers everything below it; a null value shows its reason (also when `dvc exp show`
+    dropped the null and kept only the reason)."""
     proto = {"split": "test", "n_real": 4}
     tree = {"fvd": {"value": None, "reason": "no I3D weights", "what": "FD", "protocol": proto},
-            "recon": {"nmse": 0.5, "psnr": 20.0, "protocol": {"split": "test", "n": 4}},
+            "r_fvd": {"reason": "no I3D weights", "protocol": proto},
+            "recon": {"nmse": 0.5, "psnr": 20.25, "protocol": {"split": "test", "n": 4}},
             "test_bits_per_dim": {"value": 2.0, "protocol": {"unit": "bits"}},
-            "steps": 6}
-    assert report.metric_rows(tree, "file-level") == [
+            "steps": 6, "protocol": {"split": "test", "n": 8}}
+    assert metric_rows(tree) == [
         ["fvd", "null: no I3D weights", "FD; split=test; n_real=4"],
+        ["r_fvd", "null: no I3D weights", "split=test; n_real=4"],
         ["recon.nmse", "0.5", "split=test; n=4"],
-        ["recon.psnr", "20", "split=test; n=4"],
+        ["recon.psnr", "20.25", "split=test; n=4"],
         ["test_bits_per_dim", "2", "unit=bits"],
-        ["steps", "6", "file-level"],
+        ["steps", "6", "split=test; n=8"],
     ]
 
 

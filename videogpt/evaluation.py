@@ -57,6 +57,17 @@ def reconstruction_report(vqvae: VQVAE, loader, n_codes: int) -> dict:
             "codes_used": float((counts > 0).mean()), "n_clips": len(psnrs)}
 
 
+def recon_protocol(n_clips: int, split: str = "test") -> dict:
+    """How `reconstruction_report`'s numbers were measured (stored beside them in the metrics files)."""
+    return {"split": split, "n": n_clips, "nmse": f"MSE/{DATA_VARIANCE:g} in [-0.5,0.5] space",
+            "psnr": "per clip on [0,1] pixels, averaged"}
+
+
+def bits_protocol(n: int, split: str = "test") -> dict:
+    """How `bits_per_dim` was measured: cross-entropy per latent token / ln 2 over n token grids."""
+    return {"split": split, "n": n, "unit": "bits per latent token"}
+
+
 @torch.inference_mode()
 def save_reconstruction_picture(vqvae: VQVAE, dataset, path, n: int = 6) -> None:
     """Real (odd rows) above reconstruction (even rows) for n clips spread evenly over the split."""
@@ -199,9 +210,7 @@ def evaluate(params: Params, *, clips_path, tokens_path, vqvae_dir, prior_dir, s
         "r_fvd": entry(r_fvd, "FD(I3D(VQ-VAE reconstructions), I3D(real test clips))"),
         "fvd_star": entry(fvd_star, "FD(I3D(samples), I3D(VQ-VAE reconstructions))"),
         "recon": {"nmse": recon["nmse"], "psnr": recon["psnr"], "codes_used": recon["codes_used"],
-                  "protocol": {"split": "test", "n": recon["n_clips"], "nmse": f"MSE/{DATA_VARIANCE:g} in [-0.5,0.5] space",
-                               "psnr": "per clip on [0,1] pixels, averaged"}},
-        "test_bits_per_dim": {"value": bpd, "protocol": {"split": "test", "n": len(test_tokens),
-                                                         "unit": "bits per latent token"}},
+                  "protocol": recon_protocol(recon["n_clips"])},
+        "test_bits_per_dim": {"value": bpd, "protocol": bits_protocol(len(test_tokens))},
     }
     return report

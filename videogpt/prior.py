@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from videogpt.checkpoint import SavedModel
 from videogpt.position import BroadcastPosEmbed
 from videogpt.resnet3d import DOWNSAMPLE, ResNet3d
 
@@ -259,9 +260,12 @@ class Block(nn.Module):
 # The prior
 
 
-class Prior(nn.Module):
+class Prior(nn.Module, SavedModel):
     """GPT prior. `codebook` (K, D) is the VQ-VAE's codebook; it is copied into a frozen buffer (saved
-    with the model, so a prior checkpoint is self-contained, and never trained)."""
+    with the model, so a prior checkpoint is self-contained, and never trained).
+    `Prior.from_pretrained(folder or hub id)` / `save_pretrained(folder)` load and save it."""
+
+    card_title = "VideoGPT prior"
 
     def __init__(self, config: PriorConfig, codebook: torch.Tensor):
         super().__init__()
@@ -288,6 +292,16 @@ class Prior(nn.Module):
         self.head = nn.Linear(D, cfg.n_codes, bias=False)
         # Zero head: every code is equally likely at init (loss = ln K), a calm start for training.
         nn.init.zeros_(self.head.weight)
+
+    @classmethod
+    def from_saved(cls, config: dict, state: dict) -> "Prior":
+        return cls(PriorConfig(**config), state["codebook"])
+
+    def check_codebook(self, vqvae) -> None:
+        """A prior predicts the codes of one VQ-VAE: refuse to pair it with another."""
+        if not torch.equal(self.codebook.cpu(), vqvae.codebook.embeddings.detach().float().cpu()):
+            raise ValueError("this prior was trained on the codes of another VQ-VAE (their codebooks differ); "
+                             "load the VQ-VAE it was trained with")
 
     # ---- conditioning ------------------------------------------------------------------------
 

@@ -18,7 +18,8 @@ from videogpt.config import Params, ParamsError, to_dict
 from videogpt.data.clip_store import check_clip_shape
 from videogpt.data.dataset import ClipDataset
 from videogpt.distributed import inference_device
-from videogpt.evaluation import bits_per_dim, reconstruction_report, save_reconstruction_picture, unigram_entropy_bits
+from videogpt.evaluation import (bits_per_dim, bits_protocol, recon_protocol, reconstruction_report,
+                                 save_reconstruction_picture, unigram_entropy_bits)
 from videogpt.fileio import write_json
 from videogpt.lightning import PriorModule, VQVAEModule, finish_resume, make_trainer, prepare_resume
 from videogpt.prior import Prior, PriorConfig
@@ -84,6 +85,7 @@ def train_vqvae(params: Params, *, clips_path, manifest_path, model_dir, ckpt_di
     save_reconstruction_picture(model, val_ds, picture_path)
     report["ema_codes_used"] = float(model.codebook.usage())
     report["steps"] = trainer.global_step
+    report["protocol"] = recon_protocol(report["n_clips"])
     write_json(metrics_path, report)
     finish_resume(ckpt_dir)
     return report
@@ -138,6 +140,8 @@ def train_prior(params: Params, *, vqvae_dir, tokens_path, clips_path, model_dir
         "train_unigram_entropy_bits": unigram_entropy_bits(train_ds.tokens, cfg.n_codes),
         "n_params": model.num_params(),
         "steps": trainer.global_step,
+        # VideoGPT has no validation split: "val" is the test split, as in the paper's code
+        "protocol": bits_protocol(len(val_ds)) | {"unigram_entropy": "of the train split's codes"},
     }
     write_json(metrics_path, report)
     finish_resume(ckpt_dir)

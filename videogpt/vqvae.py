@@ -23,6 +23,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from videogpt.checkpoint import SavedModel
 from videogpt.position import BroadcastPosEmbed
 
 # Mean squared error is divided by this (about the pixel variance of [-0.5, 0.5] video data):
@@ -407,7 +408,12 @@ class Codebook(nn.Module):
 # The model
 
 
-class VQVAE(nn.Module):
+class VQVAE(nn.Module, SavedModel):
+    """The video tokenizer. `VQVAE.from_pretrained(folder or hub id)` / `save_pretrained(folder)` load and save
+    it (videogpt.checkpoint)."""
+
+    card_title = "VideoGPT VQ-VAE"
+
     def __init__(self, cfg: VQVAEConfig):
         super().__init__()
         self.config = cfg
@@ -418,6 +424,10 @@ class VQVAE(nn.Module):
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
         self.codebook = Codebook(cfg.n_codes, cfg.embedding_dim, cfg.ema_decay)
+
+    @classmethod
+    def from_saved(cls, config: dict, state: dict) -> "VQVAE":
+        return cls(VQVAEConfig(**config))
 
     # ---- shapes and checks
 
