@@ -96,12 +96,11 @@ class Line:
 
 def chart_png(panels: dict[str, list[Line]], ncols: int = 3) -> bytes:
     """One PNG with a small line chart per panel (title -> lines), drawn by matplotlib; same data, same bytes."""
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
 
     nrows = -(-len(panels) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 2.8 * nrows), squeeze=False)
+    fig = Figure(figsize=(4 * ncols, 2.8 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax, (title, lines) in zip(axes.flat, panels.items()):
         for line in lines:
             ax.plot(line.steps, line.values, marker="." if len(line.steps) < 30 else None, label=line.label)
@@ -115,7 +114,6 @@ def chart_png(panels: dict[str, list[Line]], ncols: int = 3) -> bytes:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})
-    plt.close(fig)
     return buf.getvalue()
 
 
