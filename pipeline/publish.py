@@ -1,6 +1,6 @@
 """Publish the trained models with their metrics: the Hugging Face Hub, or a folder to inspect first.
 
-    python -m pipeline.publish OWNER/NAME [--private]   # upload models/ + a model card (needs `huggingface-cli login`)
+    python -m pipeline.publish OWNER/NAME [--private]   # upload models/ + a model card (needs `hf auth login`)
     python -m pipeline.publish --save-to dist/videogpt  # write exactly what would be uploaded, offline
 
 The model card lists every metric of metrics/*.json with its protocol. The upload needs the network and

@@ -64,8 +64,8 @@ def open_page(path: str | Path, width: int = 1200) -> tuple[PageVisit, str]:
                 page.on("console", lambda msg: msg.type == "error" and visit.console_errors.append(msg.text))
                 page.route("**/*", lambda route: route.continue_() if route.request.url == url else route.abort())
                 page.goto(url, wait_until="load")
-                visit.images = page.evaluate(
-                    "Array.from(document.images, i => ({alt: i.alt, naturalWidth: i.naturalWidth, complete: i.complete}))")
+                visit.images = page.evaluate("Array.from(document.images, i => "
+                                             "({alt: i.alt, naturalWidth: i.naturalWidth, complete: i.complete}))")
                 visit.screenshot = page.screenshot(full_page=True)
             finally:
                 context.close()

@@ -107,7 +107,7 @@ class Pretrained:
                     token: str | None = None, commit_message: str = "Upload VideoGPT model") -> str:
         """`save_pretrained` into a temporary folder, then upload it to the Hub repo `repo_id` (created if
         needed) with huggingface_hub's HfApi; returns the commit URL. Needs the network and a token
-        (`token=` or `huggingface-cli login`), so this project's offline tests cover only the folder it
+        (`token=` or `hf auth login`), so this project's offline tests cover only the folder it
         uploads, not the upload itself."""
         from videogpt.hub import upload
         with tempfile.TemporaryDirectory(prefix="videogpt-push-") as tmp:

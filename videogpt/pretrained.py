@@ -64,7 +64,8 @@ class VideoGPT(nn.Module, Pretrained):
         was_training = self.vqvae.training
         self.vqvae.eval()  # BatchNorm on its running statistics; the codebook never moves while encoding
         try:
-            return torch.cat([self.vqvae.encode(to_float(chunk).to(device)).cpu() for chunk in videos.split(batch_size)])
+            codes = [self.vqvae.encode(to_float(chunk).to(device)).cpu() for chunk in videos.split(batch_size)]
+            return torch.cat(codes)
         finally:
             self.vqvae.train(was_training)
 
