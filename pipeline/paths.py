@@ -20,6 +20,7 @@ PRIOR_LIVE = Path("dvclive/prior")
 SAMPLES = Path("samples")                  # samples.zarr, mp4/, grid.gif, grid.png
 REPORTS = Path("reports")                  # pictures for people: reconstructions
 REAL_STATS = Path("cache/i3d_real_stats")  # I3D statistics of the real set, keyed by protocol
+REAL_INDICES = REAL_STATS / "indices.json"  # the FVD trials' real test clips (written with the statistics)
 
 VQVAE_METRICS = Path("metrics/vqvae.json")
 PRIOR_METRICS = Path("metrics/prior.json")

@@ -157,12 +157,16 @@ def test_preprocess_flavours_against_hand_values():
 
 def test_uint8_conversions_round_vs_truncate():
     x = torch.tensor([-0.6, -0.5, 0.2 / 255 - 0.5, 0.7 / 255 - 0.5, 0.0, 0.5, 0.7])
+    x = x.view(1, 7, 1, 1).expand(3, 7, 1, 1)  # (3, T, H, W): seven frames of one gray pixel
     # clamp(x + 0.5, 0, 1) * 255 = [0, 0, 0.2, 0.7, 127.5, 255, 255]
-    assert generated_to_uint8(x, "tf").tolist() == [0, 0, 0, 1, 128, 255, 255]
-    assert generated_to_uint8(x, "videogpt").tolist() == [0, 0, 0, 0, 127, 255, 255]
-    v = np.arange(256, dtype=np.uint8)
-    assert real_to_uint8(v, "tf") is v
-    back = real_to_uint8(v, "videogpt")
+    assert generated_to_uint8(x, "tf").shape == (7, 1, 1, 3)  # channels last
+    assert generated_to_uint8(x, "tf")[:, 0, 0, 0].tolist() == [0, 0, 0, 1, 128, 255, 255]
+    assert generated_to_uint8(x, "videogpt")[:, 0, 0, 2].tolist() == [0, 0, 0, 0, 127, 255, 255]
+    clip = np.repeat(np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1), 3, axis=-1)  # (T, H, W, 3)
+    assert real_to_uint8(clip, "tf") is clip
+    back = real_to_uint8(clip, "videogpt")
+    assert back.shape == clip.shape and np.array_equal(back[..., 0], back[..., 2])
+    v, back = clip[..., 0].ravel(), back[..., 0].ravel()
     assert back.dtype == np.uint8 and back[0] == 0 and back[1] == 0 and back[255] == 255  # 1/255 round trip -> 0
     assert np.all((back == v) | (back == v - 1))  # truncation only ever lowers, by one
     assert 0 < int((back != v).sum()) < 128

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from videogpt.video import to_float, to_uint8
+
 INPUT_SIZE = 224
 MIN_FRAMES = 9  # the 3 temporal stride-2 stages must leave >= 2 steps for the (2,7,7) average pool
 DEFAULT_FLAVOUR = "tf"
@@ -73,16 +75,15 @@ def protocol(flavour: str) -> dict:
 
 
 def generated_to_uint8(video: torch.Tensor, flavour: str) -> torch.Tensor:
-    """Float video in [-0.5, 0.5] (the models' range, any shape) -> uint8 of the same shape, in the flavour's
-    way: `tf` rounds, `videogpt` truncates (the port's `astype(uint8)`)."""
-    x = (video.float() + 0.5).clamp(0.0, 1.0) * 255.0
-    return (x.round() if check_flavour(flavour) == "tf" else x.trunc()).to(torch.uint8)
+    """Model output (..., 3, T, H, W) float in [-0.5, 0.5] -> uint8 (..., T, H, W, 3) the flavour's way:
+    `tf` rounds, `videogpt` truncates (the port's `astype(uint8)`)."""
+    return to_uint8(video, truncate=check_flavour(flavour) == "videogpt")
 
 
 def real_to_uint8(videos, flavour: str):
-    """Stored uint8 real clips -> the uint8 values the flavour's I3D sees (same type and shape).
+    """Stored uint8 real clips (..., T, H, W, 3) -> the uint8 values the flavour's I3D sees (same type).
 
-    `tf`: unchanged. `videogpt`: the port loads clips as float32 v/255 - 0.5 and converts back with
+    `tf`: unchanged. `videogpt`: the port loads clips as float32 v/255 - 0.5 and converts them back with
     (x + 0.5) * 255 truncated, which lowers 63 of the 256 values by one (e.g. 1 -> 0).
     """
     if check_flavour(flavour) == "tf":
@@ -90,8 +91,7 @@ def real_to_uint8(videos, flavour: str):
     t = torch.as_tensor(videos)
     if t.dtype != torch.uint8:
         raise TypeError(f"real_to_uint8 expects uint8 clips, got {t.dtype}")
-    back = (((t.float() / 255.0) - 0.5) + 0.5) * 255.0  # float32, in the port's order of operations
-    out = back.to(torch.uint8)  # float -> uint8 truncates
+    out = to_uint8(to_float(t), truncate=True)  # the float round trip of the models' range
     return out.numpy() if isinstance(videos, np.ndarray) else out
 
 
