@@ -1,5 +1,5 @@
-"""Random I3D weights in the published key layout of i3d_pretrained_400.pt, derived from the spec's layer
-table (section 3.2) independently of the model code: the real weights cannot be downloaded here."""
+"""Random I3D weights in the published key layout of i3d_pretrained_400.pt, derived from the I3D layer table
+independently of the model code: the real weights cannot be downloaded here."""
 from __future__ import annotations
 
 from collections import OrderedDict

@@ -1,9 +1,9 @@
 """FVD protocol flavours against their published definitions, trial statistics and the real-subset rule.
 
 The `videogpt` flavour is checked against a reference written here from the definition of the VideoGPT/TATS
-PyTorch port (spec 3.1-3.2): its preprocessing in NumPy float64 and the network as plain functional ops over
+PyTorch port (as published): its preprocessing in NumPy float64 and the network as plain functional ops over
 the published state dict with BatchNorm written out as (x - mean) / sqrt(var + eps) * w + b at eps 1e-5,
-zero-padded SAME max-pools (the port's choice) and the spec's padding rule. None of the project's I3D code
+zero-padded SAME max-pools (the port's choice) and the port's padding rule. None of the project's I3D code
 is used by the reference. About 15 I3D forwards of 9-frame clips in all.
 """
 from __future__ import annotations
@@ -52,7 +52,7 @@ def _port_preprocess(video: np.ndarray) -> torch.Tensor:
 
 
 def _same(x: torch.Tensor, k, s, value=0.0) -> torch.Tensor:
-    """TF SAME padding in the spec's words: total = max(k - s, 0) if size % s == 0 else max(k - size % s, 0);
+    """TF SAME padding in the port's formulation: total = max(k - s, 0) if size % s == 0 else max(k - size % s, 0);
     front = total // 2, back = the rest."""
     pads = []
     for size, kk, ss in zip(x.shape[2:], k, s):

@@ -231,12 +231,12 @@ def conditioning_note(samples: GeneratedSets) -> dict:
     """How the generated videos relate to their real clips, for the protocol."""
     attrs = samples.attrs
     condition = attrs.get("condition", "none")
-    note = {"condition": condition, "pairing": "generated video i of a trial <-> real clip i of its subset"}
+    if condition == "none":
+        return {"condition": "none"}
+    note = {"condition": condition, "pairing": "generated video i of a trial is conditioned on real clip i"}
     if condition == "frames":
         note["n_cond_frames"] = attrs.get("n_cond_frames")
         note["conditioning_frames_in_fvd"] = attrs.get("conditioning_frames_in_videos")
-    elif condition == "class":
-        note["labels"] = "the labels of the real clips"
     return note
 
 

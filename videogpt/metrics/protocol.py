@@ -11,7 +11,7 @@
 
 Both average the 400 pre-softmax logits over time. Which flavour made a number is recorded beside it
 (`protocol(flavour)`), and the real-statistics cache is keyed by it: the two are not comparable.
-Facts from the project spec, sections 3.1-3.3; no reference code was copied.
+Written from the published facts about both implementations; no reference code was copied.
 """
 from __future__ import annotations
 
