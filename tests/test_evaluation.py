@@ -135,3 +135,20 @@ def test_short_clips_give_the_frames_reason_only_with_weights(weights, tmp_path)
     assert "needs at least 9" in compute_real_stats(p, clips_path=path, out_dir=tmp_path / "a")["reason"]
     reason = compute_real_stats(params(None), clips_path=path, out_dir=tmp_path / "b")["reason"]
     assert reason.startswith("no I3D weights: eval.i3d_weights is null")
+
+
+def test_generated_sets_that_do_not_match_the_subsets_are_rejected_before_any_work(tmp_path):
+    from videogpt.evaluation import _check_samples
+    from videogpt.generate import GeneratedSets
+    trials = [np.array([0, 2]), np.array([1, 3])]
+    ep = EvalParams(n_real=2, n_trials=2)
+    ok = GeneratedSets(tokens=None, real_index=np.array([0, 2, 1, 3]), attrs={})
+    _check_samples(ep, trials, ok, tmp_path)
+    few = GeneratedSets(tokens=None, real_index=np.array([0, 2]), attrs={})  # one trial's worth only
+    with pytest.raises(ParamsError, match=r"eval.n_real / eval.n_trials: .* holds 2 generated videos, but 2 trials"):
+        _check_samples(ep, trials, few, tmp_path)
+    other = GeneratedSets(tokens=None, real_index=np.array([0, 2, 3, 1]), attrs={})  # paired with other clips
+    with pytest.raises(ParamsError, match="re-run the sample stage"):
+        _check_samples(ep, trials, other, tmp_path)
+    with pytest.raises(ParamsError, match="params ask for 3 trials of 2 clips"):
+        _check_samples(EvalParams(n_real=2, n_trials=3), trials, ok, tmp_path)

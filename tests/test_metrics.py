@@ -12,8 +12,8 @@ import torch
 from i3d_layout import published_layout_state_dict
 from videogpt.metrics import frechet
 from videogpt.metrics.frechet import fvd, frechet_distance, gaussian_stats
-from videogpt.metrics.i3d import I3D, MIN_FRAMES, I3DWeightsError, i3d_features, load_i3d
-from videogpt.metrics.protocol import preprocess
+from videogpt.metrics.i3d import I3D, I3DWeightsError, i3d_features, load_i3d
+from videogpt.metrics.protocol import MIN_FRAMES, preprocess
 
 # ------------------------------------------------------------------------------------------------
 # Fréchet distance

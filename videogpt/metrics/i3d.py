@@ -25,12 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from videogpt.metrics.protocol import DEFAULT_FLAVOUR, INPUT_SIZE, MIN_FRAMES, bn_eps, preprocess, protocol
+from videogpt.metrics.protocol import DEFAULT_FLAVOUR, MIN_FRAMES, bn_eps, preprocess
 
 MIN_SPATIAL = 193       # 5 spatial stride-2 stages must leave >= 7 pixels for the (2,7,7) average pool
 NUM_CLASSES = 400
 N_PUBLISHED_TENSORS = 287  # tensors in i3d_pretrained_400.pt (no num_batches_tracked)
-FEATURE_PROTOCOL = protocol(DEFAULT_FLAVOUR)  # the default flavour's protocol
 
 # Inception module widths: (in_channels, [b0, b1a, b1b, b2a, b2b, b3b]) from the I3D layer table.
 _MIXED = {
@@ -294,5 +293,5 @@ def i3d_features(model: nn.Module, videos: np.ndarray | torch.Tensor | Iterable,
 
 __all__ = [
     "I3D", "I3DWeightsError", "Unit3D", "InceptionModule", "MaxPool3dSame", "load_i3d", "i3d_features",
-    "expected_state_keys", "FEATURE_PROTOCOL", "MIN_FRAMES", "INPUT_SIZE", "N_PUBLISHED_TENSORS",
+    "expected_state_keys", "N_PUBLISHED_TENSORS",
 ]
