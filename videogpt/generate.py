@@ -24,20 +24,22 @@ from videogpt.visualize import contact_sheet, save_png, video_grid
 def gather_conditioning(prior_config, clips_path, indices, split: str = "test") -> dict:
     """The conditioning of generated videos 0..n-1 taken from the real clips `indices` (n,) of a split:
     generated video i <-> real clip indices[i], the paper's BAIR protocol. Returns the keyword arguments
-    of `sample` the prior needs: 'frames' (n, 3, n_cond_frames, H, W) in [-0.5, 0.5], the first frames of
-    those clips, for a frame-conditional prior; 'label' (n,) their class labels for a class-conditional
-    one; nothing for an unconditional prior. A new kind of conditioning adds its branch here."""
+    of `sample_tokens` the prior needs: 'frames' (n, 3, n_cond_frames, H, W) in [-0.5, 0.5], the first
+    frames of those clips, for a frame-conditional prior; 'label' (n,) their class labels for a
+    class-conditional one; nothing for an unconditional prior. Each kind of conditioning adds its own
+    entry, read from the same clips (a new kind adds one more block)."""
     indices = np.asarray(indices, np.int64)
+    cond = {}
     if prior_config.condition == "class":
         labels = read_labels(clips_path, split)[indices]
-        if (labels < 0).any() or (labels >= prior_config.n_classes).any():
-            bad = sorted(set(indices[(labels < 0) | (labels >= prior_config.n_classes)].tolist()))[:5]
-            raise ValueError(f"{clips_path}/{split}: clips {bad} have no label in [0, {prior_config.n_classes}) "
-                             "for the class-conditional prior (prior.condition=class)")
-        return {"label": torch.as_tensor(labels, dtype=torch.long)}
+        bad = (labels < 0) | (labels >= prior_config.n_classes)
+        if bad.any():
+            raise ValueError(f"{clips_path}/{split}: clips {sorted(set(indices[bad].tolist()))[:5]} have no label "
+                             f"in [0, {prior_config.n_classes}) for the class-conditional prior (prior.condition=class)")
+        cond["label"] = torch.as_tensor(labels, dtype=torch.long)
     if prior_config.condition == "frames":
-        return {"frames": to_float(read_clips_at(clips_path, split, indices, n_frames=prior_config.n_cond_frames))}
-    return {}
+        cond["frames"] = to_float(read_clips_at(clips_path, split, indices, n_frames=prior_config.n_cond_frames))
+    return cond
 
 
 def write_samples(out_dir, tokens: np.ndarray, videos: np.ndarray, *, n_show: int, fps: float,
