@@ -152,3 +152,13 @@ def test_generated_sets_that_do_not_match_the_subsets_are_rejected_before_any_wo
         _check_samples(ep, trials, other, tmp_path)
     with pytest.raises(ParamsError, match="params ask for 3 trials of 2 clips"):
         _check_samples(EvalParams(n_real=2, n_trials=3), trials, ok, tmp_path)
+
+
+def test_the_protocol_records_the_conditioning_frames():
+    from videogpt.evaluation import conditioning_note
+    from videogpt.generate import GeneratedSets
+    frames = GeneratedSets(tokens=None, real_index=np.zeros(0), attrs={
+        "condition": "frames", "n_cond_frames": 1, "conditioning_frames_in_videos": "included, as generated"})
+    note = conditioning_note(frames)
+    assert note["conditioning_frames_in_fvd"] == "included, as generated" and note["n_cond_frames"] == 1
+    assert conditioning_note(GeneratedSets(tokens=None, real_index=np.zeros(0), attrs={})) == {"condition": "none"}
