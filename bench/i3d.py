@@ -18,7 +18,8 @@ import time
 import numpy as np
 import torch
 
-from videogpt.metrics.i3d import I3D, RESIZE, i3d_features
+from videogpt.metrics.i3d import I3D, i3d_features
+from videogpt.metrics.protocol import FLAVOURS, protocol
 
 
 def main(argv=None) -> dict:
@@ -30,13 +31,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--protocol", default="tf", choices=FLAVOURS, help="I3D protocol flavour (its resize)")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    model = I3D().eval().to(device)
+    model = I3D(flavour=args.protocol).eval().to(device)
     n = args.batch_size * args.n_batches
     videos = np.random.default_rng(0).integers(0, 256, (n, args.frames, args.size, args.size, 3), dtype=np.uint8)
 
@@ -61,7 +63,8 @@ def main(argv=None) -> dict:
         "run_times_s": [round(t, 4) for t in times],
         "config": {
             "batch_size": args.batch_size, "clips_per_run": n, "frames": args.frames,
-            "input_size": args.size, "resize": RESIZE, "runs": args.runs, "warmup": args.warmup,
+            "input_size": args.size, "i3d_protocol": args.protocol,
+            "resize": protocol(args.protocol)["resize"], "runs": args.runs, "warmup": args.warmup,
             "device": str(device),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
             "torch_threads": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),

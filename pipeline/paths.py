@@ -23,6 +23,7 @@ REPORTS = Path("reports")                  # pictures and pages for people
 REPORT_HTML = REPORTS / "index.html"       # the run's report, one self-contained page (stage report)
 EXPERIMENTS_HTML = REPORTS / "experiments.html"  # experiments compared (python -m pipeline.report experiments)
 REAL_STATS = Path("cache/i3d_real_stats")  # I3D statistics of the real set, keyed by protocol
+REAL_INDICES = REAL_STATS / "indices.json"  # the FVD trials' real test clips (written with the statistics)
 
 VQVAE_METRICS = Path("metrics/vqvae.json")
 PRIOR_METRICS = Path("metrics/prior.json")

@@ -7,15 +7,17 @@
 One row per finished experiment plus the baseline commit (and the workspace when it differs
 from both), sorted by the swept parameter; rows that share a value are all listed. Queued,
 running and failed experiments are not rows; the table names them below. A null FVD is "n/a"
-with its reason as a footnote; a metric that is absent is "-" (with the file's error, if any).
+with its reason as a footnote; a metric that is absent is "-" (with the file's error, if any). A metric
+measured over several trials ({"mean", "std", "trials"}, as FVD with eval.n_trials > 1) shows as
+"mean ± std" (population std); the CSV gives the mean and a "<column> std" column beside it.
 
 What `dvc exp show --json` (DVC 3.67) returns, as parsed here: a list of commits, the first
 with rev "workspace". Each is {rev, name, data, error, experiments}; experiments is null or a
 list of {name, executor, revs: [state]}, where a state has the commit's shape and executor is
 null once an experiment finished, else {state: queued|running|failed, ...}. A state's data holds
 params {"params.yaml": {"data": {nested}}} and metrics {"metrics/eval.json": {"data": {nested}}
-or {"error": {type, msg}}}. DVC drops null leaves from metrics: an FVD entry written as
-{"value": null, "reason": ...} comes back as {"reason": ...}.
+or {"error": {type, msg}}}. DVC drops null leaves and lists from metrics: an FVD entry written as
+{"mean": null, "trials": [null], "reason": ...} comes back as {"reason": ...}.
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ from videogpt.fileio import write_text
 
 PARAMS_FILE = "params.yaml"
 PRIOR, EVAL = str(PRIOR_METRICS), str(EVAL_METRICS)
-PROTOCOL_KEYS = ("n_real", "n_generated", "frames", "resolution")
+PROTOCOL_KEYS = ("i3d_protocol", "n_real", "n_generated", "frames", "resolution")  # FVDs differing here are not comparable
 
 
 @dataclass
@@ -198,15 +200,21 @@ class Table:
 
 def _cell(rec: Record, col: Column) -> dict:
     node = _get(rec.metrics.get(col.file), col.key)
-    if isinstance(node, dict):                    # {"value", "reason", "protocol"}; DVC drops a null value
-        value, note = node.get("value"), node.get("reason")
+    std = None
+    if isinstance(node, dict):  # {"mean", "std", "trials", "reason", ...} or {"value", ...}; DVC drops null leaves
+        value, note = node.get("mean", node.get("value")), node.get("reason")
         if value is None:
             return {"text": "n/a", "value": None, "note": note}
+        n_trials = node.get("n_trials") or len(node.get("trials") or ())  # DVC drops lists from metrics
+        if n_trials > 1 and isinstance(node.get("std"), (int, float)):
+            std = node["std"]
         node = value
     if node is None:
         return {"text": "-", "value": None, "note": rec.errors.get(col.file)}
-    return {"text": format(node, col.fmt) if isinstance(node, (int, float)) else str(node),
-            "value": node, "note": None}
+    text = format(node, col.fmt) if isinstance(node, (int, float)) else str(node)
+    if std is not None:
+        text += f" ± {format(std, col.fmt)}"
+    return {"text": text, "value": node, "std": std, "note": None}
 
 
 def build_table(name: str, records: list[Record], skipped: list[str] = ()) -> Table:
@@ -270,13 +278,18 @@ def render_markdown(table: Table) -> str:
 
 
 def render_csv(table: Table) -> str:
-    """The same rows with raw values: empty where missing or null, reasons in a notes column."""
+    """The same rows with raw values: empty where missing or null, reasons in a notes column; a column
+    with trials (mean ± std) is followed by a "<column> std" column."""
+    with_std = [any(row[i].get("std") is not None for row in table.rows) for i in range(len(table.header))]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow([*table.header, "notes"])
+    writer.writerow([h for h, s in zip(table.header, with_std) for h in ([h, f"{h} std"] if s else [h])] + ["notes"])
     for row in table.rows:
-        writer.writerow([("" if c["value"] is None else c["value"]) for c in row]
-                        + ["; ".join(dict.fromkeys(c["note"] for c in row if c["note"]))])
+        cells = []
+        for c, s in zip(row, with_std):
+            cells += [("" if c["value"] is None else c["value"])] + (["" if c.get("std") is None else c["std"]]
+                                                                    if s else [])
+        writer.writerow(cells + ["; ".join(dict.fromkeys(c["note"] for c in row if c["note"]))])
     return buf.getvalue()
 
 

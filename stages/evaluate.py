@@ -15,9 +15,10 @@ def main():
     if rank_and_world()[0] != 0:  # rank 0 writes the metrics
         return
     write_json(paths.EVAL_METRICS, report)
-    fvd = report["fvd"]["value"]
-    print(f"evaluate: FVD {fvd if fvd is not None else 'null (' + report['fvd']['reason'] + ')'}, "
-          f"NMSE {report['recon']['nmse']:.4f}, test {report['test_bits_per_dim']['value']:.3f} bits/dim")
+    fvd = report["fvd"]
+    fvd_text = f"{fvd['mean']:.1f} ± {fvd['std']:.1f}" if fvd["mean"] is not None else f"null ({fvd['reason']})"
+    print(f"evaluate: FVD {fvd_text} over {fvd['n_trials']} trial(s), NMSE {report['recon']['nmse']['mean']:.4f}, "
+          f"test {report['test_bits_per_dim']['value']:.3f} bits/dim")
 
 
 if __name__ == "__main__":

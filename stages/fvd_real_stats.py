@@ -1,4 +1,4 @@
-"""Stage fvd_real_stats: I3D statistics of the real test clips, cached so experiments reuse them."""
+"""Stage fvd_real_stats: the FVD trials' real subsets and their I3D statistics, cached so experiments reuse them."""
 from stages._common import run, start
 
 from pipeline import paths
@@ -10,7 +10,8 @@ def main():
     init_from_env()  # under torchrun/srun the ranks share the I3D work
     from videogpt.evaluation import compute_real_stats
     info = compute_real_stats(params, clips_path=paths.CLIPS, out_dir=paths.REAL_STATS)
-    print(f"fvd_real_stats: {'computed' if info['available'] else 'skipped: ' + info['reason']}")
+    what = "statistics computed" if info["available"] else "statistics skipped: " + info["reason"]
+    print(f"fvd_real_stats: {info['protocol']['n_trials']} real subsets of {info['protocol']['n_real']} clips; {what}")
 
 
 if __name__ == "__main__":

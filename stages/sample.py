@@ -1,4 +1,4 @@
-"""Stage sample: prior + VQ-VAE -> samples/ (samples.zarr, one MP4 per sample, grid.gif, grid.png)."""
+"""Stage sample: prior + VQ-VAE + the FVD trials' real clips -> samples/ (samples.zarr, MP4s, grid.gif, grid.png)."""
 from stages._common import run, start
 
 from pipeline import paths
@@ -8,8 +8,8 @@ def main():
     params = start()
     from videogpt.generate import run_sample_stage
     info = run_sample_stage(params, prior_dir=paths.PRIOR_DIR, vqvae_dir=paths.VQVAE_DIR, clips_path=paths.CLIPS,
-                            out_dir=paths.SAMPLES)
-    print(f"sample: {info['n']} videos {info['shape']} -> {paths.SAMPLES}/grid.gif")
+                            indices_path=paths.REAL_INDICES, out_dir=paths.SAMPLES)
+    print(f"sample: {info['n']} videos {info['shape']} ({info['n_trials']} FVD trials) -> {paths.SAMPLES}/grid.gif")
 
 
 if __name__ == "__main__":

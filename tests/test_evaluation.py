@@ -1,23 +1,79 @@
-"""The FVD code path of the pipeline with an I3D in the published weight layout (random values: the
-real weights cannot be downloaded here, so the numbers mean nothing; the plumbing is what is tested)."""
+"""The FVD code path of the pipeline: real subsets on a class-sorted store, the conditioning gathered from
+them, and the real-statistics cache with an I3D in the published weight layout (random values: the real
+weights cannot be downloaded here, so the numbers mean nothing; the plumbing is what is tested)."""
+import json
+from dataclasses import replace
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 import zarr
 
-from videogpt.config import parse
-from videogpt.evaluation import compute_real_stats, load_real_stats, real_protocol
+from i3d_layout import published_layout_state_dict
+from videogpt.config import DataParams, EvalParams, ParamsError, parse
+from videogpt.data.clip_store import build_clip_store, clips_array, read_labels
+from videogpt.data.ffmpeg_io import write_mp4
+from videogpt.evaluation import (compute_real_stats, load_real_stats, read_real_subsets, real_protocol,
+                                 select_real_subsets)
+from videogpt.generate import gather_conditioning
 from videogpt.metrics.frechet import StatsMismatchError
-from videogpt.metrics.i3d import expected_state_keys
+from videogpt.video import to_float
+
+
+@pytest.fixture(scope="module")
+def class_sorted_store(tmp_path_factory):
+    """A real clip store whose test split holds 3 classes in path order, 8 clips each (2 videos x 4 clips)."""
+    root = tmp_path_factory.mktemp("sorted")
+    for c, name in enumerate(["a_walk", "b_jump", "c_swim"]):
+        for v in range(2):
+            frames = np.stack([np.full((24, 32, 3), 40 * c + 5 * v + t, np.uint8) for t in range(16)])
+            write_mp4(root / f"src/test/{name}/{v}.mp4", frames, fps=8)
+            write_mp4(root / f"src/train/{name}/{v}.mp4", frames, fps=8)
+    p = DataParams(source=str(root / "src"), resolution=8, sequence_length=4, num_workers=1)
+    build_clip_store(p, root / "clips.zarr", root / "manifest.csv", root / "rejected.csv", progress=False)
+    return root / "clips.zarr"
+
+
+def test_real_subsets_cover_every_class_of_a_sorted_store(class_sorted_store):
+    labels = read_labels(class_sorted_store, "test")
+    assert len(labels) == 24 and list(labels) == sorted(labels) and set(labels) == {0, 1, 2}
+    assert set(labels[:12]) == {0, 1}  # "the first n_real clips" would miss a class
+    for seed in range(10):
+        trials = select_real_subsets(EvalParams(n_real=12, n_trials=2, seed=seed), class_sorted_store)
+        assert len(trials) == 2 and all(len(t) == 12 for t in trials)
+        for t in trials:
+            assert set(labels[t]) == {0, 1, 2}, (seed, t)
+    again = select_real_subsets(EvalParams(n_real=12, n_trials=2, seed=3), class_sorted_store)
+    first = select_real_subsets(EvalParams(n_real=12, n_trials=2, seed=3), class_sorted_store)
+    assert all(np.array_equal(a, b) for a, b in zip(again, first))  # equal seeds, equal subsets
+    with pytest.raises(ParamsError, match=r"eval.n_real: 25 exceeds the 24 clips of the test split"):
+        select_real_subsets(EvalParams(n_real=25), class_sorted_store)
+
+
+def test_conditioning_comes_from_exactly_the_chosen_clips(class_sorted_store):
+    idx = select_real_subsets(EvalParams(n_real=12, n_trials=2, seed=0), class_sorted_store)
+    order = np.concatenate(idx)  # generated video i <-> real clip order[i], trial-major
+    labels = gather_conditioning(SimpleNamespace(condition="class", n_classes=3), class_sorted_store, order)["label"]
+    assert labels.tolist() == read_labels(class_sorted_store, "test")[order].tolist()
+    frames = gather_conditioning(SimpleNamespace(condition="frames", n_cond_frames=2), class_sorted_store,
+                                 order)["frames"]
+    clips = np.asarray(clips_array(class_sorted_store, "test")[:])
+    assert frames.shape == (24, 3, 2, 8, 8)
+    torch.testing.assert_close(frames, to_float(clips[order, :2]), rtol=0, atol=0)
+    assert gather_conditioning(SimpleNamespace(condition="none"), class_sorted_store, order) == {}
+    with pytest.raises(ValueError, match="no label in"):
+        gather_conditioning(SimpleNamespace(condition="class", n_classes=2), class_sorted_store, order)
+
+
+# ------------------------------------------------------------------------------------------------
+# The real-statistics cache
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    gen = torch.Generator().manual_seed(0)
-    state = {k: torch.rand(shape, generator=gen) * 0.1 + (1.0 if k.endswith("running_var") else 0.0)
-             for k, shape in expected_state_keys().items()}
     path = tmp_path_factory.mktemp("i3d") / "i3d_pretrained_400.pt"
-    torch.save(state, path)
+    torch.save(published_layout_state_dict(seed=0), path)
     return path
 
 
@@ -27,26 +83,82 @@ def clips(tmp_path_factory):
     root = zarr.open_group(str(path), mode="w")
     g = root.create_group("test")
     rng = np.random.default_rng(0)
-    g.create_array("clips", data=rng.integers(0, 256, (3, 10, 16, 16, 3), dtype=np.uint8), chunks=(1, 10, 16, 16, 3))
+    g.create_array("clips", data=rng.integers(0, 256, (4, 10, 16, 16, 3), dtype=np.uint8), chunks=(1, 10, 16, 16, 3))
     return path
 
 
-def params(weights, n_real=2, **data):
-    return parse({"data": {"resolution": 16, "sequence_length": 10, **data}, "vqvae": {"downsample": [2, 4, 4]},
-                  "eval": {"i3d_weights": str(weights), "n_real": n_real, "batch_size": 1}})
+def params(weights, **ev):
+    return parse({"data": {"resolution": 16, "sequence_length": 10}, "vqvae": {"downsample": [2, 4, 4]},
+                  "eval": {"i3d_weights": weights and str(weights), "n_real": 2, "n_trials": 2, "batch_size": 2} | ev})
 
 
-def test_real_stats_are_cached_with_their_protocol(weights, clips, tmp_path):
+def test_real_stats_per_trial_are_cached_with_their_indices_and_protocol(weights, clips, tmp_path):
     p = params(weights)
     info = compute_real_stats(p, clips_path=clips, out_dir=tmp_path / "stats")
-    assert info["available"] and info["protocol"]["weights_sha256"] and info["protocol"]["n_real"] == 2
-    (mu, sigma), reason = load_real_stats(tmp_path / "stats", real_protocol(p, clips))
-    assert reason is None and mu.shape == (400,) and sigma.shape == (400, 400) and np.isfinite(sigma).all()
-    with pytest.raises(StatsMismatchError, match="n_real"):  # another protocol never reuses the cache
-        load_real_stats(tmp_path / "stats", real_protocol(params(weights, n_real=3), clips))
+    proto = info["protocol"]
+    assert info["available"] and proto["weights_sha256"] and proto["i3d_protocol"] == "tf"
+    assert (proto["n_real"], proto["n_trials"], proto["n_test"]) == (2, 2, 4)
+    doc = json.loads((tmp_path / "stats/indices.json").read_text())
+    trials = read_real_subsets(tmp_path / "stats")
+    assert doc["trials"] == [t.tolist() for t in trials] and len(trials) == 2
+    assert all(np.array_equal(a, b) for a, b in zip(trials, select_real_subsets(p.eval, clips)))
+    stats, reason = load_real_stats(tmp_path / "stats", real_protocol(p, clips, trials))
+    assert reason is None and len(stats) == 2
+    assert all(mu.shape == (400,) and sigma.shape == (400, 400) and np.isfinite(sigma).all() for mu, sigma in stats)
+    # another flavour, seed or subset never reuses the cache
+    with pytest.raises(StatsMismatchError, match="i3d_protocol: cached 'tf' vs requested 'videogpt'"):
+        load_real_stats(tmp_path / "stats", real_protocol(params(weights, i3d_protocol="videogpt"), clips, trials))
+    other = [np.array([0, 3]), trials[1]]
+    with pytest.raises(StatsMismatchError, match="indices_sha256"):
+        load_real_stats(tmp_path / "stats", real_protocol(p, clips, other))
 
 
-def test_missing_weights_give_a_reason_not_a_crash(clips, tmp_path):
-    info = compute_real_stats(params(tmp_path / "nowhere.pt"), clips_path=clips, out_dir=tmp_path / "stats")
-    assert not info["available"] and "does not exist" in info["reason"]
+def test_missing_weights_give_a_reason_and_still_draw_the_subsets(clips, tmp_path):
+    p = params(tmp_path / "nowhere.pt")
+    info = compute_real_stats(p, clips_path=clips, out_dir=tmp_path / "stats")
+    assert not info["available"] and info["reason"].startswith("no I3D weights") and "does not exist" in info["reason"]
+    assert len(read_real_subsets(tmp_path / "stats")) == 2
     assert load_real_stats(tmp_path / "stats", info["protocol"]) == (None, info["reason"])
+
+
+def test_too_few_test_clips_is_rejected_before_any_work(weights, clips, tmp_path):
+    with pytest.raises(ParamsError, match=r"eval.n_real: 5 exceeds the 4 clips .* eval.n_trials=2"):
+        compute_real_stats(params(weights, n_real=5), clips_path=clips, out_dir=tmp_path / "stats")
+    assert not (tmp_path / "stats").exists() and not (tmp_path / "stats.tmp").exists()
+
+
+def test_short_clips_give_the_frames_reason_only_with_weights(weights, tmp_path):
+    path = tmp_path / "short.zarr"
+    zarr.open_group(str(path), mode="w").create_group("test").create_array(
+        "clips", data=np.zeros((3, 8, 16, 16, 3), np.uint8), chunks=(1, 8, 16, 16, 3))
+    p = replace(params(weights), data=replace(params(weights).data, sequence_length=8))
+    assert "needs at least 9" in compute_real_stats(p, clips_path=path, out_dir=tmp_path / "a")["reason"]
+    reason = compute_real_stats(params(None), clips_path=path, out_dir=tmp_path / "b")["reason"]
+    assert reason.startswith("no I3D weights: eval.i3d_weights is null")
+
+
+def test_generated_sets_that_do_not_match_the_subsets_are_rejected_before_any_work(tmp_path):
+    from videogpt.evaluation import _check_samples
+    from videogpt.generate import GeneratedSets
+    trials = [np.array([0, 2]), np.array([1, 3])]
+    ep = EvalParams(n_real=2, n_trials=2)
+    ok = GeneratedSets(tokens=None, real_index=np.array([0, 2, 1, 3]), attrs={})
+    _check_samples(ep, trials, ok, tmp_path)
+    few = GeneratedSets(tokens=None, real_index=np.array([0, 2]), attrs={})  # one trial's worth only
+    with pytest.raises(ParamsError, match=r"eval.n_real / eval.n_trials: .* holds 2 generated videos, but 2 trials"):
+        _check_samples(ep, trials, few, tmp_path)
+    other = GeneratedSets(tokens=None, real_index=np.array([0, 2, 3, 1]), attrs={})  # paired with other clips
+    with pytest.raises(ParamsError, match="re-run the sample stage"):
+        _check_samples(ep, trials, other, tmp_path)
+    with pytest.raises(ParamsError, match="params ask for 3 trials of 2 clips"):
+        _check_samples(EvalParams(n_real=2, n_trials=3), trials, ok, tmp_path)
+
+
+def test_the_protocol_records_the_conditioning_frames():
+    from videogpt.evaluation import conditioning_note
+    from videogpt.generate import GeneratedSets
+    frames = GeneratedSets(tokens=None, real_index=np.zeros(0), attrs={
+        "condition": "frames", "n_cond_frames": 1, "conditioning_frames_in_videos": "included, as generated"})
+    note = conditioning_note(frames)
+    assert note["conditioning_frames_in_fvd"] == "included, as generated" and note["n_cond_frames"] == 1
+    assert conditioning_note(GeneratedSets(tokens=None, real_index=np.zeros(0), attrs={})) == {"condition": "none"}

@@ -26,6 +26,7 @@ TINY = {
               "max_steps": 6, "batch_size": 4, "checkpoint_every": 3, "val_every": 3},
     "prior": {"n_layer": 1, "n_head": 2, "n_embd": 16, "max_steps": 6, "warmup_steps": 0, "batch_size": 4,
               "checkpoint_every": 3, "val_every": 3},
+    "eval": {"n_real": 3, "n_trials": 2},
     "trainer": {"log_every_n_steps": 1},
 }
 
@@ -186,7 +187,7 @@ def test_same_seed_gives_identical_models_tokens_and_samples(workdir, tmp_path_f
     shutil.copytree(workdir / "data", other / "data", symlinks=True)
     shutil.copy(workdir / "params.yaml", other / "params.yaml")
     for d in (workdir, other):
-        for name in ("train_vqvae", "tokenize", "train_prior", "sample"):
+        for name in ("fvd_real_stats", "train_vqvae", "tokenize", "train_prior", "sample"):
             stage(name, d)
     for rel in ("models/vqvae/model.safetensors", "models/prior/model.safetensors"):
         assert (workdir / rel).read_bytes() == (other / rel).read_bytes(), rel
@@ -202,12 +203,21 @@ def test_same_seed_gives_identical_models_tokens_and_samples(workdir, tmp_path_f
 
 @pytest.mark.parametrize("condition", ["class", "frames"])
 def test_conditional_priors_run_through_the_stages(workdir, condition):
-    """Not a fault: the conditional priors through the same stage scripts (labels / first test frames)."""
+    """Not a fault: the conditional priors through the same stage scripts, conditioned on the FVD trials' real
+    clips (their labels / first frames): one generated video per real clip of each trial."""
     write_params(workdir, prior=TINY["prior"] | {"condition": condition, "n_cond_frames": 1, "resnet_dim": 8},
                  sample={"n_samples": 2, "batch_size": 2})
-    for name in ("train_vqvae", "tokenize", "train_prior", "sample"):
+    for name in ("fvd_real_stats", "train_vqvae", "tokenize", "train_prior", "sample"):
         stage(name, workdir)
     import zarr
-    attrs = zarr.open_group(str(workdir / "samples/samples.zarr"), mode="r").attrs
-    assert attrs["condition"] == condition
-    assert attrs["labels"] == ([0, 1] if condition == "class" else None)
+    trials = json.loads((workdir / "cache/i3d_real_stats/indices.json").read_text())["trials"]
+    samples = zarr.open_group(str(workdir / "samples/samples.zarr"), mode="r")
+    order = [i for t in trials for i in t]
+    assert len(trials) == 2 and samples["real_index"][:].tolist() == order
+    assert samples["videos"].shape[0] == samples["tokens"].shape[0] == 6
+    assert len(list((workdir / "samples/mp4").glob("*.mp4"))) == 2  # sample.n_samples: the viewable ones
+    labels = zarr.open_group(str(workdir / "data/clips.zarr"), mode="r")["test"]["labels"][:]
+    assert samples.attrs["condition"] == condition
+    assert samples.attrs["labels"] == ([int(labels[i]) for i in order] if condition == "class" else None)
+    if condition == "frames":
+        assert "included, as generated" in samples.attrs["conditioning_frames_in_videos"]

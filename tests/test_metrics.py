@@ -3,16 +3,17 @@ from __future__ import annotations
 
 import pickle
 import warnings
-from collections import OrderedDict
 
 import numpy as np
 import pytest
 import scipy.linalg
 import torch
 
+from i3d_layout import published_layout_state_dict
 from videogpt.metrics import frechet
 from videogpt.metrics.frechet import fvd, frechet_distance, gaussian_stats
-from videogpt.metrics.i3d import (I3D, MIN_FRAMES, I3DWeightsError, i3d_features, load_i3d, preprocess)
+from videogpt.metrics.i3d import I3D, I3DWeightsError, i3d_features, load_i3d
+from videogpt.metrics.protocol import MIN_FRAMES, preprocess
 
 # ------------------------------------------------------------------------------------------------
 # Fréchet distance
@@ -92,34 +93,6 @@ def test_stats_roundtrip_and_protocol_key(tmp_path):
 
 # ------------------------------------------------------------------------------------------------
 # I3D
-
-# The published key layout, derived from the I3D layer table independently of the model code.
-_UNITS = [("Conv3d_1a_7x7", 3, 64, 7), ("Conv3d_2b_1x1", 64, 64, 1), ("Conv3d_2c_3x3", 64, 192, 3)]
-_MIXED = [("Mixed_3b", 192, [64, 96, 128, 16, 32, 32]), ("Mixed_3c", 256, [128, 128, 192, 32, 96, 64]),
-          ("Mixed_4b", 480, [192, 96, 208, 16, 48, 64]), ("Mixed_4c", 512, [160, 112, 224, 24, 64, 64]),
-          ("Mixed_4d", 512, [128, 128, 256, 24, 64, 64]), ("Mixed_4e", 512, [112, 144, 288, 32, 64, 64]),
-          ("Mixed_4f", 528, [256, 160, 320, 32, 128, 128]), ("Mixed_5b", 832, [256, 160, 320, 32, 128, 128]),
-          ("Mixed_5c", 832, [384, 192, 384, 48, 128, 128])]
-
-
-def published_layout_state_dict(seed: int = 0) -> OrderedDict:
-    """Random tensors under the keys/shapes of i3d_pretrained_400.pt (bn.weight = 1 as in the TF conversion)."""
-    g = torch.Generator().manual_seed(seed)
-    units = list(_UNITS)
-    for name, cin, (c0, c1a, c1b, c2a, c2b, c3b) in _MIXED:
-        units += [(f"{name}.b0", cin, c0, 1), (f"{name}.b1a", cin, c1a, 1), (f"{name}.b1b", c1a, c1b, 3),
-                  (f"{name}.b2a", cin, c2a, 1), (f"{name}.b2b", c2a, c2b, 3), (f"{name}.b3b", cin, c3b, 1)]
-    sd = OrderedDict()
-    for name, cin, cout, k in units:
-        sd[f"{name}.conv3d.weight"] = torch.randn(cout, cin, k, k, k, generator=g) * (2.0 / (cin * k**3)) ** 0.5
-        sd[f"{name}.bn.weight"] = torch.ones(cout)
-        sd[f"{name}.bn.bias"] = torch.randn(cout, generator=g) * 0.1
-        sd[f"{name}.bn.running_mean"] = torch.randn(cout, generator=g) * 0.1
-        sd[f"{name}.bn.running_var"] = torch.rand(cout, generator=g) + 0.5
-    sd["logits.conv3d.weight"] = torch.randn(400, 1024, 1, 1, 1, generator=g) * 0.03
-    sd["logits.conv3d.bias"] = torch.randn(400, generator=g) * 0.1
-    return sd
-
 
 def test_published_layout_matches_model_strictly():
     sd = published_layout_state_dict()
@@ -209,13 +182,13 @@ def test_preprocess_range_shape_and_frame_check():
     v = np.zeros((2, MIN_FRAMES, 8, 8, 3), np.uint8)
     v[1] = 255
     v[0, :, :, 4:] = 255
-    x = preprocess(v)
+    x = preprocess(v, "videogpt")
     assert x.shape == (2, 3, MIN_FRAMES, 224, 224) and x.dtype == torch.float32
     assert torch.all(x[0, :, :, :, 0] == -1.0)
     torch.testing.assert_close(x[1], torch.ones_like(x[1]), atol=1e-6, rtol=0)  # bilinear round-off only
-    assert x.min() == -1.0 and x.max() <= 1.0
-    # left half black, right half white: the edge follows the half-pixel bilinear convention of RESIZE
-    # (source x = (j + 0.5) * 8/224 - 0.5; TF1's legacy resize would sample j * 8/224 instead)
+    assert x.min() == -1.0 and x.max() <= 1.0 + 1e-6  # no clamp, as the port: bilinear round-off only
+    # left half black, right half white: the edge follows the videogpt flavour's half-pixel bilinear resize
+    # (source x = (j + 0.5) * 8/224 - 0.5; the tf flavour's TF1 legacy resize samples j * 8/224 instead)
     src = np.clip((np.arange(224) + 0.5) * 8 / 224 - 0.5, 0, 7)
     i0 = np.floor(src).astype(int)
     row = np.where(np.arange(8) >= 4, 255.0, 0.0)

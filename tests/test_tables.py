@@ -1,7 +1,8 @@
 """pipeline.tables: paper-shaped tables from `dvc exp show --json`.
 
 tests/data/exp_show.json is real DVC 3.67 output from the toy repo built by `make_toy_repo` below
-(regenerate with `python tests/test_tables.py --regen`). Its entries: the workspace (equal to the
+(regenerate with `python tests/test_tables.py --regen`), captured when eval.json entries still had one
+"value" instead of a trials summary, so it also checks that older experiments still read. Its entries: the workspace (equal to the
 baseline, as the generator resets params.yaml before queueing), the baseline `master` (n_layer 4, no
 I3D weights, so null FVDs), four finished experiments (n_layer 2 and 8 with FVDs; a second n_layer 8
 with 256 codes; downsample [1,2,2] without attention), one failed queued experiment (n_layer 3,
@@ -38,9 +39,13 @@ TOY_SCRIPT = textwrap.dedent("""
     proto = {"split": "test", "n_real": 40, "frames": p["data"]["sequence_length"],
              "resolution": p["data"]["resolution"], "n_generated": 16}
     have = p["eval"]["i3d_weights"] is not None
-    def entry(v):
-        return {"value": v if have else None, "reason": None if have else "no I3D weights: eval.i3d_weights is null",
-                "what": "FD", "protocol": proto}
+    k = p["eval"].get("n_trials", 1)
+    def entry(v):  # trials v-1, v, v+1 (k=3): mean v, population std sqrt(2/3)
+        trials = [v + d for d in ((-1, 0, 1) if k == 3 else (0,) * k)] if have else [None] * k
+        std = (sum((t - v) ** 2 for t in trials) / k) ** 0.5 if have else None
+        return {"mean": v if have else None, "std": std, "trials": trials, "n_trials": k,
+                "reason": None if have else "no I3D weights: eval.i3d_weights is null", "what": "FD",
+                "protocol": proto}
     json.dump({"fvd": entry(100.0 + 80.0 / n), "r_fvd": entry(10.0 + ds[0] + (0 if p["vqvae"]["attention"] else 5)),
                "fvd_star": entry(90.0 + n),
                "recon": {"nmse": 0.0033 if p["vqvae"]["attention"] else 0.0041, "psnr": 25.0, "codes_used": 0.9},
@@ -60,6 +65,7 @@ TOY_PARAMS = textwrap.dedent("""
       n_layer: 4
     eval:
       i3d_weights: null
+      n_trials: 1
 """)
 TOY_DVC_YAML = textwrap.dedent(f"""
     stages:
@@ -243,16 +249,21 @@ def test_live_dvc_experiments(tmp_path):
     """Real `dvc exp run` twice, then the prior_size table from the live `dvc exp show --json`."""
     repo = make_toy_repo(tmp_path / "toy")
     exp_run(repo, "prior.n_layer=8", "eval.i3d_weights=i3d.pt")
+    exp_run(repo, "prior.n_layer=16", "eval.i3d_weights=i3d.pt", "eval.n_trials=3")
     exp_run(repo, "prior.n_layer=2")
     records, skipped = tables.load_records(tables.dvc_exp_show(repo))
-    assert skipped == [] and len(records) == 3       # workspace == the last experiment: no extra row
+    assert skipped == [] and len(records) == 4       # workspace == the last experiment: no extra row
     table = tables.build_table("prior_size", records, skipped)
     rows = texts(table)
-    assert [r[0] for r in rows] == ["2", "4", "8"]
+    assert [r[0] for r in rows] == ["2", "4", "8", "16"]
     assert rows[0][1:4] == ["2.800", "2.900", "n/a [^1]"]
     assert rows[1][1:5] == ["2.600", "2.700", "n/a [^1]", "master (baseline)"]
-    assert rows[2][1:4] == ["2.200", "2.300", "110.0"]
+    assert rows[2][1:4] == ["2.200", "2.300", "110.0"]  # one trial: no ± figure
+    assert rows[3][1:4] == ["1.400", "1.500", "105.0 ± 0.8"]  # three trials 104, 105, 106: std sqrt(2/3)
     assert f"[^1]: {REASON}" in tables.render_markdown(table)
+    csv_rows = tables.render_csv(table).splitlines()
+    assert csv_rows[0].startswith("Transformer Layers,val bits/dim,test bits/dim,FVD (↓),FVD (↓) std,")
+    assert csv_rows[4].startswith("16,1.4,1.5,105.0,0.816496580927726")
 
 
 if __name__ == "__main__":

@@ -117,7 +117,8 @@ class PriorParams:
 
 @dataclass(frozen=True)
 class SampleParams:
-    n_samples: int = _f(16, "videos to generate", lo=1)
+    n_samples: int = _f(16, "generated videos written as MP4 and shown in the grids (at most; the stage "
+                            "generates eval.n_real x eval.n_trials videos, the FVD sets)", lo=1)
     batch_size: int = _f(16, "videos generated in parallel", lo=1)
     temperature: float = _f(1.0, "softmax temperature (1 = the paper)", lo=0.0)
     top_k: Optional[int] = _f(None, "keep the k most likely codes; null = all (the paper)", lo=1)
@@ -128,7 +129,14 @@ class SampleParams:
 @dataclass(frozen=True)
 class EvalParams:
     i3d_weights: Optional[str] = _f(None, "path of i3d_pretrained_400.pt; null = FVD reported as null")
-    n_real: int = _f(256, "real test clips in FVD (capped by the test split)", lo=2)
+    n_real: int = _f(256, "real test clips per trial (at most the test split), drawn at random; each trial "
+                          "generates as many videos", lo=2)
+    n_trials: int = _f(1, "FVD trials, each with its own real subset and generated set; reported as "
+                          "mean and population std (the paper: 10)", lo=1)
+    seed: int = _f(0, "seed of the real subsets (trial t draws with (seed, t))", lo=0)
+    i3d_protocol: Literal["tf", "videogpt"] = _f(
+        "tf", "I3D feature protocol: tf = the original FVD (BN eps 1e-3, TF1 resize); videogpt = the "
+              "VideoGPT/TATS PyTorch port behind their published FVDs (eps 1e-5, short-side resize + crop)")
     batch_size: int = _f(16, "clips per I3D / VQ-VAE batch", lo=1)
 
 

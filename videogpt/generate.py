@@ -1,7 +1,10 @@
-"""The sample stage's procedure: choose the conditioning, sample, and write viewable outputs."""
+"""The sample stage's procedure: the FVD sets (one video per real clip of every trial, conditioned on that
+clip), and viewable outputs of the first few."""
 from __future__ import annotations
 
+import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,65 +13,106 @@ import zarr
 
 from videogpt.checkpoint import load_prior, load_vqvae
 from videogpt.config import Params
-from videogpt.data.clip_store import store_attrs
-from videogpt.data.dataset import ClipDataset
+from videogpt.data.clip_store import read_clips_at, read_labels, store_attrs
 from videogpt.data.ffmpeg_io import write_gif, write_mp4
 from videogpt.distributed import inference_device
-from videogpt.sampling import sample
+from videogpt.sampling import sample_tokens, tokens_to_videos
+from videogpt.video import to_float
 from videogpt.visualize import contact_sheet, save_png, upscale, video_grid
 
 
-def conditioning(prior_config, n: int, clips_path) -> dict:
-    """Class labels cycle over the classes; frames are the first frames of the first n test clips."""
+def gather_conditioning(prior_config, clips_path, indices, split: str = "test") -> dict:
+    """The conditioning of generated videos 0..n-1 taken from the real clips `indices` (n,) of a split:
+    generated video i <-> real clip indices[i], the paper's BAIR protocol. Returns the keyword arguments
+    of `sample_tokens` the prior needs: 'frames' (n, 3, n_cond_frames, H, W) in [-0.5, 0.5], the first
+    frames of those clips, for a frame-conditional prior; 'label' (n,) their class labels for a
+    class-conditional one; nothing for an unconditional prior. Each kind of conditioning adds its own
+    entry, read from the same clips (a new kind adds one more block)."""
+    indices = np.asarray(indices, np.int64)
+    cond = {}
     if prior_config.condition == "class":
-        return {"label": torch.arange(n) % prior_config.n_classes}
+        labels = read_labels(clips_path, split)[indices]
+        bad = (labels < 0) | (labels >= prior_config.n_classes)
+        if bad.any():
+            raise ValueError(f"{clips_path}/{split}: clips {sorted(set(indices[bad].tolist()))[:5]} have no label "
+                             f"in [0, {prior_config.n_classes}) for the class-conditional prior (prior.condition=class)")
+        cond["label"] = torch.as_tensor(labels, dtype=torch.long)
     if prior_config.condition == "frames":
-        test = ClipDataset(clips_path, "test")
-        idx = [i % len(test) for i in range(n)]
-        frames = torch.stack([test[i][0][:, :prior_config.n_cond_frames] for i in idx])
-        return {"frames": frames}
-    return {}
+        cond["frames"] = to_float(read_clips_at(clips_path, split, indices, n_frames=prior_config.n_cond_frames))
+    return cond
 
 
-def write_samples(videos: np.ndarray, out_dir, *, fps: float, attrs: dict) -> None:
-    """samples.zarr (N,T,H,W,3) uint8, mp4/sample_XXXX.mp4, grid.gif and grid.png; atomically."""
+def write_samples(out_dir, tokens: np.ndarray, videos: np.ndarray, *, n_show: int, fps: float,
+                  arrays: dict[str, np.ndarray], attrs: dict) -> None:
+    """samples/ atomically: samples.zarr (tokens (N,t,h,w), videos (N,T,H,W,3) uint8, per-video `arrays`,
+    attrs), and for people the first n_show videos as mp4/sample_XXXX.mp4, grid.gif (<= 64) and grid.png
+    (<= 16)."""
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     root = zarr.open_group(str(tmp / "samples.zarr"), mode="w")
+    root.create_array("tokens", data=tokens, chunks=(min(len(tokens), 256),) + tokens.shape[1:],
+                      dimension_names=("sample", "t", "h", "w"))
     root.create_array("videos", data=videos, chunks=(1,) + videos.shape[1:],
                       dimension_names=("sample", "t", "h", "w", "c"))
+    for name, values in arrays.items():
+        root.create_array(name, data=values, dimension_names=("sample",))
     root.attrs.update(attrs)
-    for i, video in enumerate(videos):
+    shown = videos[:n_show]
+    for i, video in enumerate(shown):
         write_mp4(tmp / "mp4" / f"sample_{i:04d}.mp4", video, fps=fps)
-    grid = video_grid(videos[:64])
+    grid = video_grid(shown[:64])
     scale = max(1, 256 // grid.shape[1])
     write_gif(tmp / "grid.gif", upscale(grid, scale), fps=fps)
-    save_png(tmp / "grid.png", contact_sheet(list(videos[:16])), upscale=scale)
+    save_png(tmp / "grid.png", contact_sheet(list(shown[:16])), upscale=scale)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)
 
 
-def read_samples(out_dir) -> np.ndarray:
-    """The videos written by `write_samples`, uint8 (N, T, H, W, 3)."""
-    return np.asarray(zarr.open_group(str(Path(out_dir) / "samples.zarr"), mode="r")["videos"][:])
+@dataclass(frozen=True)
+class GeneratedSets:
+    """What `write_samples` stored for evaluation: tokens (N, t, h, w), read lazily; real_index (N,), the
+    real test clip each video was generated for (trial-major); attrs (condition, sample params, ...)."""
+    tokens: zarr.Array
+    real_index: np.ndarray
+    attrs: dict
 
 
-def run_sample_stage(params: Params, *, prior_dir, vqvae_dir, clips_path, out_dir) -> dict:
+def read_samples(out_dir) -> GeneratedSets:
+    """The generated sets written by the sample stage (samples/samples.zarr)."""
+    root = zarr.open_group(str(Path(out_dir) / "samples.zarr"), mode="r")
+    real_index = np.asarray(root["real_index"][:]) if "real_index" in root else np.zeros(0, np.int64)
+    return GeneratedSets(tokens=root["tokens"], real_index=real_index, attrs=dict(root.attrs))
+
+
+def run_sample_stage(params: Params, *, prior_dir, vqvae_dir, clips_path, indices_path, out_dir) -> dict:
+    """Generate the FVD sets: for each trial of indices_path (the real subsets drawn by fvd_real_stats), one
+    video per real clip, conditioned on that clip; trial-major, so video t * n_real + i <-> trials[t][i].
+    Sample i's randomness depends only on (sample.seed, i), so adding trials keeps the earlier trials' videos."""
     sp = params.sample
+    trials = [np.asarray(t, np.int64) for t in json.loads(Path(indices_path).read_text())["trials"]]
+    real_index = np.concatenate(trials)
+    trial = np.repeat(np.arange(len(trials)), [len(t) for t in trials])
     device = inference_device(params.trainer)
     vqvae = load_vqvae(vqvae_dir)
     prior, meta = load_prior(prior_dir, vqvae)
-    cond = conditioning(prior.config, sp.n_samples, clips_path)
-    videos = sample(prior.to(device), vqvae.to(device), sp.n_samples, temperature=sp.temperature,
-                    top_k=sp.top_k, top_p=sp.top_p, seed=sp.seed, batch_size=sp.batch_size, progress=True,
-                    **{k: v.to(device) for k, v in cond.items()})
+    cond = gather_conditioning(prior.config, clips_path, real_index)
+    tokens = sample_tokens(prior.to(device), len(real_index), temperature=sp.temperature, top_k=sp.top_k,
+                           top_p=sp.top_p, seed=sp.seed, batch_size=sp.batch_size, progress=True,
+                           **{k: v.to(device) for k, v in cond.items()})
+    videos = tokens_to_videos(vqvae.to(device), tokens, batch_size=sp.batch_size)
     fps = store_attrs(clips_path).get("fps") or 8
-    attrs = {"sample_params": {k: getattr(sp, k) for k in ("n_samples", "temperature", "top_k", "top_p", "seed")},
-             "condition": prior.config.condition, "prior_steps": meta.get("steps"),
+    attrs = {"sample_params": {k: getattr(sp, k) for k in ("temperature", "top_k", "top_p", "seed")},
+             "condition": prior.config.condition, "prior_steps": meta.get("steps"), "n_trials": len(trials),
              "labels": cond["label"].tolist() if "label" in cond else None}
-    write_samples(videos, out_dir, fps=fps, attrs=attrs)
-    return {"n": len(videos), "shape": list(videos.shape)}
+    if prior.config.condition == "frames":
+        attrs["n_cond_frames"] = prior.config.n_cond_frames
+        attrs["conditioning_frames_in_videos"] = (
+            "included, as generated: the prior samples the latents of the conditioning frames too and every "
+            "frame is decoded from sampled tokens (the real frames are not copied in), as in VideoGPT")
+    write_samples(out_dir, tokens.numpy(), videos, n_show=min(sp.n_samples, len(videos)), fps=fps,
+                  arrays={"real_index": real_index, "trial": trial}, attrs=attrs)
+    return {"n": len(videos), "n_trials": len(trials), "shape": list(videos.shape)}

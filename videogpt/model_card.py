@@ -36,7 +36,8 @@ def metric_rows(tree: dict, protocol: str = "", prefix: str = "") -> list[list[s
 
     {"fvd": {"value": None, "reason": "no weights", "what": "FD", "protocol": {"n": 4}}} gives
     ["fvd", "null: no weights", "FD; n=4"]. `dvc exp show` drops null leaves, so a node with a reason and
-    no value is a null value too."""
+    no value is a null value too. A per-trial node ({"trials", "mean", "std", ...}) is one row, "mean ± std
+    over n trials"."""
     if "protocol" in tree:
         protocol = protocol_text(tree["protocol"])
         if tree.get("what"):
@@ -44,6 +45,13 @@ def metric_rows(tree: dict, protocol: str = "", prefix: str = "") -> list[list[s
     measured = {k: v for k, v in tree.items() if k not in META_KEYS}
     if not measured and "reason" in tree:
         measured = {"value": None}
+    if {"trials", "mean", "std"} <= measured.keys():  # a per-trial metric: one row, mean ± population std
+        name = prefix.rstrip(".") or "value"
+        if measured["mean"] is None:
+            return [[name, f"null: {tree.get('reason') or 'no reason given'}", protocol]]
+        n = len(measured["trials"])
+        spread = f" ± {fmt(measured['std'])} over {n} trials" if n > 1 else ""
+        return [[name, fmt(measured["mean"]) + spread, protocol]]
     rows = []
     for key, value in measured.items():
         name = prefix.rstrip(".") if key == "value" and prefix else f"{prefix}{key}"

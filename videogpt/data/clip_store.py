@@ -486,6 +486,19 @@ def read_clips(store_path: str | Path, split: str, start: int = 0, stop: int | N
     return clips_array(store_path, split)[start:stop]
 
 
+def read_clips_at(store_path: str | Path, split: str, indices, n_frames: int | None = None) -> np.ndarray:
+    """Clips at `indices` (any order, repeats allowed) of a split as uint8 (n, T', H, W, 3), only their first
+    n_frames frames if given. Each distinct clip is read once, in ascending order (fast on the shards)."""
+    indices = np.asarray(indices, np.int64)
+    clips = clips_array(store_path, split)
+    if indices.size and (indices.min() < 0 or indices.max() >= clips.shape[0]):
+        raise IndexError(f"{store_path}/{split}: clip indices must be in [0, {clips.shape[0]}), got "
+                         f"{indices.min()}..{indices.max()}")
+    unique, inverse = np.unique(indices, return_inverse=True)
+    frames = slice(None) if n_frames is None else slice(0, n_frames)
+    return np.asarray(clips.get_orthogonal_selection((unique, frames)))[inverse]
+
+
 def clip_reader(store_path: str | Path, split: str) -> Callable[[int, int], np.ndarray]:
     """A reader of a split's clips [start, stop) as uint8 (n, T, H, W, 3), holding the array open."""
     clips = clips_array(store_path, split)

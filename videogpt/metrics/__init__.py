@@ -1,20 +1,29 @@
-"""Evaluation metrics: I3D features (videogpt.metrics.i3d) and the Fréchet distance (videogpt.metrics.frechet).
+"""Evaluation metrics: I3D features (videogpt.metrics.i3d), the two published I3D protocol flavours
+(videogpt.metrics.protocol), the Fréchet distance (videogpt.metrics.frechet) and FVD trials
+(videogpt.metrics.trials).
 
-The Fréchet part needs only NumPy/SciPy; the I3D names are imported lazily (they pull in torch).
+The Fréchet and trial parts need only NumPy/SciPy; the I3D and protocol names are imported lazily (they
+pull in torch).
 """
 from .frechet import (StatsMismatchError, frechet_distance, fvd, gaussian_stats, load_stats, protocol_key,
                       save_stats, stats_n)
+from .trials import real_subset, real_subsets, trial_summary
 
-_I3D_NAMES = {"I3D", "I3DWeightsError", "preprocess", "load_i3d", "i3d_features", "expected_state_keys",
-              "FEATURE_PROTOCOL", "RESIZE", "BN_EPS", "MIN_FRAMES", "INPUT_SIZE", "N_PUBLISHED_TENSORS"}
+_I3D_NAMES = {"I3D", "I3DWeightsError", "load_i3d", "i3d_features", "expected_state_keys", "N_PUBLISHED_TENSORS"}
+_PROTOCOL_NAMES = {"FLAVOURS", "DEFAULT_FLAVOUR", "MIN_FRAMES", "INPUT_SIZE", "preprocess",
+                   "generated_to_uint8", "real_to_uint8"}
 
 
 def __getattr__(name):
     if name in _I3D_NAMES:
         from . import i3d
         return getattr(i3d, name)
+    if name in _PROTOCOL_NAMES:
+        from . import protocol
+        return getattr(protocol, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["gaussian_stats", "frechet_distance", "fvd", "protocol_key", "save_stats", "load_stats", "stats_n",
-           "StatsMismatchError", *sorted(_I3D_NAMES)]
+           "StatsMismatchError", "real_subset", "real_subsets", "trial_summary", *sorted(_I3D_NAMES),
+           *sorted(_PROTOCOL_NAMES)]

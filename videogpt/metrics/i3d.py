@@ -9,15 +9,10 @@ Module, parameter and buffer names follow the published converted TF-Hub state d
 Feature = the 400 pre-softmax logits averaged over time: the TF graph tensor `RGB/inception_i3d/Mean:0`
 that the TF FVD uses ("kinetics-i3d-400-logits").
 
-Choices that differ from the VideoGPT code (its known differences from the TF-Hub FVD) and are recorded
-in `FEATURE_PROTOCOL`:
-- BatchNorm eps = 1e-3, the Sonnet/TF value the weights were trained with (VideoGPT's port uses 1e-5).
-- SAME max-pooling pads with -inf, i.e. padding never wins, exactly as TF; the PyTorch ports pad with 0,
-  which is identical here because every pool input is post-ReLU (>= 0).
-- Resize: torch bilinear, align_corners=False, no antialias (what VideoGPT/TATS do). TF1's
-  `tf.image.resize_bilinear` (used by the TF FVD) has no half-pixel offset: it samples source position
-  dst*scale instead of (dst+0.5)*scale-0.5, so for 64->224 the sampled positions differ by ~0.36 source
-  pixels and the frames fed to I3D are not identical to the TF FVD's.
+A model is built for one protocol flavour (videogpt.metrics.protocol): `tf` (BatchNorm eps 1e-3, the
+original FVD) or `videogpt` (eps 1e-5, the VideoGPT/TATS port); `i3d_features` preprocesses the videos
+the same flavour's way, so the two can never be mixed. SAME max-pooling pads with -inf (padding never
+wins, as in TF); the PyTorch port pads with 0, identical here because every pool input is post-ReLU.
 """
 from __future__ import annotations
 
@@ -30,24 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-INPUT_SIZE = 224
-MIN_FRAMES = 9          # the 3 temporal stride-2 stages must leave >= 2 steps for the (2,7,7) average pool
-MIN_SPATIAL = 193       # likewise 5 spatial stride-2 stages must leave >= 7 pixels
-NUM_CLASSES = 400
-BN_EPS = 1e-3
-RESIZE = f"torch-bilinear-align_corners=False-antialias=False-{INPUT_SIZE}x{INPUT_SIZE}"
-N_PUBLISHED_TENSORS = 287  # tensors in i3d_pretrained_400.pt (no num_batches_tracked)
+from videogpt.metrics.protocol import DEFAULT_FLAVOUR, MIN_FRAMES, bn_eps, preprocess
 
-# Everything about the feature extractor that changes the numbers (weights identity is added by the caller).
-FEATURE_PROTOCOL = {
-    "network": "i3d-inception-v1-kinetics400",
-    "feature": "logits-400-mean-over-time",
-    "bn_eps": BN_EPS,
-    "maxpool_same_padding": "-inf",
-    "input_range": "[-1,1]",
-    "input_size": INPUT_SIZE,
-    "resize": RESIZE,
-}
+MIN_SPATIAL = 193       # 5 spatial stride-2 stages must leave >= 7 pixels for the (2,7,7) average pool
+NUM_CLASSES = 400
+N_PUBLISHED_TENSORS = 287  # tensors in i3d_pretrained_400.pt (no num_batches_tracked)
 
 # Inception module widths: (in_channels, [b0, b1a, b1b, b2a, b2b, b3b]) from the I3D layer table.
 _MIXED = {
@@ -83,14 +65,15 @@ def _same_pad(sizes, kernel, stride) -> list[int]:
 
 
 class Unit3D(nn.Module):
-    """SAME-padded Conv3d (no bias) -> BatchNorm3d(eps=1e-3) -> ReLU; the logits unit: conv with bias only."""
+    """SAME-padded Conv3d (no bias) -> BatchNorm3d(eps=bn_eps) -> ReLU; the logits unit (bn_eps=None,
+    relu=False, bias=True) is a conv with bias only."""
 
-    def __init__(self, cin: int, cout: int, kernel=1, stride=1, *, bn: bool = True, relu: bool = True,
-                 bias: bool = False, bn_eps: float = BN_EPS):
+    def __init__(self, cin: int, cout: int, kernel=1, stride=1, *, bn_eps: float | None, relu: bool = True,
+                 bias: bool = False):
         super().__init__()
         self.kernel, self.stride, self.relu = _triple(kernel), _triple(stride), relu
         self.conv3d = nn.Conv3d(cin, cout, self.kernel, self.stride, padding=0, bias=bias)
-        self.bn = nn.BatchNorm3d(cout, eps=bn_eps) if bn else None
+        self.bn = nn.BatchNorm3d(cout, eps=bn_eps) if bn_eps is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pad = _same_pad(x.shape[2:], self.kernel, self.stride)
@@ -119,7 +102,7 @@ class MaxPool3dSame(nn.Module):
 class InceptionModule(nn.Module):
     """Branches b0: 1x1x1; b1: 1x1x1 -> 3x3x3; b2: 1x1x1 -> 3x3x3; b3: 3x3x3 max-pool (stride 1) -> 1x1x1."""
 
-    def __init__(self, cin: int, widths, bn_eps: float = BN_EPS):
+    def __init__(self, cin: int, widths, *, bn_eps: float):
         super().__init__()
         c0, c1a, c1b, c2a, c2b, c3b = widths
         self.b0 = Unit3D(cin, c0, 1, bn_eps=bn_eps)
@@ -138,12 +121,14 @@ class InceptionModule(nn.Module):
 class I3D(nn.Module):
     """Input (B, 3, T, 224, 224) float in [-1, 1], T >= 9; output (B, 400) logits averaged over time.
 
+    `flavour` ('tf' | 'videogpt') fixes the BatchNorm eps; `i3d_features` reads it to preprocess alike.
     Inference only: the original's dropout before the logits is the identity in eval mode and is left out.
     """
 
-    def __init__(self, num_classes: int = NUM_CLASSES, bn_eps: float = BN_EPS):
+    def __init__(self, num_classes: int = NUM_CLASSES, flavour: str = DEFAULT_FLAVOUR):
         super().__init__()
-        e = bn_eps
+        self.flavour = flavour
+        e = bn_eps(flavour)
         self.Conv3d_1a_7x7 = Unit3D(3, 64, 7, 2, bn_eps=e)
         self.MaxPool3d_2a_3x3 = MaxPool3dSame((1, 3, 3), (1, 2, 2))
         self.Conv3d_2b_1x1 = Unit3D(64, 64, 1, bn_eps=e)
@@ -161,7 +146,8 @@ class I3D(nn.Module):
         self.Mixed_5b = InceptionModule(*_MIXED["Mixed_5b"], bn_eps=e)
         self.Mixed_5c = InceptionModule(*_MIXED["Mixed_5c"], bn_eps=e)
         self.avg_pool = nn.AvgPool3d((2, 7, 7), stride=1)  # VALID
-        self.logits = Unit3D(self.Mixed_5c.out_channels, num_classes, 1, bn=False, relu=False, bias=True)
+        self.logits = Unit3D(self.Mixed_5c.out_channels, num_classes, 1, bn_eps=None, relu=False,
+                             bias=True)
         self._trunk = [
             self.Conv3d_1a_7x7, self.MaxPool3d_2a_3x3, self.Conv3d_2b_1x1, self.Conv3d_2c_3x3,
             self.MaxPool3d_3a_3x3, self.Mixed_3b, self.Mixed_3c, self.MaxPool3d_4a_3x3, self.Mixed_4b,
@@ -183,35 +169,6 @@ class I3D(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------
-# Preprocessing
-
-
-def preprocess(videos) -> torch.Tensor:
-    """uint8 videos (N, T, H, W, 3) -> float32 (N, 3, T, 224, 224) in [-1, 1].
-
-    Every frame is resized directly to 224x224 (see RESIZE; for square inputs this equals VideoGPT's
-    short-side-resize + centre crop; non-square frames are stretched), then mapped 2*x/255 - 1.
-    """
-    x = torch.as_tensor(videos)
-    if x.dtype != torch.uint8:
-        raise TypeError(f"preprocess expects uint8 videos in [0, 255], got dtype {x.dtype}; "
-                        "convert explicitly (float ranges differ between modules)")
-    if x.ndim != 5 or x.shape[-1] != 3:
-        raise ValueError(f"preprocess expects (N, T, H, W, 3) channels-last videos, got {tuple(x.shape)}")
-    n, t, h, w, _ = x.shape
-    if t < MIN_FRAMES:
-        raise ValueError(f"I3D needs at least {MIN_FRAMES} frames per video (the (2,7,7) average pool after "
-                         f"8x temporal downsampling); got {t}")
-    frames = x.reshape(n * t, h, w, 3).permute(0, 3, 1, 2).float()  # (N*T, 3, H, W)
-    if (h, w) != (INPUT_SIZE, INPUT_SIZE):
-        frames = F.interpolate(frames, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear",
-                               align_corners=False, antialias=False)
-    # 2*x/255 - 1 (x/127.5 is exact at 0 and 255); clamp only removes round-off of the interpolation
-    frames = (frames / 127.5 - 1.0).clamp_(-1.0, 1.0)
-    return frames.reshape(n, t, 3, INPUT_SIZE, INPUT_SIZE).permute(0, 2, 1, 3, 4).contiguous()
-
-
-# --------------------------------------------------------------------------------------------
 # Weights
 
 
@@ -221,8 +178,8 @@ def expected_state_keys(model: nn.Module | None = None) -> dict[str, tuple[int, 
     return {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
 
 
-def load_i3d(path: str | Path, map_location="cpu") -> I3D:
-    """Build the I3D, load `i3d_pretrained_400.pt` (strict), return it in eval mode without grads.
+def load_i3d(path: str | Path, flavour: str = DEFAULT_FLAVOUR, map_location="cpu") -> I3D:
+    """Build the I3D of `flavour`, load `i3d_pretrained_400.pt` (strict), return it in eval mode without grads.
 
     Only plain tensor state dicts are accepted (torch.load(weights_only=True)); a pickle that would run
     code is refused with I3DWeightsError, as is a state dict with missing/unexpected keys or wrong shapes.
@@ -242,7 +199,7 @@ def load_i3d(path: str | Path, map_location="cpu") -> I3D:
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise I3DWeightsError(f"{path}: expected a flat dict of tensors (the published i3d_pretrained_400.pt), "
                               f"got {type(sd).__name__}")
-    model = I3D()
+    model = I3D(flavour=flavour)
     expected = expected_state_keys(model)
     given = {k for k in sd if not k.endswith("num_batches_tracked")}
     missing, unexpected = sorted(set(expected) - given), sorted(given - set(expected))
@@ -299,7 +256,8 @@ def _batches(videos, batch_size: int) -> Iterator[np.ndarray | torch.Tensor]:
 
 def i3d_features(model: nn.Module, videos: np.ndarray | torch.Tensor | Iterable, batch_size: int = 16,
                  device: str | torch.device | None = None, progress: bool = False) -> np.ndarray:
-    """I3D features (N, 400) float64 of uint8 videos (N, T, H, W, 3) or an iterable of videos / batches.
+    """I3D features (N, 400) float64 of uint8 videos (N, T, H, W, 3) or an iterable of videos / batches,
+    preprocessed the way of the model's protocol flavour (`model.flavour`).
 
     The model is put in eval mode and moved to `device` (default: where its parameters are).
     """
@@ -319,7 +277,7 @@ def i3d_features(model: nn.Module, videos: np.ndarray | torch.Tensor | Iterable,
     out = []
     with torch.inference_mode():
         for batch in _batches(videos, batch_size):
-            x = preprocess(batch).to(device)
+            x = preprocess(batch, model.flavour).to(device)
             out.append(model(x).double().cpu().numpy())
             if pbar is not None:
                 pbar.update(x.shape[0])
@@ -334,7 +292,6 @@ def i3d_features(model: nn.Module, videos: np.ndarray | torch.Tensor | Iterable,
 
 
 __all__ = [
-    "I3D", "I3DWeightsError", "Unit3D", "InceptionModule", "MaxPool3dSame", "preprocess", "load_i3d",
-    "i3d_features", "expected_state_keys", "FEATURE_PROTOCOL", "RESIZE", "BN_EPS", "MIN_FRAMES",
-    "INPUT_SIZE", "N_PUBLISHED_TENSORS",
+    "I3D", "I3DWeightsError", "Unit3D", "InceptionModule", "MaxPool3dSame", "load_i3d", "i3d_features",
+    "expected_state_keys", "N_PUBLISHED_TENSORS",
 ]
