@@ -24,8 +24,10 @@ TINY = {
     "data": {"resolution": 16, "sequence_length": 4, "num_workers": 1},
     "vqvae": {"n_hiddens": 16, "res_hiddens": 8, "n_res_layers": 1, "n_codes": 16, "embedding_dim": 8,
               "max_steps": 6, "batch_size": 4, "checkpoint_every": 3, "val_every": 3},
-    "prior": {"n_layer": 1, "n_head": 2, "n_embd": 16, "max_steps": 6, "warmup_steps": 0, "batch_size": 4,
-              "checkpoint_every": 3, "val_every": 3},
+    # dropout, attn_dropout, lr and warmup_steps: the values these tests were written with (the schema's
+    # defaults now follow params.yaml's default run, whose warm-up is longer than 6 steps)
+    "prior": {"n_layer": 1, "n_head": 2, "n_embd": 16, "dropout": 0.2, "attn_dropout": 0.3, "lr": 3e-4,
+              "warmup_steps": 0, "max_steps": 6, "batch_size": 4, "checkpoint_every": 3, "val_every": 3},
     "eval": {"n_real": 3, "n_trials": 2},
     "trainer": {"log_every_n_steps": 1},
 }
