@@ -8,6 +8,8 @@ itself (discover_videos, read_video_file).
 Which files count as videos: those with an extension in VIDEO_EXTENSIONS are decoded. Every other file
 (hidden files aside) is listed in rejected.csv as "not a video" without being opened, so nothing in the
 input folder disappears silently and no one waits for ffmpeg to fail on thousands of .txt/.jpg files.
+A video file holding fewer than two distinct frames (a one-frame GIF or MP4) is rejected as "a still
+image: 1 frame" (ffmpeg_io.check_not_still): at a constant rate it would decode into clips of one picture.
 
 Containment: nothing outside data.source is read. A symlink (file or folder) below it that leads outside
 it is listed in rejected.csv as "outside the input root" and neither followed nor decoded (DVC tracks
@@ -22,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from videogpt.config import DataParams, ParamsError
-from videogpt.data.ffmpeg_io import decode_video, probe
+from videogpt.data.ffmpeg_io import check_not_still, decode_video, probe
 
 VIDEO_EXTENSIONS = frozenset(
     ".mp4 .m4v .mov .avi .mkv .webm .gif .mpg .mpeg .m2v .wmv .asf .flv .f4v .ogv .3gp .3g2 .ts .mts .m2ts "
@@ -180,6 +182,7 @@ class Video:
 def read_video_file(path: Path, params: DataParams) -> Video:
     info = probe(path, timeout=params.decode_timeout)
     frames = decode_video(path, params.resolution, fps=params.fps, timeout=params.decode_timeout)
+    check_not_still(path, frames, timeout=params.decode_timeout)
     return Video(frames, params.fps or info.fps, info.width, info.height)
 
 
