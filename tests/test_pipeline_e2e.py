@@ -1,17 +1,12 @@
 """The real DVC pipeline, end to end, on tiny params in a temporary copy of the repository."""
 import json
-import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 import zarr
-
-ROOT = Path(__file__).resolve().parents[1]
 
 TINY = {
     "default_data": {"n_train": 12, "n_test": 4, "resolution": 32, "n_frames": 8, "digit_size": 14, "fps": 8},
@@ -34,25 +29,10 @@ def run(cmd, cwd, env, timeout=600):
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    """A git + DVC copy of the working tree (tracked and untracked, not ignored) with tiny params."""
+def repo(tmp_path_factory, repo_copy):
+    """A git + DVC copy of the working tree with tiny params."""
     dst = tmp_path_factory.mktemp("repo")
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
-                           capture_output=True).stdout.decode().split("\0")
-    for f in filter(None, files):
-        if (ROOT / f).is_file():
-            (dst / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / f, dst / f)
-    params = yaml.safe_load((dst / "params.yaml").read_text())
-    for section, values in TINY.items():
-        params[section].update(values)
-    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = dict(os.environ, DVC_NO_ANALYTICS="1", OMP_NUM_THREADS="1",
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
-        run(cmd, dst, env)
-    return dst, env
+    return dst, repo_copy(dst, TINY)
 
 
 @pytest.fixture(scope="module")
