@@ -9,7 +9,7 @@ import zarr
 from PIL import Image
 
 from videogpt.config import DataParams
-from videogpt.data.ffmpeg_io import check_not_still, decode_video, distinct_source_frames
+from videogpt.data.ffmpeg_io import VideoError, check_not_still, decode_video, distinct_source_frames
 from videogpt.data.clip_store import build_clip_store
 
 STILL = "a still image: 1 frame"
@@ -81,3 +81,12 @@ def test_a_still_is_recognised_by_its_source_not_its_decoded_size(source):
     check_not_still(subtle, frames)
     assert distinct_source_frames(source / "train/same_twice.gif") == 1
     assert distinct_source_frames(source / "train/moving.gif") == 6
+    assert distinct_source_frames(source / "train/moving.gif", limit=2) == 2  # stops once it knows enough
+
+
+def test_counting_frames_fails_like_decoding(source, tmp_path):
+    (tmp_path / "garbage.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
+    with pytest.raises(VideoError, match="ffmpeg: "):
+        distinct_source_frames(tmp_path / "garbage.mp4")
+    with pytest.raises(VideoError, match="timeout"):
+        distinct_source_frames(source / "train/moving.gif", timeout=1e-4)

@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,17 +179,36 @@ def scale_raw_frames(frames: np.ndarray, resolution: int, timeout: float = 120.0
     return np.frombuffer(out, np.uint8).reshape(n, resolution, resolution, 3)
 
 
-def distinct_source_frames(path: str | Path, timeout: float = 120.0) -> int:
-    """How many different pictures the first video stream holds: every frame decoded as stored (native
-    size, no frame-rate conversion, so a GIF's 2-second delay is one frame, not 200) and compared by MD5.
-    Raises VideoError on a decode error, like decode_video."""
+def distinct_source_frames(path: str | Path, limit: int | None = None, timeout: float = 120.0) -> int:
+    """How many different pictures the first video stream holds, counting up to `limit` (ffmpeg is stopped
+    there): every frame decoded as stored (native size, no frame-rate conversion, so a GIF's 2-second delay
+    is one frame, not 200) and compared by MD5. Raises VideoError on a decode error, like decode_video."""
     argv = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-i", _input_url(path), "-map", "0:v:0",
             "-fps_mode", "passthrough", "-xerror", "-f", "framemd5", "pipe:"]
-    out, err, returncode = _run(argv, timeout)
-    _check_decoded(err, returncode)
-    # framemd5 lines: "stream, dts, pts, duration, size, md5"; comments start with '#'
-    lines = [line for line in out.decode().splitlines() if line and not line.startswith("#")]
-    return len({line.rsplit(",", 1)[-1].strip() for line in lines})
+    seen = set()
+    # stderr goes to a file, not a pipe: undrained while stdout is read, a pipe could fill and stall ffmpeg
+    with tempfile.TemporaryFile() as stderr:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr)
+        watchdog = threading.Timer(timeout, proc.kill)
+        watchdog.start()
+        try:
+            for line in proc.stdout:  # "stream, dts, pts, duration, size, md5" per frame; '#' comments
+                if not line.startswith(b"#"):
+                    seen.add(line.rsplit(b",", 1)[-1].strip())
+                    if limit is not None and len(seen) >= limit:
+                        break
+        finally:
+            proc.kill()  # done early, or failed: either way ffmpeg has nothing more to say
+            proc.wait()
+            timed_out = not watchdog.is_alive()
+            watchdog.cancel()
+        if limit is not None and len(seen) >= limit:
+            return len(seen)
+        if timed_out:
+            raise VideoError("timeout", f"ffmpeg killed after {timeout:g} s")
+        stderr.seek(0)
+        _check_decoded(stderr.read().decode("utf-8", errors="replace"), proc.returncode)
+    return len(seen)
 
 
 def check_not_still(path: str | Path, frames: np.ndarray, timeout: float = 120.0) -> None:
@@ -201,7 +221,7 @@ def check_not_still(path: str | Path, frames: np.ndarray, timeout: float = 120.0
     video whose small changes vanish at the training resolution is kept.
     """
     if len(frames) and np.array_equal(frames.min(axis=0), frames.max(axis=0)):
-        if distinct_source_frames(path, timeout) < 2:
+        if distinct_source_frames(path, limit=2, timeout=timeout) < 2:
             repeated = f", decoded as {len(frames)} identical frames" if len(frames) > 1 else ""
             raise VideoError("a still image: 1 frame", f"one picture in the file{repeated}")
 
