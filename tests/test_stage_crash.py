@@ -46,6 +46,7 @@ TINY = {
     "eval": {"n_real": 4, "batch_size": 2},
     "trainer": {"log_every_n_steps": 2},
 }
+pytestmark = pytest.mark.slow  # about 5 minutes on 2 free cores: .ci/run runs it, a plain `pytest` does not
 SHARD_CLIPS = 2  # preprocess writes a shard (and its progress record) every 2 clips: 6 shards here
 LIVE_LOGS = ("dvclive/",)  # training curves, written while a stage runs by design
 
@@ -62,7 +63,7 @@ def dvc(*args):
 
 class ReadsOf:
     """How many times a file was closed after reading (inotify IN_CLOSE_NOWRITE): shows that a stage has
-    loaded its weights, where it leaves nothing on disk until it has finished."""
+    loaded a model, where it leaves nothing on disk until it has finished."""
     IN_CLOSE_NOWRITE = 0x10
 
     def __init__(self, path: Path):
@@ -92,7 +93,7 @@ def any_file(folder: Path, pattern: str) -> bool:
     return folder.is_dir() and any(folder.rglob(pattern))
 
 
-# stage -> (where it is killed, a condition on (repo, reads of the I3D weights) that holds only mid-work)
+# stage -> (where it is killed, a condition on (repo, reads of its WATCHED file) that holds only mid-work)
 MID_WORK = {
     "make_default_data": ("a video written into data/default_videos.tmp",
                           lambda d, reads: any_file(d / "data/default_videos.tmp", "*.mp4")),
@@ -109,7 +110,10 @@ MID_WORK = {
     # each reads the weights twice before the I3D features: their sha256 (protocol), then torch.load
     "fvd_real_stats": ("I3D loaded, computing features of the real clips", lambda d, reads: reads() >= 2),
     "evaluate": ("recon/bits-per-dim done, I3D loaded, computing features", lambda d, reads: reads() >= 2),
+    "report": ("VQ-VAE loaded, reconstructing clips for the page", lambda d, reads: reads() >= 1),
 }
+I3D = "<i3d weights>"
+WATCHED = {"fvd_real_stats": I3D, "evaluate": I3D, "report": "models/vqvae/model.safetensors"}
 
 
 def finished_training(model: str, steps: int):
@@ -225,7 +229,8 @@ def test_sigkill_mid_stage_then_repro_gives_the_uninterrupted_outputs(stage, bas
     repo = tmp_path / "repo"
     shutil.copytree(source, repo, symlinks=True)
     forget_finished_run(repo, stage)
-    reads = ReadsOf(i3d_weights)
+    watched = WATCHED.get(stage, I3D)
+    reads = ReadsOf(i3d_weights if watched == I3D else repo / watched)
     try:
         proc = subprocess.Popen(dvc("repro", "--single-item", stage), cwd=repo, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
