@@ -10,9 +10,10 @@ stage and its workers die at once, as in a pre-empted job. Then:
   * none of the stage's outs may exist (every stage writes to a temporary path and renames at the end), and
     `dvc status` must see the stage as changed;
   * a plain `dvc repro` must re-run it and finish; every out of every stage must then equal the baseline's,
-    file by file, and dvc.lock must equal the baseline's: so no mix of old and new files survives, and the stages downstream were not re-run;
+    file by file, and dvc.lock must equal the baseline's: so no mix of old and new files survives, and the
+    stages downstream were not re-run;
   * the training stages resume from their last checkpoint instead, which the README documents as statistically,
-    not bitwise, equal: there `dvc repro <stage>` must resume (start_step=3) and leave complete, consistent
+    not bitwise, equal: there `dvc repro <stage>` must resume (start_step > 0) and leave complete, consistent
     outs (see RESUMED);
   * no temporary file or folder may be left beside the outs.
 """
@@ -46,7 +47,7 @@ TINY = {
     "eval": {"n_real": 4, "batch_size": 2},
     "trainer": {"log_every_n_steps": 2},
 }
-pytestmark = pytest.mark.slow  # about 5 minutes on 2 free cores: .ci/run runs it, a plain `pytest` does not
+pytestmark = pytest.mark.slow  # ~3 CPU-minutes, some 10 minutes on a busy 2-core box: run by .ci/run, not by `pytest`
 SHARD_CLIPS = 2  # preprocess writes a shard (and its progress record) every 2 clips: 6 shards here
 LIVE_LOGS = ("dvclive/",)  # training curves, written while a stage runs by design
 
@@ -256,12 +257,14 @@ def test_sigkill_mid_stage_then_repro_gives_the_uninterrupted_outputs(stage, bas
         # (README, "Resume after interruption"): its outs are checked for completeness and consistency, and the
         # stages downstream are left for DVC to re-run (not run here: it would cost minutes and test nothing new).
         out = run(dvc("repro", stage), repo, env, timeout=900)
-        assert f"Running stage '{stage}'" in out and f"[{stage}] start_step=3 " in out, out[-3000:]
+        assert f"Running stage '{stage}'" in out and f"[{stage}] start_step=" in out, out[-3000:]
+        start = int(out.split(f"[{stage}] start_step=")[1].split()[0])
+        assert 0 < start < TINY[stage.removeprefix("train_")]["max_steps"], out[-3000:]  # resumed, not restarted
         RESUMED[stage](repo)
         assert {k: v for k, v in fingerprint(repo).items() if k.split("/")[0] in ("data", "cache")} == \
             {k: v for k, v in expected.items() if k.split("/")[0] in ("data", "cache")}
         assert f"{stage}:" not in run(dvc("status", stage), repo, env)
-        outcome = "resumed from step 3, finished: complete and consistent outs"
+        outcome = f"resumed from step {start}, finished: complete and consistent outs"
     else:
         out = run(dvc("repro"), repo, env, timeout=900)
         assert f"Running stage '{stage}'" in out
