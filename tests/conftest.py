@@ -1,9 +1,11 @@
-"""Shared test set-up: one torch thread (the machine is small and shared) and ffmpeg for making inputs."""
+"""Shared test set-up: one torch thread (the machine is small and shared), ffmpeg for making inputs, and
+git + DVC copies of the repository for tests that run the real pipeline."""
 import subprocess
 
 import pytest
 import torch
 
+from dvc_repo import copy_repo
 from videogpt.data.ffmpeg_io import ffmpeg_exe
 
 torch.set_num_threads(1)
@@ -16,3 +18,10 @@ def ffmpeg():
         subprocess.run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-y", *map(str, args)],
                        check=True, capture_output=True, timeout=60)
     return run
+
+
+@pytest.fixture(scope="session")
+def repo_copy():
+    """repo_copy(dst, params) -> env: a git + DVC copy of the working tree at dst with params.yaml sections
+    updated from `params`, committed (tests/dvc_repo.py); `env` runs dvc there."""
+    return copy_repo

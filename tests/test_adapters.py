@@ -253,7 +253,7 @@ def test_bair_truncated_and_non_trajectory_files_are_rejected(tmp_path):
 # UCF-101
 
 
-UCF_VIDEOS = {  # path below UCF-101/ -> grey level of its frames
+UCF_VIDEOS = {  # path below UCF-101/ -> grey level of its frames (plus sensor-like noise: a video, not a still)
     "HandstandPushups/v_HandStandPushups_g01_c01.avi": 40,
     "HandstandPushups/v_HandStandPushups_g08_c01.avi": 80,
     "Basketball/v_Basketball_g01_c01.avi": 120,
@@ -268,7 +268,7 @@ def ucf_tree(tmp_path_factory, ffmpeg):
     root = tmp_path_factory.mktemp("ucf")
     for rel, grey in UCF_VIDEOS.items():
         (root / "UCF-101" / rel).parent.mkdir(parents=True, exist_ok=True)
-        ffmpeg("-f", "lavfi", "-i", f"color=c=0x{grey:02x}{grey:02x}{grey:02x}:s=320x240:r=25", "-frames:v", 8,
+        ffmpeg("-f", "lavfi", "-i", f"color=c=0x{grey:02x}{grey:02x}{grey:02x}:s=320x240:r=25,noise=alls=4:allf=t", "-frames:v", 8,
                "-c:v", "mpeg4", "-q:v", 2, "-pix_fmt", "yuv420p", root / "UCF-101" / rel)
     (root / "UCF-101/Basketball/notes.txt").write_text("not a video")
     lists = root / "ucfTrainTestlist"

@@ -3,7 +3,6 @@ import json
 import re
 import stat
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,10 +17,10 @@ from videogpt.config import load
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    """A git + DVC copy of the working tree (tracked and untracked, not ignored) with tiny params."""
+def repo(tmp_path_factory, repo_copy):
+    """A git + DVC copy of the working tree with tiny params."""
     dst = tmp_path_factory.mktemp("repo")
-    return dst, copy_repo(dst, TINY)
+    return dst, repo_copy(dst, TINY)
 
 
 @pytest.fixture(scope="module")

@@ -21,11 +21,13 @@ from videogpt.data.clip_store import SplitWriter, build_clip_store, clip_starts
 
 ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE = 6  # grey levels lost to H.264 + yuv420p
+FLICKER = 2    # grey levels added to odd frames; with the codec's loss still within TOLERANCE
 
 
 def grey_video(path: Path, values, size=(24, 32), fps=8) -> Path:
-    """An MP4 whose frame t is the flat grey values[t]: every decoded frame says where it came from."""
-    frames = np.stack([np.full((*size, 3), v, np.uint8) for v in values])
+    """An MP4 whose frame t is the flat grey values[t] (+ FLICKER on odd frames): every decoded frame says
+    where it came from, and no two frames are alike, so even a constant `values` is a video, not a still."""
+    frames = np.stack([np.full((*size, 3), v + FLICKER * (t % 2), np.uint8) for t, v in enumerate(values)])
     write_mp4(path, frames, fps)
     return path
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,6 +132,14 @@ def _scale_and_crop(stream, resolution: int):
             .filter("crop", resolution, resolution))
 
 
+def _check_decoded(stderr: str, returncode: int) -> None:
+    """With -v error a clean decode prints nothing: any line means damaged input, even when rc is 0."""
+    lines = _error_lines(stderr)
+    if returncode != 0 or lines:
+        last = lines[-1] if lines else f"exit code {returncode}"
+        raise VideoError(f"ffmpeg: {last}", lines[0] if lines and lines[0] != last else "")
+
+
 def decode_video(path: str | Path, resolution: int, fps: float | None = None,
                  timeout: float = 120.0) -> np.ndarray:
     """Decode the first video stream to (T, S, S, 3) uint8, S = resolution.
@@ -145,11 +155,7 @@ def decode_video(path: str | Path, resolution: int, fps: float | None = None,
             .global_args("-nostdin", "-hide_banner", "-v", "error")
             .compile(cmd=ffmpeg_exe()))
     out, err, returncode = _run(argv, timeout)
-    lines = _error_lines(err)
-    # With -v error a clean decode prints nothing: any line means damaged input, even when rc is 0.
-    if returncode != 0 or lines:
-        last = lines[-1] if lines else f"exit code {returncode}"
-        raise VideoError(f"ffmpeg: {last}", lines[0] if lines and lines[0] != last else "")
+    _check_decoded(err, returncode)
     frame_bytes = resolution * resolution * 3
     if len(out) % frame_bytes:
         raise VideoError("ffmpeg: incomplete last frame", f"{len(out)} bytes")
@@ -172,6 +178,53 @@ def scale_raw_frames(frames: np.ndarray, resolution: int, timeout: float = 120.0
     if len(out) != expected:
         raise VideoError("ffmpeg: wrong number of scaled frames", f"{len(out)} bytes, expected {expected}")
     return np.frombuffer(out, np.uint8).reshape(n, resolution, resolution, 3)
+
+
+def distinct_source_frames(path: str | Path, limit: int | None = None, timeout: float = 120.0) -> int:
+    """How many different pictures the first video stream holds, counting up to `limit` (ffmpeg is stopped
+    there): every frame decoded as stored (native size, no frame-rate conversion, so a GIF's 2-second delay
+    is one frame, not 200) and compared by MD5. Raises VideoError on a decode error, like decode_video."""
+    argv = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-i", _input_url(path), "-map", "0:v:0",
+            "-fps_mode", "passthrough", "-xerror", "-f", "framemd5", "pipe:"]
+    seen = set()
+    # stderr goes to a file, not a pipe: undrained while stdout is read, a pipe could fill and stall ffmpeg
+    with tempfile.TemporaryFile() as stderr:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr)
+        watchdog = threading.Timer(timeout, proc.kill)
+        watchdog.start()
+        try:
+            for line in proc.stdout:  # "stream, dts, pts, duration, size, md5" per frame; '#' comments
+                if not line.startswith(b"#"):
+                    seen.add(line.rsplit(b",", 1)[-1].strip())
+                    if limit is not None and len(seen) >= limit:
+                        break
+        finally:
+            proc.kill()  # done early, or failed: either way ffmpeg has nothing more to say
+            proc.wait()
+            timed_out = not watchdog.is_alive()
+            watchdog.cancel()
+        if limit is not None and len(seen) >= limit:
+            return len(seen)
+        if timed_out:
+            raise VideoError("timeout", f"ffmpeg killed after {timeout:g} s")
+        stderr.seek(0)
+        _check_decoded(stderr.read().decode("utf-8", errors="replace"), proc.returncode)
+    return len(seen)
+
+
+def check_not_still(path: str | Path, frames: np.ndarray, timeout: float = 120.0) -> None:
+    """Raise VideoError("a still image: 1 frame") if the file holds fewer than two distinct frames (a
+    single-frame GIF, a one-frame video, a GIF repeating one picture): decoded at a constant rate it
+    would become many clips of one unmoving picture.
+
+    `frames` is the file as decode_video returned it. Any two that differ prove motion, at no cost; only
+    when all are equal (rare) is the source decoded again as stored, so that a real but static-looking
+    video whose small changes vanish at the training resolution is kept.
+    """
+    if len(frames) and np.array_equal(frames.min(axis=0), frames.max(axis=0)):
+        if distinct_source_frames(path, limit=2, timeout=timeout) < 2:
+            repeated = f", decoded as {len(frames)} identical frames" if len(frames) > 1 else ""
+            raise VideoError("a still image: 1 frame", f"one picture in the file{repeated}")
 
 
 def write_mp4(path: str | Path, frames: np.ndarray, fps: float, crf: int = 18, timeout: float = 600.0) -> None:

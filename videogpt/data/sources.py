@@ -8,13 +8,19 @@ itself (discover_videos, read_video_file).
 Which files count as videos: those with an extension in VIDEO_EXTENSIONS are decoded. Every other file
 (hidden files aside) is listed in rejected.csv as "not a video" without being opened, so nothing in the
 input folder disappears silently and no one waits for ffmpeg to fail on thousands of .txt/.jpg files.
+A video file holding fewer than two distinct frames (a one-frame GIF or MP4) is rejected as "a still
+image: 1 frame" (ffmpeg_io.check_not_still): at a constant rate it would decode into clips of one picture.
 
 Containment: nothing outside data.source is read. A symlink (file or folder) below it that leads outside
 it is listed in rejected.csv as "outside the input root" and neither followed nor decoded (DVC tracks
 data.source, so such a file would be an untracked input); manifest paths are relative to data.source.
+One place outside is allowed: the DVC cache of the repository holding data.source (wherever its
+`cache.dir` puts it), because with `cache.type: symlink` DVC checks every tracked file out as a link into
+it. (Hardlinks and reflinks are plain files: they never lead out.)
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from videogpt.config import DataParams, ParamsError
-from videogpt.data.ffmpeg_io import decode_video, probe
+from videogpt.data.ffmpeg_io import check_not_still, decode_video, probe
 
 VIDEO_EXTENSIONS = frozenset(
     ".mp4 .m4v .mov .avi .mkv .webm .gif .mpg .mpeg .m2v .wmv .asf .flv .f4v .ogv .3gp .3g2 .ts .mts .m2ts "
@@ -59,9 +65,31 @@ class Source:
 
 
 def escapes(root: Path, path: Path) -> str | None:
-    """Where `path` really is, if that is outside `root` (through a symlink on the way); None if inside."""
+    """Where `path` really is, if that is outside `root` (through a symlink on the way) and outside the DVC
+    cache of the repository holding `root`; None if inside either."""
     real = os.path.realpath(path)
-    return None if Path(real).is_relative_to(os.path.realpath(root)) else real
+    if Path(real).is_relative_to(os.path.realpath(root)):
+        return None
+    cache = dvc_cache_dir(os.path.abspath(root))
+    return None if cache is not None and Path(real).is_relative_to(cache) else real
+
+
+@functools.lru_cache(maxsize=None)
+def dvc_cache_dir(root: str) -> str | None:
+    """The resolved local cache folder of the DVC repository holding `root` (absolute), as DVC's own config
+    gives it (cache.dir at any config level, relative paths resolved, default .dvc/cache); None outside a
+    DVC repository. Asked only when a link leads out of `root`, so other runs never import DVC."""
+    try:
+        from dvc.exceptions import NotDvcRepoError
+        from dvc.repo import Repo
+    except ImportError:  # the library without DVC: no DVC cache to allow
+        return None
+    try:
+        with Repo(Repo.find_root(root)) as repo:
+            cache = repo.cache.local_cache_dir
+    except NotDvcRepoError:
+        return None
+    return os.path.realpath(cache) if cache else None
 
 
 def walk_files(root: Path) -> tuple[list[str], list[Rejection]]:
@@ -180,6 +208,7 @@ class Video:
 def read_video_file(path: Path, params: DataParams) -> Video:
     info = probe(path, timeout=params.decode_timeout)
     frames = decode_video(path, params.resolution, fps=params.fps, timeout=params.decode_timeout)
+    check_not_still(path, frames, timeout=params.decode_timeout)
     return Video(frames, params.fps or info.fps, info.width, info.height)
 
 
