@@ -24,12 +24,12 @@ def make_prior(condition="none", seed=0, head_std=1.0):
     return prior  # left in train mode on purpose: the samplers must switch dropout off themselves
 
 
-def cond_inputs(condition, n):
+def cond_inputs(condition, n, frame_shape=FRAMES):
     g = torch.Generator().manual_seed(11)
     if condition == "class":
         return {"label": torch.randint(0, 3, (n,), generator=g)}
     if condition == "frames":
-        return {"frames": torch.rand(n, 3, 1, *FRAMES, generator=g) - 0.5}
+        return {"frames": torch.rand(n, 3, 1, *frame_shape, generator=g) - 0.5}
     return {}
 
 

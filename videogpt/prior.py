@@ -12,7 +12,8 @@ w fastest). What makes it VideoGPT rather than a plain GPT:
 
 Besides the training forward pass the module offers incremental decoding for the sampler
 (`init_cache` + `cross_kv` + `step`), which costs O(prefix) per position instead of a full forward
-pass, and FLOP / parameter counts for benchmarks.
+pass, `prefill` to put a known prefix into the cache in one batched pass (the sliding-window sampler's
+kept latent frames), and FLOP / parameter counts for benchmarks.
 """
 from __future__ import annotations
 
@@ -190,10 +191,12 @@ class SelfAttention(nn.Module):
         else:
             # Incremental decoding of position `pos` (L == 1): store its key/value, then let the one
             # query attend over the filled prefix [0, pos]. Every key there is in the past, so no mask.
+            # Prefill (L > 1, always from an empty cache, pos == 0): the L queries attend causally among
+            # themselves, so is_causal's top-left aligned mask is the right one.
             k_buf, v_buf = cache
             k_buf[:, :, pos:pos + L] = k
             v_buf[:, :, pos:pos + L] = v
-            y = F.scaled_dot_product_attention(q, k_buf[:, :, :pos + L], v_buf[:, :, :pos + L])
+            y = F.scaled_dot_product_attention(q, k_buf[:, :, :pos + L], v_buf[:, :, :pos + L], is_causal=L > 1)
         return self.proj(y.transpose(1, 2).reshape(B, L, D))
 
 
@@ -378,14 +381,46 @@ class Prior(nn.Module):
             x = self.fc_in(F.embedding(prev_token.reshape(B), self.codebook))
         x = (x + self.pos_emb.at(pos)).unsqueeze(1)  # (B, 1, D)
         c = self._class_vector(label, B)
-        if cond_kv is None:
-            if cfg.condition == "frames":
-                raise ValueError("frame-conditional prior: pass cond_kv=prior.cross_kv(frames)")
-            cond_kv = [None] * cfg.n_layer
+        cond_kv = self._layer_cond_kv(cond_kv)
         for i, block in enumerate(self.blocks):
             x = block(x, c, cond_kv[i], cache=cache.layer(i), pos=pos)
         cache.length += 1
         return self.head(self.norm_out(x, c))[:, 0]
+
+    def prefill(self, tokens: torch.Tensor, cache: KVCache, label: Optional[torch.Tensor] = None,
+                cond_kv: Optional[list] = None) -> torch.Tensor:
+        """Fill an empty `cache` with the first P positions in ONE batched pass; logits (B, P, K).
+
+        tokens (B, P) long are the tokens at flat positions 0..P-1 (a known prefix, e.g. the latent
+        frames a sliding window keeps). Position p's input is token p-1 (the start vector at 0) and the
+        self-attention is causal among the P positions, so the logits and the cache equal those of
+        P calls step(tokens[:, p-1], p, cache) (up to float rounding of the batched matmuls). Decoding
+        continues with step(tokens[:, -1], P, cache). cond_kv: `cross_kv(frames)`."""
+        cfg = self.config
+        B, P = tokens.shape
+        if cache.length != 0:
+            raise ValueError(f"prefill needs an empty cache; this one holds {cache.length} positions")
+        if B != cache.batch:
+            raise ValueError(f"tokens hold {B} sequences but the cache was made for {cache.batch}")
+        if not 1 <= P <= cfg.seq_len:
+            raise ValueError(f"prefill of {P} positions: must be 1..{cfg.seq_len} (the sequence length)")
+        x = self.fc_in(F.embedding(tokens[:, :-1].long(), self.codebook))  # (B, P-1, D)
+        x = torch.cat([self.sos.to(x.dtype).expand(B, 1, -1), x], dim=1)
+        x = x + self.pos_emb().reshape(cfg.seq_len, -1)[:P]
+        c = self._class_vector(label, B)
+        cond_kv = self._layer_cond_kv(cond_kv)
+        for i, block in enumerate(self.blocks):
+            x = block(x, c, cond_kv[i], cache=cache.layer(i), pos=0)
+        cache.length = P
+        return self.head(self.norm_out(x, c))
+
+    def _layer_cond_kv(self, cond_kv: Optional[list]) -> list:
+        """The per-layer cross-attention keys/values for step/prefill ([None] * n_layer without frames)."""
+        if cond_kv is None:
+            if self.config.condition == "frames":
+                raise ValueError("frame-conditional prior: pass cond_kv=prior.cross_kv(frames)")
+            return [None] * self.config.n_layer
+        return cond_kv
 
     # ---- accounting --------------------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 Tokens are drawn one position at a time in raster order (t slowest, w fastest). `sample_tokens`
 uses the prior's key/value cache (each step costs O(prefix)); `sample_tokens_recompute` is the plain
 reference loop that runs the full forward pass at every position. Both consume randomness the same
-way, so with the same seed they produce identical tokens (tested).
+way, so with the same seed they produce identical tokens (tested). `sample_tokens_sliding` makes
+videos longer than the training clips by a sliding window over latent time (its section below).
 
 Randomness: a CPU `torch.Generator` seeded by `seed` draws, before any decoding, one uniform number
 per (sample, position). A token is then picked by inverse-CDF lookup of that number in the (filtered)
@@ -86,10 +87,9 @@ def draw_uniforms(n: int, seq_len: int, seed: int) -> torch.Tensor:
     return torch.rand(n, seq_len, generator=gen)
 
 
-def _batches(prior, n, label, frames, batch_size, seed):
+def _batches(prior, n, label, frames, batch_size, u):
     """Yield (start, size, label, frames, uniforms) per batch, already on the prior's device."""
     device = prior.codebook.device
-    u = draw_uniforms(n, prior.config.seq_len, seed)
     label = torch.as_tensor(label) if label is not None else None
     for start in range(0, n, batch_size):
         stop = min(n, start + batch_size)
@@ -108,7 +108,8 @@ def _run(prior, n, decode_batch, *, temperature, top_k, top_p, label, frames, se
             out = torch.empty(n, cfg.seq_len, dtype=torch.long, device=prior.codebook.device)
             n_batches = -(-n // batch_size)
             bar = progress_bar(total=n_batches * cfg.seq_len, desc="sampling", unit="pos", disable=not progress)
-            for start, size, lab, fr, u in _batches(prior, n, label, frames, batch_size, seed):
+            uniforms = draw_uniforms(n, cfg.seq_len, seed)
+            for start, size, lab, fr, u in _batches(prior, n, label, frames, batch_size, uniforms):
                 pick = lambda logits, pos: choose(logits, u[:, pos], temperature, top_k, top_p)
                 out[start:start + size] = decode_batch(prior, size, lab, fr, pick, bar)
             bar.close()
@@ -164,9 +165,16 @@ def sample_tokens_recompute(prior: Prior, n: int, *, temperature: float = 1.0, t
                 frames=frames, seed=seed, batch_size=batch_size, progress=progress)
 
 
-def tokens_to_videos(vqvae, tokens: torch.Tensor, batch_size: int = 16) -> np.ndarray:
+def tokens_to_videos(vqvae, tokens: torch.Tensor, batch_size: int = 16, *, window: Optional[int] = None
+                     ) -> np.ndarray:
     """Decode (n, t, h, w) tokens with the VQ-VAE (in eval mode) into uint8 videos (n, T, H, W, 3):
-    clamp to [-0.5, 0.5], shift to [0, 1], scale to [0, 255] and round."""
+    clamp to [-0.5, 0.5], shift to [0, 1], scale to [0, 255] and round.
+
+    With `window` (latent frames the VQ-VAE was trained on) and tokens longer than that, the decode runs
+    over overlapping windows (see `decode_windows`): the VQ-VAE's attention position table admits no
+    other length, and its convolutions were only ever trained on that much context."""
+    if window is not None and tokens.shape[1] > window:
+        return decode_windows(vqvae, tokens, window, batch_size)
     device = next(vqvae.parameters()).device
     was_training = vqvae.training
     vqvae.eval()  # never let the codebook's EMA move while decoding (reference issue #7)
@@ -180,8 +188,198 @@ def tokens_to_videos(vqvae, tokens: torch.Tensor, batch_size: int = 16) -> np.nd
         vqvae.train(was_training)
 
 
-def sample(prior: Prior, vqvae, n: int, **kw) -> np.ndarray:
+def sample(prior: Prior, vqvae, n: int, *, n_frames: Optional[int] = None, window_stride: Optional[int] = None,
+           **kw) -> np.ndarray:
     """Sample n videos: `sample_tokens(prior, n, **kw)`, then decode in batches of kw['batch_size']
-    (default 16). Returns uint8 (n, T, H, W, 3), channels-last (docs/CONTRACTS.md)."""
-    tokens = sample_tokens(prior, n, **kw)
-    return tokens_to_videos(vqvae, tokens, batch_size=kw.get("batch_size", 16))
+    (default 16). Returns uint8 (n, T, H, W, 3), channels-last (docs/CONTRACTS.md).
+
+    n_frames: video length; None or the training clip length = one pass over the trained latent grid.
+    Longer videos come from `sample_tokens_sliding` (window_stride: new latent frames per window) and
+    are decoded window by window (`decode_windows`); their first training-length frames' tokens equal
+    the one-pass sample of the same seed."""
+    window = prior.config.latent_shape[0]
+    n_latent = window if n_frames is None else latent_frames(n_frames, window, vqvae.config.downsample[0])
+    batch_size = kw.get("batch_size", 16)
+    if n_latent == window:
+        return tokens_to_videos(vqvae, sample_tokens(prior, n, **kw), batch_size=batch_size)
+    tokens = sample_tokens_sliding(prior, n, n_latent, window_stride=window_stride, vqvae=vqvae, **kw)
+    return tokens_to_videos(vqvae, tokens, batch_size, window=window)
+
+
+# --------------------------------------------------------------------------------------------
+# Videos longer than the training clips: a sliding window over latent time
+#
+# The prior's position tables and the VQ-VAE's attention know only the training latent length t. So a
+# long video is made of windows of exactly t latent frames, each placed at the trained positions 0..t-1:
+# a window keeps the last t - s latent frames of what exists so far as its prefix (filled into the
+# key/value cache in one batched pass, `Prior.prefill`) and samples s new latent frames after it.
+# Conditioning per window (what the window would have been conditioned on had it been a training clip):
+#   class   the same label in every window;
+#   frames  window 0 gets the given real frames; window k > 0 the first n_cond_frames frames of the
+#           window as already generated, i.e. decoded from window k-1 (whose latent frames cover the
+#           start of window k) and rounded to uint8 like the output. In training the conditioning
+#           frame is always the clip's first frame, which the clip's first latent frame also covers, so
+#           this keeps the frames and the prefix tokens consistent; conditioning every window on the
+#           original first frame instead would show the digit where the prefix says it no longer is.
+#           The digit's identity travels in the prefix tokens and in these frames.
+# Randomness: sample i's first window uses the same uniforms as sample_tokens (same seed, same tokens);
+# later positions draw from a second generator seeded by (seed, 1), again one uniform per (sample, position).
+
+
+def default_window_stride(window: int) -> int:
+    """New latent frames per window when not given: half the window, so half is context."""
+    return max(1, window // 2)
+
+
+def window_starts(n_latent: int, window: int, stride: int) -> list[int]:
+    """First latent frame of every window of `window` frames covering [0, n_latent): 0, stride, 2 stride,
+    ...; the last one is placed to end exactly at n_latent (so it may add fewer than `stride` frames)."""
+    if n_latent <= window:
+        return [0]
+    return list(range(0, n_latent - window, stride)) + [n_latent - window]
+
+
+def latent_frames(n_frames: Optional[int], window: int, time_factor: int) -> int:
+    """Latent frames for a video of n_frames (None = the training length, window * time_factor)."""
+    clip = window * time_factor
+    if n_frames is None:
+        return window
+    if isinstance(n_frames, bool) or not isinstance(n_frames, (int, np.integer)) or n_frames < clip:
+        raise ValueError(f"sample.n_frames: {n_frames!r} must be an integer >= the training clip length {clip}")
+    if n_frames % time_factor:
+        raise ValueError(f"sample.n_frames: {n_frames} is not a multiple of the VQ-VAE's temporal downsampling "
+                         f"{time_factor} (one latent frame = {time_factor} frames)")
+    return n_frames // time_factor
+
+
+def draw_uniforms_long(n: int, seq_len: int, n_positions: int, seed: int) -> torch.Tensor:
+    """(n, n_positions) uniforms: the first seq_len columns are `draw_uniforms(n, seq_len, seed)`, the rest
+    come from a generator seeded by (seed, 1). Row i depends only on (seed, i, n_positions)."""
+    first = draw_uniforms(n, seq_len, seed)
+    rest_seed = int(np.random.SeedSequence((seed, 1)).generate_state(1)[0])
+    rest = torch.rand(n, n_positions - seq_len, generator=torch.Generator(device="cpu").manual_seed(rest_seed))
+    return torch.cat([first, rest], dim=1)
+
+
+def _window_frames(vqvae, previous: torch.Tensor, shift: int, n_cond: int) -> torch.Tensor:
+    """The conditioning frames of a window that starts `shift` latent frames after the window `previous`
+    (B, t, h, w): frames [shift * f, shift * f + n_cond) of its decode (f frames per latent frame), as
+    float (B, 3, n_cond, H, W) in [-0.5, 0.5] on uint8 levels, exactly like frames read from the store."""
+    video = tokens_to_videos(vqvae, previous, batch_size=len(previous))  # (B, T, H, W, 3) uint8
+    f = video.shape[1] // previous.shape[1]
+    frames = torch.from_numpy(video[:, shift * f:shift * f + n_cond]).permute(0, 4, 1, 2, 3)
+    return frames.float().div(255).sub(0.5).to(previous.device)
+
+
+def _decode_sliding(prior: Prior, size, label, frames, pick, bar, *, starts, vqvae):
+    """One batch: the windows in order. Returns the tokens (size, n_latent * h * w) and each window's
+    tokens (size, t * h * w) as the prior saw them."""
+    t, h, w = prior.config.latent_shape
+    hw, L = h * w, prior.config.seq_len
+    device = prior.codebook.device
+    tokens = torch.empty(size, (starts[-1] + t) * hw, dtype=torch.long, device=device)
+    windows, window, end = [], None, 0  # end: latent frames generated so far
+    for start in starts:
+        kept = end - start  # latent frames of the prefix (0 in the first window)
+        new_window = torch.empty(size, L, dtype=torch.long, device=device)
+        if window is not None:
+            new_window[:, :kept * hw] = window[:, (t - kept) * hw:]
+            if prior.config.condition == "frames":
+                frames = _window_frames(vqvae, window.view(size, t, h, w), t - kept, prior.config.n_cond_frames)
+        window = new_window
+        cache = prior.init_cache(size)
+        cond_kv = prior.cross_kv(frames)
+        prev = None
+        if kept:
+            prior.prefill(window[:, :kept * hw], cache, label=label, cond_kv=cond_kv)
+            prev = window[:, kept * hw - 1]
+        for pos in range(kept * hw, L):
+            prev = pick(prior.step(prev, pos, cache, label=label, cond_kv=cond_kv), start * hw + pos)
+            window[:, pos] = prev
+            bar.update(1)
+        tokens[:, start * hw:(start + t) * hw] = window
+        windows.append(window)
+        end = start + t
+    return tokens, windows
+
+
+def sample_tokens_sliding(prior: Prior, n: int, n_latent_frames: int, *, window_stride: Optional[int] = None,
+                          vqvae=None, temperature: float = 1.0, top_k: Optional[int] = None,
+                          top_p: Optional[float] = None, label=None, frames: Optional[torch.Tensor] = None,
+                          seed: int = 0, batch_size: int = 16, progress: bool = False,
+                          return_windows: bool = False):
+    """Draw n token grids of n_latent_frames latent frames, (n, n_latent_frames, h, w) long on the CPU, by a
+    sliding window over latent time (see the section comment above).
+
+    window_stride: new latent frames per window, 1..t (default t // 2); smaller = more context and more
+    windows. vqvae: needed by a frame-conditional prior when there is more than one window (later windows
+    are conditioned on generated frames). Other arguments as in `sample_tokens`. With return_windows, also
+    returns [(start latent frame, window tokens (n, t, h, w))] per window, as the prior saw them."""
+    cfg = prior.config
+    t, h, w = cfg.latent_shape
+    _check(prior, n, temperature, top_k, top_p, label, frames, batch_size)
+    stride = default_window_stride(t) if window_stride is None else window_stride
+    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or not 1 <= stride <= t:
+        raise ValueError(f"sample.window_stride: {stride!r} must be an integer in 1..{t} (the prior's latent frames)")
+    if n_latent_frames < t:
+        raise ValueError(f"n_latent_frames={n_latent_frames}: must be >= the prior's {t} latent frames")
+    starts = window_starts(n_latent_frames, t, stride)
+    if cfg.condition == "frames" and len(starts) > 1:
+        if vqvae is None:
+            raise ValueError("frame-conditional prior: later windows are conditioned on generated frames, "
+                             "so pass vqvae= to decode them")
+        f = vqvae.config.downsample[0]
+        if stride * f + cfg.n_cond_frames > t * f:
+            raise ValueError(f"sample.window_stride: {stride} leaves {(t - stride) * f} generated frames before "
+                             f"the next window starts; frame conditioning needs prior.n_cond_frames="
+                             f"{cfg.n_cond_frames} of them (use a smaller stride)")
+    n_positions = n_latent_frames * h * w
+    was_training = prior.training
+    prior.eval()
+    try:
+        with torch.inference_mode():
+            out = torch.empty(n, n_positions, dtype=torch.long)
+            per_window = [[] for _ in starts]
+            bar = progress_bar(total=-(-n // batch_size) * n_positions, desc="sampling", unit="pos",
+                               disable=not progress)
+            uniforms = draw_uniforms_long(n, cfg.seq_len, n_positions, seed)
+            for start, size, lab, fr, u in _batches(prior, n, label, frames, batch_size, uniforms):
+                pick = lambda logits, pos: choose(logits, u[:, pos], temperature, top_k, top_p)
+                tokens, windows = _decode_sliding(prior, size, lab, fr, pick, bar, starts=starts, vqvae=vqvae)
+                out[start:start + size] = tokens.cpu()
+                for collected, window in zip(per_window, windows):
+                    collected.append(window.cpu())
+            bar.close()
+    finally:
+        prior.train(was_training)
+    out = out.view(n, n_latent_frames, h, w)
+    if not return_windows:
+        return out
+    return out, [(a, torch.cat(ws).view(n, t, h, w)) for a, ws in zip(starts, per_window)]
+
+
+def decode_windows(vqvae, tokens: torch.Tensor, window: int, batch_size: int = 16) -> np.ndarray:
+    """Decode (n, T_latent, h, w) tokens longer than the VQ-VAE's `window` latent frames into uint8 videos
+    (n, T_latent * f, H, W, 3) without jumps at window boundaries.
+
+    Windows of `window` latent frames, half a window apart (`window_starts` with stride window // 2,
+    whatever stride the sampler used), are decoded whole. Each latent frame's output frames are taken
+    from the window in which that latent frame lies nearest the window's centre (ties go to the earlier
+    window). So every output frame, except in the first and last half window, comes from a decode that
+    saw at least ceil(window / 2) // 2 latent frames on both sides of it (1 for 4 latent frames, 2 for
+    8), and the frames either side of a hand-over come from decodes that both contain both their latent
+    frames: no frame is decoded at a window edge, where the decoder's convolutions would see padding
+    instead of the neighbouring frames. Frames are not blended (averaging two decodes would ghost a
+    moving object wherever they differ). Cost: about twice a single decode of the whole length."""
+    n_latent = tokens.shape[1]
+    starts = window_starts(n_latent, window, default_window_stride(window))
+    centres = torch.tensor([a + (window - 1) / 2 for a in starts])
+    owner = (torch.arange(n_latent)[:, None] - centres).abs().argmin(1)  # first minimum: the earlier window
+    parts = []
+    for k, a in enumerate(starts):
+        mine = (owner == k).nonzero().flatten()
+        if len(mine):
+            video = tokens_to_videos(vqvae, tokens[:, a:a + window], batch_size)
+            f = video.shape[1] // window
+            parts.append(video[:, (int(mine[0]) - a) * f:(int(mine[-1]) + 1 - a) * f])
+    return np.concatenate(parts, axis=1)
