@@ -22,7 +22,7 @@ def make_prior(condition="none", seed=0):
     torch.manual_seed(seed)
     cfg = PriorConfig(latent_shape=LATENT, n_codes=K, embedding_dim=D_CB, n_layer=2, n_head=2, n_embd=20,
                       dropout=0.2, attn_dropout=0.3, condition=condition, n_classes=3, frame_shape=FRAMES,
-                      resnet_dim=12, resnet_width=4)
+                      action_shape=(LATENT[0] * TIME, 2), resnet_dim=12, resnet_width=4)
     prior = Prior(cfg, torch.randn(K, D_CB))
     torch.nn.init.normal_(prior.head.weight, std=1.0)
     return prior
@@ -36,13 +36,13 @@ def make_vqvae():
     return VQVAE(cfg).eval()
 
 
-def cond_inputs(condition, n):
-    return test_sampling.cond_inputs(condition, n, FRAMES)
+def cond_inputs(condition, n, n_frames=LATENT[0] * TIME):
+    return test_sampling.cond_inputs(condition, n, FRAMES, n_frames)
 
 
 # ---- prefill -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("condition", ["none", "class", "frames"])
+@pytest.mark.parametrize("condition", ["none", "class", "frames", "actions", "frames+actions"])
 @pytest.mark.parametrize("n_prefix", [1, 13, 24])
 def test_prefill_in_one_pass_equals_stepping_position_by_position(condition, n_prefix):
     """Tolerance: 1e-5 absolute and relative on float32 logits (the batched pass and the single-position
@@ -51,13 +51,13 @@ def test_prefill_in_one_pass_equals_stepping_position_by_position(condition, n_p
     B, L = 3, prior.config.seq_len
     tokens = torch.randint(0, K, (B, L), generator=torch.Generator().manual_seed(2))
     cond = cond_inputs(condition, B)
-    label = cond.get("label")
+    step_cond = {"label": cond.get("label"), "actions": cond.get("actions")}
     with torch.no_grad():
         cond_kv = prior.cross_kv(cond.get("frames"))
         stepped_cache, filled_cache = prior.init_cache(B), prior.init_cache(B)
-        stepped = torch.stack([prior.step(tokens[:, p - 1] if p else None, p, stepped_cache, label=label,
-                                          cond_kv=cond_kv) for p in range(n_prefix)], dim=1)
-        filled = prior.prefill(tokens[:, :n_prefix], filled_cache, label=label, cond_kv=cond_kv)
+        stepped = torch.stack([prior.step(tokens[:, p - 1] if p else None, p, stepped_cache, cond_kv=cond_kv,
+                                          **step_cond) for p in range(n_prefix)], dim=1)
+        filled = prior.prefill(tokens[:, :n_prefix], filled_cache, cond_kv=cond_kv, **step_cond)
         assert filled.shape == (B, n_prefix, K) and filled_cache.length == n_prefix
         torch.testing.assert_close(filled, stepped, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(filled_cache.k[:, :, :, :n_prefix], stepped_cache.k[:, :, :, :n_prefix],
@@ -68,7 +68,7 @@ def test_prefill_in_one_pass_equals_stepping_position_by_position(condition, n_p
         full = prior(tokens.view(B, *LATENT), **cond).view(B, L, K)[:, :n_prefix]
         torch.testing.assert_close(filled, full, rtol=1e-5, atol=1e-5)
         if n_prefix < L:  # decoding continues from either cache alike
-            after = [prior.step(tokens[:, n_prefix - 1], n_prefix, c, label=label, cond_kv=cond_kv)
+            after = [prior.step(tokens[:, n_prefix - 1], n_prefix, c, cond_kv=cond_kv, **step_cond)
                      for c in (stepped_cache, filled_cache)]
             torch.testing.assert_close(after[1], after[0], rtol=1e-5, atol=1e-5)
 
@@ -98,7 +98,7 @@ def test_window_starts_cover_the_video():
     assert window_starts(6, 4, 1) == [0, 1, 2]
 
 
-@pytest.mark.parametrize("condition", ["none", "class", "frames"])
+@pytest.mark.parametrize("condition", ["none", "class", "frames", "actions", "frames+actions"])
 def test_three_times_the_training_length(condition):
     """n_frames = 3 x 8: the videos have 24 frames; every window's prefix tokens equal the previous window's
     tokens at the same latent times; the output is the windows laid at their starts; and the first window
@@ -106,7 +106,7 @@ def test_three_times_the_training_length(condition):
     prior, vqvae = make_prior(condition), make_vqvae()
     t, h, w = LATENT
     n, n_frames = 3, 3 * t * TIME
-    kw = dict(seed=5, batch_size=2, **cond_inputs(condition, n))
+    kw = dict(seed=5, batch_size=2, **cond_inputs(condition, n, n_frames))
     videos = sample(prior, vqvae, n, n_frames=n_frames, **kw)
     assert videos.shape == (n, n_frames, *FRAMES, 3) and videos.dtype == np.uint8
     assert prior.training  # mode restored
@@ -119,25 +119,31 @@ def test_three_times_the_training_length(condition):
         assert torch.equal(w1[:, :kept], w0[:, a1 - a0:])
     for a, window in windows:
         assert torch.equal(tokens[:, a:a + t], window)
+    if "actions" in kw:  # the first window sees the first clip-length of the actions
+        kw["actions"] = kw["actions"][:, :t * TIME]
     assert torch.equal(tokens[:, :t], sample_tokens(prior, n, **kw))
     assert len(torch.unique(tokens[:, t:])) > 1
 
 
-@pytest.mark.parametrize("condition", ["none", "class"])
+@pytest.mark.parametrize("condition", ["none", "class", "actions"])
 @pytest.mark.parametrize("stride", [1, 3])
 def test_greedy_windows_are_the_model_argmax_given_their_prefix(condition, stride):
     """Greedy decoding: each window's new tokens are the argmax of the full forward pass over that window
-    (teacher forcing), so the prefill + step path conditions on the prefix exactly as training did."""
+    (teacher forcing) given the label / the actions of the window's own frames, so the prefill + step
+    path conditions on the prefix (and the actions on the right frames) exactly as training did."""
     prior = make_prior(condition)
     n, t = 2, LATENT[0]
-    cond = cond_inputs(condition, n)
+    cond = cond_inputs(condition, n, 10 * TIME)
     _, windows = sample_tokens_sliding(prior, n, 10, window_stride=stride, temperature=0.0, return_windows=True,
                                        **cond)
     hw = LATENT[1] * LATENT[2]
     end = 0
     for a, window in windows:
+        window_cond = dict(cond)
+        if "actions" in cond:
+            window_cond["actions"] = cond["actions"][:, a * TIME:(a + t) * TIME]
         with torch.no_grad():
-            logits = prior.eval()(window, **cond).reshape(n, -1, K)
+            logits = prior.eval()(window, **window_cond).reshape(n, -1, K)
         new = slice((end - a) * hw, None)
         assert torch.equal(logits.argmax(-1)[:, new], window.reshape(n, -1)[:, new])
         end = a + t
@@ -170,6 +176,8 @@ def test_long_sampling_argument_checks():
         sample(prior, vqvae, 1, n_frames=6)
     with pytest.raises(ValueError, match="sample.window_stride"):
         sample(prior, vqvae, 1, n_frames=16, window_stride=5)
+    with pytest.raises(ValueError, match=r"actions of shape \(1, 16, 2\).*got \(1, 8, 2\)"):
+        sample(make_prior("actions"), vqvae, 1, n_frames=16, actions=torch.zeros(1, 8, 2))
     with pytest.raises(ValueError, match="pass vqvae"):
         sample_tokens_sliding(make_prior("frames"), 1, 8, **cond_inputs("frames", 1))
     with pytest.raises(ValueError, match="sample.window_stride: 4 leaves 0 generated frames"):

@@ -62,7 +62,9 @@ def choose(logits: torch.Tensor, u: torch.Tensor, temperature: float = 1.0, top_
     return torch.minimum(index, last_nonzero)
 
 
-def _check(prior: Prior, n: int, temperature, top_k, top_p, label, frames, batch_size):
+def _check(prior: Prior, n: int, temperature, top_k, top_p, cond: dict, batch_size, n_frames=None):
+    """Check the arguments before any work; cond holds label, frames and actions (n_frames: the video
+    length the actions must cover; None = the training clip length)."""
     cfg = prior.config
     if n < 1:
         raise ValueError(f"n={n}: must be >= 1")
@@ -74,10 +76,19 @@ def _check(prior: Prior, n: int, temperature, top_k, top_p, label, frames, batch
         raise ValueError(f"sample.top_k: {top_k} must be >= 1")
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"sample.top_p: {top_p} must be in (0, 1]")
-    if cfg.condition == "class" and (label is None or len(label) != n):
+    if cfg.condition == "class" and (cond["label"] is None or len(cond["label"]) != n):
         raise ValueError(f"class-conditional prior: pass label with {n} class ids")
-    if cfg.condition == "frames" and (frames is None or frames.shape[0] != n):
+    if cfg.uses_frames and (cond["frames"] is None or cond["frames"].shape[0] != n):
         raise ValueError(f"frame-conditional prior: pass frames (n={n}, 3, {cfg.n_cond_frames}, H, W)")
+    if cfg.uses_actions:
+        actions, (T, A) = cond["actions"], cfg.action_shape
+        expected = (n, n_frames or T, A)
+        if actions is None or tuple(actions.shape) != expected:
+            got = "none" if actions is None else tuple(actions.shape)
+            raise ValueError(f"action-conditional prior: pass actions of shape {expected} (videos, frames, values "
+                             f"per action), one action per generated frame; got {got}")
+        if not torch.isfinite(torch.as_tensor(actions)).all():
+            raise ValueError("actions hold NaN or inf values (clips without actions?)")
 
 
 def draw_uniforms(n: int, seq_len: int, seed: int) -> torch.Tensor:
@@ -87,19 +98,22 @@ def draw_uniforms(n: int, seq_len: int, seed: int) -> torch.Tensor:
     return torch.rand(n, seq_len, generator=gen)
 
 
-def _batches(prior, n, label, frames, batch_size, u):
-    """Yield (start, size, label, frames, uniforms) per batch, already on the prior's device."""
-    device = prior.codebook.device
-    label = torch.as_tensor(label) if label is not None else None
+def _batches(prior, n, cond: dict, batch_size, u):
+    """Yield (start, size, cond, uniforms) per batch, already on the prior's device; cond holds the
+    batch's label / frames / actions, None for those the prior does not use."""
+    cfg, device = prior.config, prior.codebook.device
+    used = {"label": cfg.condition == "class", "frames": cfg.uses_frames, "actions": cfg.uses_actions}
+    cond = {k: torch.as_tensor(v) if v is not None and used[k] else None for k, v in cond.items()}
     for start in range(0, n, batch_size):
         stop = min(n, start + batch_size)
-        lab = label[start:stop].to(device) if label is not None and prior.config.condition == "class" else None
-        fr = frames[start:stop].to(device) if frames is not None and prior.config.condition == "frames" else None
-        yield start, stop - start, lab, fr, u[start:stop].to(device)
+        part = {k: v[start:stop].to(device) if v is not None else None for k, v in cond.items()}
+        yield start, stop - start, part, u[start:stop].to(device)
 
 
-def _run(prior, n, decode_batch, *, temperature, top_k, top_p, label, frames, seed, batch_size, progress):
-    _check(prior, n, temperature, top_k, top_p, label, frames, batch_size)
+def _run(prior, n, decode_batch, *, temperature, top_k, top_p, label, frames, actions, seed, batch_size,
+         progress):
+    cond = {"label": label, "frames": frames, "actions": actions}
+    _check(prior, n, temperature, top_k, top_p, cond, batch_size)
     cfg = prior.config
     was_training = prior.training
     prior.eval()
@@ -109,34 +123,34 @@ def _run(prior, n, decode_batch, *, temperature, top_k, top_p, label, frames, se
             n_batches = -(-n // batch_size)
             bar = progress_bar(total=n_batches * cfg.seq_len, desc="sampling", unit="pos", disable=not progress)
             uniforms = draw_uniforms(n, cfg.seq_len, seed)
-            for start, size, lab, fr, u in _batches(prior, n, label, frames, batch_size, uniforms):
+            for start, size, part, u in _batches(prior, n, cond, batch_size, uniforms):
                 pick = lambda logits, pos: choose(logits, u[:, pos], temperature, top_k, top_p)
-                out[start:start + size] = decode_batch(prior, size, lab, fr, pick, bar)
+                out[start:start + size] = decode_batch(prior, size, part, pick, bar)
             bar.close()
         return out.view(n, *cfg.latent_shape).cpu()
     finally:
         prior.train(was_training)
 
 
-def _decode_cached(prior: Prior, size, label, frames, pick, bar):
+def _decode_cached(prior: Prior, size, cond, pick, bar):
     cache = prior.init_cache(size)
-    cond_kv = prior.cross_kv(frames)  # once per batch
+    cond_kv = prior.cross_kv(cond["frames"])  # once per batch
     tokens = torch.empty(size, prior.config.seq_len, dtype=torch.long, device=prior.codebook.device)
     prev = None
     for pos in range(prior.config.seq_len):
-        prev = pick(prior.step(prev, pos, cache, label=label, cond_kv=cond_kv), pos)
+        prev = pick(prior.step(prev, pos, cache, label=cond["label"], cond_kv=cond_kv, actions=cond["actions"]), pos)
         tokens[:, pos] = prev
         bar.update(1)
     return tokens
 
 
-def _decode_recompute(prior: Prior, size, label, frames, pick, bar):
+def _decode_recompute(prior: Prior, size, cond, pick, bar):
     L, K = prior.config.seq_len, prior.config.n_codes
     tokens = torch.zeros(size, L, dtype=torch.long, device=prior.codebook.device)
     grid = tokens.view(size, *prior.config.latent_shape)
     for pos in range(L):
         # Positions >= pos still hold zeros; causality makes them irrelevant to the logits at pos.
-        logits = prior(grid, label, frames).view(size, L, K)[:, pos]
+        logits = prior(grid, **cond).view(size, L, K)[:, pos]
         tokens[:, pos] = pick(logits, pos)
         bar.update(1)
     return tokens
@@ -144,25 +158,29 @@ def _decode_recompute(prior: Prior, size, label, frames, pick, bar):
 
 def sample_tokens(prior: Prior, n: int, *, temperature: float = 1.0, top_k: Optional[int] = None,
                   top_p: Optional[float] = None, label=None, frames: Optional[torch.Tensor] = None,
-                  seed: int = 0, batch_size: int = 16, progress: bool = False) -> torch.Tensor:
+                  actions: Optional[torch.Tensor] = None, seed: int = 0, batch_size: int = 16,
+                  progress: bool = False) -> torch.Tensor:
     """Draw n token grids, (n, t, h, w) long on the CPU, with the key/value cache.
 
     temperature 0 = greedy (argmax); top_k / top_p restrict sampling to the k most likely codes / the
     nucleus of mass top_p (None = off, the paper's setting). label: (n,) class ids for a class-
-    conditional prior; frames: (n, 3, n_cond_frames, H, W) in [-0.5, 0.5] for a frame-conditional one.
+    conditional prior; frames: (n, 3, n_cond_frames, H, W) in [-0.5, 0.5] for a frame-conditional one;
+    actions: (n, frames per clip, action values), raw (the prior normalises them), for an
+    action-conditional one.
     Same seed and arguments give bitwise-identical samples on the same device. The prior is run in
     eval mode (dropout off) and restored to its previous mode afterwards."""
     return _run(prior, n, _decode_cached, temperature=temperature, top_k=top_k, top_p=top_p, label=label,
-                frames=frames, seed=seed, batch_size=batch_size, progress=progress)
+                frames=frames, actions=actions, seed=seed, batch_size=batch_size, progress=progress)
 
 
 def sample_tokens_recompute(prior: Prior, n: int, *, temperature: float = 1.0, top_k: Optional[int] = None,
                             top_p: Optional[float] = None, label=None, frames: Optional[torch.Tensor] = None,
-                            seed: int = 0, batch_size: int = 16, progress: bool = False) -> torch.Tensor:
+                            actions: Optional[torch.Tensor] = None, seed: int = 0, batch_size: int = 16,
+                            progress: bool = False) -> torch.Tensor:
     """Reference sampler: the full forward pass at every position (no cache). Same arguments and the
     same randomness as `sample_tokens`, so it yields the same tokens; L times slower in FLOPs."""
     return _run(prior, n, _decode_recompute, temperature=temperature, top_k=top_k, top_p=top_p, label=label,
-                frames=frames, seed=seed, batch_size=batch_size, progress=progress)
+                frames=frames, actions=actions, seed=seed, batch_size=batch_size, progress=progress)
 
 
 def tokens_to_videos(vqvae, tokens: torch.Tensor, batch_size: int = 16, *, window: Optional[int] = None
@@ -215,6 +233,7 @@ def sample(prior: Prior, vqvae, n: int, *, n_frames: Optional[int] = None, windo
 # key/value cache in one batched pass, `Prior.prefill`) and samples s new latent frames after it.
 # Conditioning per window (what the window would have been conditioned on had it been a training clip):
 #   class   the same label in every window;
+#   actions the actions of the window's own frames (so actions must cover the whole video);
 #   frames  window 0 gets the given real frames; window k > 0 the first n_cond_frames frames of the
 #           window as already generated, i.e. decoded from window k-1 (whose latent frames cover the
 #           start of window k) and rounded to uint8 like the output. In training the conditioning
@@ -271,30 +290,38 @@ def _window_frames(vqvae, previous: torch.Tensor, shift: int, n_cond: int) -> to
     return frames.float().div(255).sub(0.5).to(previous.device)
 
 
-def _decode_sliding(prior: Prior, size, label, frames, pick, bar, *, starts, vqvae):
+def _decode_sliding(prior: Prior, size, cond, pick, bar, *, starts, vqvae):
     """One batch: the windows in order. Returns the tokens (size, n_latent * h * w) and each window's
     tokens (size, t * h * w) as the prior saw them."""
-    t, h, w = prior.config.latent_shape
+    cfg = prior.config
+    t, h, w = cfg.latent_shape
     hw, L = h * w, prior.config.seq_len
     device = prior.codebook.device
     tokens = torch.empty(size, (starts[-1] + t) * hw, dtype=torch.long, device=device)
     windows, window, end = [], None, 0  # end: latent frames generated so far
+    frames = cond["frames"]
     for start in starts:
         kept = end - start  # latent frames of the prefix (0 in the first window)
         new_window = torch.empty(size, L, dtype=torch.long, device=device)
         if window is not None:
             new_window[:, :kept * hw] = window[:, (t - kept) * hw:]
-            if prior.config.condition == "frames":
-                frames = _window_frames(vqvae, window.view(size, t, h, w), t - kept, prior.config.n_cond_frames)
+            if cfg.uses_frames:
+                frames = _window_frames(vqvae, window.view(size, t, h, w), t - kept, cfg.n_cond_frames)
         window = new_window
+        actions = None
+        if cfg.uses_actions:
+            clip_frames = cfg.action_shape[0]
+            first = start * (clip_frames // t)
+            actions = cond["actions"][:, first:first + clip_frames]
         cache = prior.init_cache(size)
         cond_kv = prior.cross_kv(frames)
         prev = None
         if kept:
-            prior.prefill(window[:, :kept * hw], cache, label=label, cond_kv=cond_kv)
+            prior.prefill(window[:, :kept * hw], cache, label=cond["label"], cond_kv=cond_kv, actions=actions)
             prev = window[:, kept * hw - 1]
         for pos in range(kept * hw, L):
-            prev = pick(prior.step(prev, pos, cache, label=label, cond_kv=cond_kv), start * hw + pos)
+            logits = prior.step(prev, pos, cache, label=cond["label"], cond_kv=cond_kv, actions=actions)
+            prev = pick(logits, start * hw + pos)
             window[:, pos] = prev
             bar.update(1)
         tokens[:, start * hw:(start + t) * hw] = window
@@ -306,25 +333,28 @@ def _decode_sliding(prior: Prior, size, label, frames, pick, bar, *, starts, vqv
 def sample_tokens_sliding(prior: Prior, n: int, n_latent_frames: int, *, window_stride: Optional[int] = None,
                           vqvae=None, temperature: float = 1.0, top_k: Optional[int] = None,
                           top_p: Optional[float] = None, label=None, frames: Optional[torch.Tensor] = None,
-                          seed: int = 0, batch_size: int = 16, progress: bool = False,
-                          return_windows: bool = False):
+                          actions: Optional[torch.Tensor] = None, seed: int = 0, batch_size: int = 16,
+                          progress: bool = False, return_windows: bool = False):
     """Draw n token grids of n_latent_frames latent frames, (n, n_latent_frames, h, w) long on the CPU, by a
     sliding window over latent time (see the section comment above).
 
     window_stride: new latent frames per window, 1..t (default t // 2); smaller = more context and more
     windows. vqvae: needed by a frame-conditional prior when there is more than one window (later windows
-    are conditioned on generated frames). Other arguments as in `sample_tokens`. With return_windows, also
+    are conditioned on generated frames). actions: (n, n_frames, A), one per frame of the whole video
+    (n_frames = n_latent_frames * frames per latent frame). Other arguments as in `sample_tokens`. With return_windows, also
     returns [(start latent frame, window tokens (n, t, h, w))] per window, as the prior saw them."""
     cfg = prior.config
     t, h, w = cfg.latent_shape
-    _check(prior, n, temperature, top_k, top_p, label, frames, batch_size)
+    cond = {"label": label, "frames": frames, "actions": actions}
+    n_frames = n_latent_frames * (cfg.action_shape[0] // t) if cfg.uses_actions else None
+    _check(prior, n, temperature, top_k, top_p, cond, batch_size, n_frames)
     stride = default_window_stride(t) if window_stride is None else window_stride
     if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or not 1 <= stride <= t:
         raise ValueError(f"sample.window_stride: {stride!r} must be an integer in 1..{t} (the prior's latent frames)")
     if n_latent_frames < t:
         raise ValueError(f"n_latent_frames={n_latent_frames}: must be >= the prior's {t} latent frames")
     starts = window_starts(n_latent_frames, t, stride)
-    if cfg.condition == "frames" and len(starts) > 1:
+    if cfg.uses_frames and len(starts) > 1:
         if vqvae is None:
             raise ValueError("frame-conditional prior: later windows are conditioned on generated frames, "
                              "so pass vqvae= to decode them")
@@ -343,9 +373,9 @@ def sample_tokens_sliding(prior: Prior, n: int, n_latent_frames: int, *, window_
             bar = progress_bar(total=-(-n // batch_size) * n_positions, desc="sampling", unit="pos",
                                disable=not progress)
             uniforms = draw_uniforms_long(n, cfg.seq_len, n_positions, seed)
-            for start, size, lab, fr, u in _batches(prior, n, label, frames, batch_size, uniforms):
+            for start, size, part, u in _batches(prior, n, cond, batch_size, uniforms):
                 pick = lambda logits, pos: choose(logits, u[:, pos], temperature, top_k, top_p)
-                tokens, windows = _decode_sliding(prior, size, lab, fr, pick, bar, starts=starts, vqvae=vqvae)
+                tokens, windows = _decode_sliding(prior, size, part, pick, bar, starts=starts, vqvae=vqvae)
                 out[start:start + size] = tokens.cpu()
                 for collected, window in zip(per_window, windows):
                     collected.append(window.cpu())
