@@ -7,7 +7,7 @@ Layout: <out>/train/<digit>/00000.mp4 and <out>/test/<digit>/..., the class bein
 Beside each video, its actions: `00000.actions.npy`, float32 (n_frames, 2 * max_digits), row t holding
 each digit's velocity (dy, dx) in pixels per frame at the written resolution as it leaves frame t, i.e.
 the motion from frame t to frame t+1 (after a bounce, the reflected velocity; zeros for digits a video
-does not have). This is the sidecar format preprocess reads for any video (videogpt.data).
+does not have). This is the sidecar format preprocess reads beside any video (videogpt/data/sources.py).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from videogpt.config import DefaultDataParams
 from videogpt.data.ffmpeg_io import write_mp4
-from videogpt.data.sources import SPLITS
+from videogpt.data.sources import ACTION_SUFFIXES, SPLITS
 
 SPEED = (0.05, 0.08)  # pixels per frame as a fraction of the frame size: 3-5 pixels per frame at 64 px
 
@@ -102,7 +102,10 @@ def write_moving_digits(out_dir: str | Path, params: DefaultDataParams) -> dict[
     for split, count in counts.items():
         for index in range(count):
             digits, rng = video_digits(params, split, index)
-            write_mp4(tmp / split / str(digits[0]) / f"{index:05d}.mp4", make_video(digits, params, rng), params.fps)
+            frames, actions = make_video_and_actions(digits, params, rng)
+            video = tmp / split / str(digits[0]) / f"{index:05d}.mp4"
+            write_mp4(video, frames, params.fps)
+            np.save(video.with_suffix(ACTION_SUFFIXES[0]), actions)
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     return counts
