@@ -8,7 +8,7 @@ def main():
     params = start()
     from videogpt.generate import run_sample_stage
     info = run_sample_stage(params, prior_dir=paths.PRIOR_DIR, vqvae_dir=paths.VQVAE_DIR, clips_path=paths.CLIPS,
-                            out_dir=paths.SAMPLES)
+                            manifest_path=paths.MANIFEST, out_dir=paths.SAMPLES)
     print(f"sample: {info['n']} videos {info['shape']} -> {paths.SAMPLES}/grid.gif")
 
 

@@ -202,14 +202,24 @@ def test_same_seed_gives_identical_models_tokens_and_samples(workdir, tmp_path_f
     np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("condition", ["class", "frames"])
-def test_conditional_priors_run_through_the_stages(workdir, condition):
-    """Not a fault: the conditional priors through the same stage scripts (labels / first test frames)."""
+@pytest.mark.parametrize("condition, n_samples, n_frames", [("class", 2, None), ("frames", 2, None),
+                                                            ("frames+actions", 1, 8)])
+def test_conditional_priors_run_through_the_stages(workdir, condition, n_samples, n_frames):
+    """Not a fault: the conditional priors through the same stage scripts (labels / first test frames / actions
+    of the test clips; with actions also a video twice the clip length, by the sliding window)."""
     write_params(workdir, prior=TINY["prior"] | {"condition": condition, "n_cond_frames": 1, "resnet_dim": 8},
-                 sample={"n_samples": 2, "batch_size": 2})
+                 sample={"n_samples": n_samples, "batch_size": 2, "n_frames": n_frames})
     for name in ("train_vqvae", "tokenize", "train_prior", "sample"):
         stage(name, workdir)
     import zarr
-    attrs = zarr.open_group(str(workdir / "samples/samples.zarr"), mode="r").attrs
-    assert attrs["condition"] == condition
-    assert attrs["labels"] == ([0, 1] if condition == "class" else None)
+
+    from videogpt.data.clip_store import read_labels
+    root = zarr.open_group(str(workdir / "samples/samples.zarr"), mode="r")
+    attrs = root.attrs
+    assert attrs["condition"] == condition and attrs["real_index"] == list(range(n_samples))
+    labels = read_labels(workdir / "data/clips.zarr", "test")[:n_samples].tolist()
+    assert attrs["labels"] == (labels if condition == "class" else None)  # the real test clips' own labels
+    assert root["videos"].shape == (n_samples, n_frames or 4, 16, 16, 3)
+    if "actions" in condition:
+        assert "per-frame actions of 8 frames" in attrs["conditioning"]
+        assert len(list((workdir / "samples/mp4").glob("*.mp4"))) == n_samples

@@ -22,7 +22,7 @@ from videogpt.data.clip_store import clip_reader, clips_array
 from videogpt.data.dataset import ClipDataset
 from videogpt.distributed import inference_device, rank_and_world, sharded_map
 from videogpt.fileio import file_sha256
-from videogpt.generate import read_samples
+from videogpt.generate import read_sample_attrs, read_samples
 from videogpt.metrics.frechet import frechet_distance, gaussian_stats, load_stats, save_stats
 from videogpt.metrics.i3d import FEATURE_PROTOCOL, MIN_FRAMES, i3d_features, load_i3d
 from videogpt.prior import Prior
@@ -79,7 +79,8 @@ def bits_per_dim(prior: Prior, loader) -> float:
     prior.eval()
     total, n = 0.0, 0
     for batch in loader:
-        loss = prior.loss(batch["tokens"], label=batch.get("label"), frames=batch.get("frames"))
+        loss = prior.loss(batch["tokens"], label=batch.get("label"), frames=batch.get("frames"),
+                          actions=batch.get("actions"))
         total += float(loss) * len(batch["tokens"])
         n += len(batch["tokens"])
     return total / max(n, 1) / math.log(2)
@@ -178,7 +179,12 @@ def evaluate(params: Params, *, clips_path, tokens_path, vqvae_dir, prior_dir, s
     bpd = bits_per_dim(prior, DataLoader(test_tokens, batch_size=ep.batch_size))
 
     samples = read_samples(samples_dir)
-    fvd_protocol = protocol | {"n_generated": int(len(samples))}
+    fvd_protocol = protocol | {"n_generated": int(len(samples)), "generated_frames": int(samples.shape[1]),
+                               "conditioning": read_sample_attrs(samples_dir).get("conditioning")}
+    # Long samples (sample.n_frames) are not compared with clips of another length.
+    length_reason = None if samples.shape[1] == protocol["frames"] else (
+        f"the samples have {samples.shape[1]} frames (sample.n_frames), the real clips {protocol['frames']}: "
+        "FVD compares videos of one length")
     real_stats, reason = load_real_stats(stats_dir, protocol)
     fvd = r_fvd = fvd_star = None
     if real_stats is not None:
@@ -186,18 +192,20 @@ def evaluate(params: Params, *, clips_path, tokens_path, vqvae_dir, prior_dir, s
         real = clip_reader(clips_path, "test")
         recon_stats = i3d_stats(model, lambda a, b: reconstructions_uint8(vqvae, real(a, b), ep.batch_size, device),
                                 protocol["n_real"], ep.batch_size, device)
-        sample_stats = i3d_stats(model, lambda a, b: samples[a:b], len(samples), ep.batch_size, device)
-        fvd = frechet_distance(*sample_stats, *real_stats)
         r_fvd = frechet_distance(*recon_stats, *real_stats)
-        fvd_star = frechet_distance(*sample_stats, *recon_stats)
+        if length_reason is None:
+            sample_stats = i3d_stats(model, lambda a, b: samples[a:b], len(samples), ep.batch_size, device)
+            fvd = frechet_distance(*sample_stats, *real_stats)
+            fvd_star = frechet_distance(*sample_stats, *recon_stats)
 
-    def entry(value, what):
-        return {"value": value, "reason": reason if value is None else None, "what": what, "protocol": fvd_protocol}
+    def entry(value, what, why_not=None):
+        return {"value": value, "reason": (reason or why_not) if value is None else None, "what": what,
+                "protocol": fvd_protocol}
 
     report = {
-        "fvd": entry(fvd, "FD(I3D(samples), I3D(real test clips))"),
+        "fvd": entry(fvd, "FD(I3D(samples), I3D(real test clips))", length_reason),
         "r_fvd": entry(r_fvd, "FD(I3D(VQ-VAE reconstructions), I3D(real test clips))"),
-        "fvd_star": entry(fvd_star, "FD(I3D(samples), I3D(VQ-VAE reconstructions))"),
+        "fvd_star": entry(fvd_star, "FD(I3D(samples), I3D(VQ-VAE reconstructions))", length_reason),
         "recon": {"nmse": recon["nmse"], "psnr": recon["psnr"], "codes_used": recon["codes_used"],
                   "protocol": {"split": "test", "n": recon["n_clips"], "nmse": f"MSE/{DATA_VARIANCE:g} in [-0.5,0.5] space",
                                "psnr": "per clip on [0,1] pixels, averaged"}},

@@ -31,6 +31,8 @@ from videogpt.position import BroadcastPosEmbed
 from videogpt.resnet3d import DOWNSAMPLE, ResNet3d
 
 CONDITIONS = ("none", "class", "frames", "actions", "frames+actions")
+FRAME_CONDITIONS = ("frames", "frames+actions")    # cross-attention to the first frames
+ACTION_CONDITIONS = ("actions", "frames+actions")  # conditional LayerNorms read the clip's actions
 
 
 @dataclass
@@ -65,12 +67,14 @@ class PriorConfig:
         self.validate()
 
     @classmethod
-    def from_params(cls, prior, vqvae_config, *, n_classes: int, frame_shape) -> "PriorConfig":
+    def from_params(cls, prior, vqvae_config, *, n_classes: int, frame_shape, action_shape=None) -> "PriorConfig":
         """The config of a `prior:` params section (videogpt.config.PriorParams) over the codes of a VQ-VAE
-        with `vqvae_config`; the section's training keys (lr, max_steps, ...) are not part of the model."""
+        with `vqvae_config`; the section's training keys (lr, max_steps, ...) are not part of the model.
+        action_shape: (frames per clip, values per action) of the data's actions, for action conditioning."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(latent_shape=vqvae_config.latent_shape, n_codes=vqvae_config.n_codes,
                    embedding_dim=vqvae_config.embedding_dim, n_classes=n_classes, frame_shape=tuple(frame_shape),
+                   action_shape=action_shape,
                    **{f.name: getattr(prior, f.name) for f in dataclasses.fields(prior) if f.name in names})
 
     def validate(self) -> None:
@@ -122,11 +126,11 @@ class PriorConfig:
 
     @property
     def uses_frames(self) -> bool:
-        return self.condition in ("frames", "frames+actions")
+        return self.condition in FRAME_CONDITIONS
 
     @property
     def uses_actions(self) -> bool:
-        return self.condition in ("actions", "frames+actions")
+        return self.condition in ACTION_CONDITIONS
 
     @property
     def cond_dim(self) -> int:

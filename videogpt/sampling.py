@@ -24,7 +24,7 @@ import torch
 from videogpt.progress import progress_bar
 
 from videogpt.prior import Prior
-from videogpt.video import to_uint8
+from videogpt.video import to_float, to_uint8
 
 
 def filter_logits(logits: torch.Tensor, top_k: Optional[int] = None, top_p: Optional[float] = None) -> torch.Tensor:
@@ -258,6 +258,22 @@ def window_starts(n_latent: int, window: int, stride: int) -> list[int]:
     return list(range(0, n_latent - window, stride)) + [n_latent - window]
 
 
+def check_long_sampling(n_frames: Optional[int], window_stride: Optional[int], window: int, time_factor: int) -> None:
+    """The sample.n_frames / sample.window_stride checks (ValueError naming the key) for a prior of `window`
+    latent frames over a VQ-VAE that makes `time_factor` frames of each."""
+    latent_frames(n_frames, window, time_factor)
+    window_stride_or_default(window_stride, window)
+
+
+def window_stride_or_default(stride: Optional[int], window: int) -> int:
+    """sample.window_stride, checked to be in 1..window; None = `default_window_stride(window)`."""
+    if stride is None:
+        return default_window_stride(window)
+    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or not 1 <= stride <= window:
+        raise ValueError(f"sample.window_stride: {stride!r} must be an integer in 1..{window} (the prior's latent frames)")
+    return int(stride)
+
+
 def latent_frames(n_frames: Optional[int], window: int, time_factor: int) -> int:
     """Latent frames for a video of n_frames (None = the training length, window * time_factor)."""
     clip = window * time_factor
@@ -286,8 +302,7 @@ def _window_frames(vqvae, previous: torch.Tensor, shift: int, n_cond: int) -> to
     float (B, 3, n_cond, H, W) in [-0.5, 0.5] on uint8 levels, exactly like frames read from the store."""
     video = tokens_to_videos(vqvae, previous, batch_size=len(previous))  # (B, T, H, W, 3) uint8
     f = video.shape[1] // previous.shape[1]
-    frames = torch.from_numpy(video[:, shift * f:shift * f + n_cond]).permute(0, 4, 1, 2, 3)
-    return frames.float().div(255).sub(0.5).to(previous.device)
+    return to_float(video[:, shift * f:shift * f + n_cond]).to(previous.device)
 
 
 def _decode_sliding(prior: Prior, size, cond, pick, bar, *, starts, vqvae):
@@ -348,9 +363,7 @@ def sample_tokens_sliding(prior: Prior, n: int, n_latent_frames: int, *, window_
     cond = {"label": label, "frames": frames, "actions": actions}
     n_frames = n_latent_frames * (cfg.action_shape[0] // t) if cfg.uses_actions else None
     _check(prior, n, temperature, top_k, top_p, cond, batch_size, n_frames)
-    stride = default_window_stride(t) if window_stride is None else window_stride
-    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or not 1 <= stride <= t:
-        raise ValueError(f"sample.window_stride: {stride!r} must be an integer in 1..{t} (the prior's latent frames)")
+    stride = window_stride_or_default(window_stride, t)
     if n_latent_frames < t:
         raise ValueError(f"n_latent_frames={n_latent_frames}: must be >= the prior's {t} latent frames")
     starts = window_starts(n_latent_frames, t, stride)

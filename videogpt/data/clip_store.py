@@ -528,6 +528,37 @@ def read_actions(store_path: str | Path, split: str) -> np.ndarray:
     return actions
 
 
+def read_video_actions(store_path: str | Path, manifest_path: str | Path, split: str, indices, n_frames: int
+                       ) -> np.ndarray:
+    """The actions of n_frames frames from the first frame of each clip `indices` (n,) of a split, frame_stride
+    apart as in the clips: (n, n_frames, A) float32. Longer than a clip, they are gathered from the other clips
+    the manifest lists for the same video, so a video cut into several clips conditions a longer generated
+    video. ValueError naming the first clip whose video has actions for fewer frames from there."""
+    actions = read_actions(store_path, split)
+    indices = np.asarray(indices, np.int64)
+    if n_frames <= actions.shape[1]:
+        return actions[indices, :n_frames]
+    stride = store_attrs(store_path)["frame_stride"]
+    rows = pd.read_csv(manifest_path, keep_default_na=False)
+    rows = rows[rows.split == split].set_index("clip")
+    timelines: dict[str, dict[int, np.ndarray]] = {}  # source -> frame index -> action
+    out = np.empty((len(indices), n_frames, actions.shape[2]), np.float32)
+    for i, index in enumerate(indices):
+        source, start = rows.at[index, "source"], int(rows.at[index, "start_frame"])
+        if source not in timelines:
+            clips = rows[rows.source == source]
+            timelines[source] = {int(s) + k * stride: actions[j, k] for j, s in zip(clips.index, clips.start_frame)
+                                 for k in range(actions.shape[1])}
+        frames = [start + k * stride for k in range(n_frames)]
+        have = next((k for k, f in enumerate(frames) if f not in timelines[source]), n_frames)
+        if have < n_frames:
+            raise ValueError(f"sample.n_frames: {n_frames} frames of actions are needed, but {split} clip {index} "
+                             f"({source}, from frame {start}) has actions for only {have} frames from there (its "
+                             "video is too short or not cut into back-to-back clips)")
+        out[i] = [timelines[source][f] for f in frames]
+    return out
+
+
 def check_clip_shape(store_path: str | Path, resolution: int, sequence_length: int) -> tuple[int, int, int]:
     """(T, H, W) of the stored clips, which must match data.resolution and data.sequence_length (else a
     model configured from the params would silently disagree with its data)."""
