@@ -16,6 +16,7 @@ and the model, not on batch_size.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Optional
 
@@ -189,21 +190,55 @@ def tokens_to_videos(vqvae, tokens: torch.Tensor, batch_size: int = 16, *, windo
     clamp to [-0.5, 0.5], shift to [0, 1], scale to [0, 255] and round.
 
     With `window` (latent frames the VQ-VAE was trained on) and tokens longer than that, the decode runs
-    over overlapping windows (see `decode_windows`): the VQ-VAE's attention position table admits no
-    other length, and its convolutions were only ever trained on that much context."""
-    if window is not None and tokens.shape[1] > window:
-        return decode_windows(vqvae, tokens, window, batch_size)
+    over overlapping windows, blended (see `_blend_windows`): the VQ-VAE's attention position table admits
+    no other length, and its convolutions were only ever trained on that much context."""
+    windowed = window is not None and tokens.shape[1] > window
+    with _decoding(vqvae) as decode:
+        videos = [to_uint8(_blend_windows(decode, chunk, window) if windowed else decode(chunk)).cpu()
+                  for chunk in tokens.split(batch_size)]
+    return torch.cat(videos).numpy()
+
+
+@contextlib.contextmanager
+def _decoding(vqvae):
+    """A decode function (B, t, h, w) codes -> float (B, 3, T, H, W) on the VQ-VAE's device, run in eval
+    mode without autograd; the VQ-VAE's mode is restored afterwards."""
     device = next(vqvae.parameters()).device
     was_training = vqvae.training
     vqvae.eval()  # never let the codebook's EMA move while decoding (reference issue #7)
     try:
-        videos = []
         with torch.inference_mode():
-            for chunk in tokens.split(batch_size):
-                videos.append(to_uint8(vqvae.decode(chunk.to(device))).cpu())  # (B, T, H, W, 3)
-        return torch.cat(videos).numpy()
+            yield lambda codes: vqvae.decode(codes.to(device)).float()
     finally:
         vqvae.train(was_training)
+
+
+def _blend_windows(decode, tokens: torch.Tensor, window: int) -> torch.Tensor:
+    """Windows of `window` latent frames half a window apart (`window_starts` with stride window // 2,
+    whatever stride the sampler used) are each decoded whole, and every output frame is the weighted
+    mean of its decodes in all the windows that hold it. A frame's weight in a window grows with its
+    distance from the window's nearer edge (0.5, 1.5, 2.5, ... frames), so a frame's pixels come mostly
+    from decodes that saw temporal context on both sides of it, not from a window edge where the
+    decoder's convolutions and attention see nothing beyond, and the weights shift gradually from one
+    window to the next: there is no hand-over frame where one decode would replace another. (Taking
+    each frame from the single window where it is most central instead left a visible step at every
+    hand-over: the VQ-VAE's temporal attention renders the same codes slightly differently at
+    different positions in a window.) Cost: about twice a decode of the whole length. Returns float
+    (B, 3, T_latent * f, H, W)."""
+    starts = window_starts(tokens.shape[1], window, default_window_stride(window))
+    total = weight = None
+    for a in starts:
+        x = decode(tokens[:, a:a + window])  # (B, 3, window * f, H, W)
+        span = x.shape[2]
+        f = span // window
+        if total is None:
+            total = torch.zeros(*x.shape[:2], tokens.shape[1] * f, *x.shape[3:], device=x.device)
+            weight = torch.zeros(tokens.shape[1] * f, device=x.device)
+        pos = torch.arange(span, dtype=torch.float32, device=x.device)
+        w = torch.minimum(pos + 0.5, span - pos - 0.5)
+        total[:, :, a * f:a * f + span] += x * w.view(1, 1, -1, 1, 1)
+        weight[a * f:a * f + span] += w
+    return total / weight.view(1, 1, -1, 1, 1)
 
 
 def sample(prior: Prior, vqvae, n: int, *, n_frames: Optional[int] = None, window_stride: Optional[int] = None,
@@ -213,8 +248,8 @@ def sample(prior: Prior, vqvae, n: int, *, n_frames: Optional[int] = None, windo
 
     n_frames: video length; None or the training clip length = one pass over the trained latent grid.
     Longer videos come from `sample_tokens_sliding` (window_stride: new latent frames per window) and
-    are decoded window by window (`decode_windows`); their first training-length frames' tokens equal
-    the one-pass sample of the same seed."""
+    are decoded in blended overlapping windows (`tokens_to_videos` with window); their first
+    training-length frames' tokens equal the one-pass sample of the same seed."""
     window = prior.config.latent_shape[0]
     n_latent = window if n_frames is None else latent_frames(n_frames, window, vqvae.config.downsample[0])
     batch_size = kw.get("batch_size", 16)
@@ -401,28 +436,3 @@ def sample_tokens_sliding(prior: Prior, n: int, n_latent_frames: int, *, window_
     return out, [(a, torch.cat(ws).view(n, t, h, w)) for a, ws in zip(starts, per_window)]
 
 
-def decode_windows(vqvae, tokens: torch.Tensor, window: int, batch_size: int = 16) -> np.ndarray:
-    """Decode (n, T_latent, h, w) tokens longer than the VQ-VAE's `window` latent frames into uint8 videos
-    (n, T_latent * f, H, W, 3) without jumps at window boundaries.
-
-    Windows of `window` latent frames, half a window apart (`window_starts` with stride window // 2,
-    whatever stride the sampler used), are decoded whole. Each latent frame's output frames are taken
-    from the window in which that latent frame lies nearest the window's centre (ties go to the earlier
-    window). So every output frame, except in the first and last half window, comes from a decode that
-    saw at least ceil(window / 2) // 2 latent frames on both sides of it (1 for 4 latent frames, 2 for
-    8), and the frames either side of a hand-over come from decodes that both contain both their latent
-    frames: no frame is decoded at a window edge, where the decoder's convolutions would see padding
-    instead of the neighbouring frames. Frames are not blended (averaging two decodes would ghost a
-    moving object wherever they differ). Cost: about twice a single decode of the whole length."""
-    n_latent = tokens.shape[1]
-    starts = window_starts(n_latent, window, default_window_stride(window))
-    centres = torch.tensor([a + (window - 1) / 2 for a in starts])
-    owner = (torch.arange(n_latent)[:, None] - centres).abs().argmin(1)  # first minimum: the earlier window
-    parts = []
-    for k, a in enumerate(starts):
-        mine = (owner == k).nonzero().flatten()
-        if len(mine):
-            video = tokens_to_videos(vqvae, tokens[:, a:a + window], batch_size)
-            f = video.shape[1] // window
-            parts.append(video[:, (int(mine[0]) - a) * f:(int(mine[-1]) + 1 - a) * f])
-    return np.concatenate(parts, axis=1)
