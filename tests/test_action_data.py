@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from test_preprocess import build, grey_video, params
 
-from videogpt.config import DefaultDataParams
-from videogpt.data.clip_store import read_actions
+from videogpt.config import DefaultDataParams, ParamsError, parse, to_dict
+from videogpt.data.clip_store import read_actions, read_video_actions
 from videogpt.data.moving_digits import make_video_and_actions, video_digits, write_moving_digits
+from videogpt.training import action_statistics
 
 
 def indexed_actions(n_frames: int, width: int = 2) -> np.ndarray:
@@ -112,3 +113,33 @@ def test_moving_digits_actions_are_the_velocity_that_moves_the_digit(tmp_path):
     digits, rng = video_digits(p, "train", 1)
     np.testing.assert_array_equal(np.load(tmp_path / f"videos/train/{digits[0]}/00001.actions.npy"),
                                   make_video_and_actions(digits, p, rng)[1])
+
+
+def test_actions_longer_than_a_clip_are_gathered_from_the_clips_of_the_same_video(tmp_path):
+    src = tmp_path / "src"
+    for name, n in (("a", 12), ("b", 8)):
+        grey_video(src / f"train/{name}.mp4", [100] * n)
+        np.save(src / f"train/{name}.actions.npy", indexed_actions(n) + (100 if name == "b" else 0))
+        grey_video(src / f"test/{name}.mp4", [100] * n)
+        np.save(src / f"test/{name}.actions.npy", indexed_actions(n) + (100 if name == "b" else 0))
+    out = tmp_path / "out"
+    build(params(src, sequence_length=4, frame_stride=1), out)  # a: clips from frames 0, 4, 8; b: 0, 4
+    gather = lambda indices, n_frames: read_video_actions(out / "clips.zarr", out / "manifest.csv", "test", indices,
+                                                          n_frames)
+    np.testing.assert_array_equal(gather([0, 3], 4)[..., 0], [[0, 1, 2, 3], [100, 101, 102, 103]])
+    np.testing.assert_array_equal(gather([0, 1, 3], 8)[..., 0], [np.arange(8), np.arange(4, 12), np.arange(100, 108)])
+    with pytest.raises(ParamsError, match=r"sample.n_frames: 8 .* test clip 4 \(test/b.mp4, from frame 4\) has "
+                                         r"actions for only 4 frames"):
+        gather([0, 4], 8)
+
+
+def test_an_action_prior_on_data_without_actions_stops_before_training(tmp_path):
+    grey_video(tmp_path / "src/train/a.mp4", [100] * 8)
+    grey_video(tmp_path / "src/test/b.mp4", [100] * 8)
+    build(params(tmp_path / "src"), tmp_path / "out")
+    raw = to_dict(parse({}))
+    raw["prior"]["condition"] = "frames+actions"
+    with pytest.raises(ParamsError, match="prior.condition: 'frames\\+actions' needs actions for every clip: .*"
+                                          "the train clips have no actions"):
+        action_statistics(tmp_path / "out/clips.zarr", parse(raw))
+    assert action_statistics(tmp_path / "out/clips.zarr", parse({})) is None  # unconditional: not needed

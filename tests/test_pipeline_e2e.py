@@ -122,3 +122,18 @@ def test_exp_run_reruns_only_the_prior_and_after(reproduced):
     csv = (dst / "reports/tables/prior_size.csv").read_text().splitlines()
     assert len(csv) == 3, out  # header + two rows
     assert [row.split(",")[0] for row in csv[1:]] == ["1", "2"], csv
+
+
+def test_exp_run_of_a_longer_video_reruns_only_sample_and_evaluate(reproduced):
+    """sample.n_frames=48 (12x the 4-frame clips): only the sample stage and what reads the samples run again,
+    and the samples are 48 frames long, by the sliding window."""
+    dst, env, _ = reproduced
+    out = run([sys.executable, "-m", "dvc", "exp", "run", "-S", "sample.n_frames=48"], dst, env, timeout=900)
+    assert "Running stage 'sample'" in out and "Running stage 'evaluate'" in out
+    for skipped in ("make_default_data", "preprocess", "train_vqvae", "tokenize", "train_prior", "fvd_real_stats"):
+        assert f"Running stage '{skipped}'" not in out
+    videos = zarr.open_group(str(dst / "samples/samples.zarr"), mode="r")["videos"]
+    assert videos.shape == (2, 48, 16, 16, 3)
+    assert len(list((dst / "samples/mp4").glob("*.mp4"))) == 2 and (dst / "samples/grid.gif").is_file()
+    fvd = json.loads((dst / "metrics/eval.json").read_text())["fvd"]
+    assert fvd["value"] is None and fvd["protocol"]["generated_frames"] == 48

@@ -305,7 +305,8 @@ def window_stride_or_default(stride: Optional[int], window: int) -> int:
     if stride is None:
         return default_window_stride(window)
     if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or not 1 <= stride <= window:
-        raise ValueError(f"sample.window_stride: {stride!r} must be an integer in 1..{window} (the prior's latent frames)")
+        raise ValueError(f"sample.window_stride: {stride!r} must be an integer in 1..{window} "
+                         "(the prior's latent frames)")
     return int(stride)
 
 
@@ -391,8 +392,9 @@ def sample_tokens_sliding(prior: Prior, n: int, n_latent_frames: int, *, window_
     window_stride: new latent frames per window, 1..t (default t // 2); smaller = more context and more
     windows. vqvae: needed by a frame-conditional prior when there is more than one window (later windows
     are conditioned on generated frames). actions: (n, n_frames, A), one per frame of the whole video
-    (n_frames = n_latent_frames * frames per latent frame). Other arguments as in `sample_tokens`. With return_windows, also
-    returns [(start latent frame, window tokens (n, t, h, w))] per window, as the prior saw them."""
+    (n_frames = n_latent_frames * frames per latent frame). Other arguments as in `sample_tokens`. With
+    return_windows, also returns [(start latent frame, window tokens (n, t, h, w))] per window, as the
+    prior saw them."""
     cfg = prior.config
     t, h, w = cfg.latent_shape
     cond = {"label": label, "frames": frames, "actions": actions}

@@ -533,7 +533,7 @@ def read_video_actions(store_path: str | Path, manifest_path: str | Path, split:
     """The actions of n_frames frames from the first frame of each clip `indices` (n,) of a split, frame_stride
     apart as in the clips: (n, n_frames, A) float32. Longer than a clip, they are gathered from the other clips
     the manifest lists for the same video, so a video cut into several clips conditions a longer generated
-    video. ValueError naming the first clip whose video has actions for fewer frames from there."""
+    video. ParamsError (sample.n_frames) naming the first clip whose video has fewer frames of actions."""
     actions = read_actions(store_path, split)
     indices = np.asarray(indices, np.int64)
     if n_frames <= actions.shape[1]:
@@ -552,7 +552,7 @@ def read_video_actions(store_path: str | Path, manifest_path: str | Path, split:
         frames = [start + k * stride for k in range(n_frames)]
         have = next((k for k, f in enumerate(frames) if f not in timelines[source]), n_frames)
         if have < n_frames:
-            raise ValueError(f"sample.n_frames: {n_frames} frames of actions are needed, but {split} clip {index} "
+            raise ParamsError(f"sample.n_frames: {n_frames} frames of actions are needed, but {split} clip {index} "
                              f"({source}, from frame {start}) has actions for only {have} frames from there (its "
                              "video is too short or not cut into back-to-back clips)")
         out[i] = [timelines[source][f] for f in frames]
