@@ -8,7 +8,7 @@ def main():
     params = start()
     from videogpt.generate import run_sample_stage
     info = run_sample_stage(params, prior_dir=paths.PRIOR_DIR, vqvae_dir=paths.VQVAE_DIR, clips_path=paths.CLIPS,
-                            indices_path=paths.REAL_INDICES, out_dir=paths.SAMPLES)
+                            manifest_path=paths.MANIFEST, indices_path=paths.REAL_INDICES, out_dir=paths.SAMPLES)
     print(f"sample: {info['n']} videos {info['shape']} ({info['n_trials']} FVD trials) -> {paths.SAMPLES}/grid.gif")
 
 

@@ -203,10 +203,10 @@ def test_same_seed_gives_identical_models_tokens_and_samples(workdir, tmp_path_f
     np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("condition", ["class", "frames"])
+@pytest.mark.parametrize("condition", ["class", "frames", "frames+actions"])
 def test_conditional_priors_run_through_the_stages(workdir, condition):
     """Not a fault: the conditional priors through the same stage scripts, conditioned on the FVD trials' real
-    clips (their labels / first frames): one generated video per real clip of each trial."""
+    clips (their labels / first frames / actions): one generated video per real clip of each trial."""
     write_params(workdir, prior=TINY["prior"] | {"condition": condition, "n_cond_frames": 1, "resnet_dim": 8},
                  sample={"n_samples": 2, "batch_size": 2})
     for name in ("fvd_real_stats", "train_vqvae", "tokenize", "train_prior", "sample"):
@@ -216,10 +216,12 @@ def test_conditional_priors_run_through_the_stages(workdir, condition):
     samples = zarr.open_group(str(workdir / "samples/samples.zarr"), mode="r")
     order = [i for t in trials for i in t]
     assert len(trials) == 2 and samples["real_index"][:].tolist() == order
-    assert samples["videos"].shape[0] == samples["tokens"].shape[0] == 6
+    assert samples["videos"].shape == (6, 4, 16, 16, 3) and samples["tokens"].shape[0] == 6
     assert len(list((workdir / "samples/mp4").glob("*.mp4"))) == 2  # sample.n_samples: the viewable ones
     labels = zarr.open_group(str(workdir / "data/clips.zarr"), mode="r")["test"]["labels"][:]
     assert samples.attrs["condition"] == condition
     assert samples.attrs["labels"] == ([int(labels[i]) for i in order] if condition == "class" else None)
-    if condition == "frames":
+    if "frames" in condition:
         assert "included, as generated" in samples.attrs["conditioning_frames_in_videos"]
+    if "actions" in condition:
+        assert "per-frame actions of 4 frames" in samples.attrs["conditioning"]

@@ -52,6 +52,9 @@ def test_repo_params_yaml_is_valid_and_lists_every_default():
     ("data.sequence_length", 9, "data.sequence_length: 9 is not divisible by the temporal downsampling"),
     ("prior.n_embd", 130, "prior.n_embd: 130 is not divisible by prior.n_head=4"),
     ("sample.top_p", 1.5, "sample.top_p: 1.5 is out of range"),
+    ("sample.n_frames", 17, "sample.n_frames: 17 is not a multiple of the VQ-VAE's temporal downsampling 2"),
+    ("sample.n_frames", 4, "sample.n_frames: 4 must be an integer >= the training clip length 8"),
+    ("sample.window_stride", 5, "sample.window_stride: 5 must be an integer in 1..4"),
     ("trainer.precision", "fp8", "trainer.precision"),
     ("seed", 1.5, "seed: 1.5 is not an integer"),
 ])
@@ -65,10 +68,13 @@ def test_unknown_section_and_frame_conditioning_length():
     raw = repo_params() | {"priors": {}}
     with pytest.raises(ParamsError, match="priors: unknown key"):
         parse(raw)
-    raw = with_override("prior.condition", "frames")
-    raw["prior"]["n_cond_frames"] = raw["data"]["sequence_length"]
-    with pytest.raises(ParamsError, match="prior.n_cond_frames"):
-        parse(raw)
+    for condition in ("frames", "frames+actions"):
+        raw = with_override("prior.condition", condition)
+        raw["prior"]["n_cond_frames"] = raw["data"]["sequence_length"]
+        with pytest.raises(ParamsError, match="prior.n_cond_frames"):
+            parse(raw)
+    assert parse(with_override("prior.condition", "actions")).prior.condition == "actions"
+    assert parse(with_override("sample.n_frames", 48)).sample.n_frames == 48
 
 
 def test_types_are_coerced_where_harmless():

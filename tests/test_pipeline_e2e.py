@@ -173,3 +173,17 @@ def test_exp_run_reruns_only_the_prior_and_after(reproduced):
     bpd = re.search(r"<td><code>metrics/prior.json: val_bits_per_dim</code></td><td>([^<]+)</td><td>([^<]+)</td>", html)
     assert bpd and bpd.group(1) != bpd.group(2)
     assert html.count('<img src="data:image/png;base64,') == 1
+
+def test_exp_run_of_a_longer_video_reruns_only_sample_and_evaluate(reproduced):
+    """sample.n_frames=48 (12x the 4-frame clips): only the sample stage and what reads the samples run again,
+    and the samples are 48 frames long, by the sliding window."""
+    dst, env, _ = reproduced
+    out = run([sys.executable, "-m", "dvc", "exp", "run", "-S", "sample.n_frames=48"], dst, env, timeout=900)
+    assert "Running stage 'sample'" in out and "Running stage 'evaluate'" in out
+    for skipped in ("make_default_data", "preprocess", "train_vqvae", "tokenize", "train_prior", "fvd_real_stats"):
+        assert f"Running stage '{skipped}'" not in out
+    videos = zarr.open_group(str(dst / "samples/samples.zarr"), mode="r")["videos"]
+    assert videos.shape == (4, 48, 16, 16, 3)  # eval.n_real x eval.n_trials
+    assert len(list((dst / "samples/mp4").glob("*.mp4"))) == 2 and (dst / "samples/grid.gif").is_file()
+    fvd = json.loads((dst / "metrics/eval.json").read_text())["fvd"]
+    assert fvd["mean"] is None and "one length" in fvd["reason"] and fvd["protocol"]["generated_frames"] == 48

@@ -11,6 +11,7 @@ from videogpt.prior import KVCache, Norm, Prior, PriorConfig
 LATENT = (2, 3, 4)  # L = 24
 K, D_CB = 16, 8
 FRAMES = (8, 8)
+ACTIONS = (4, 2)  # frames per clip, values per action
 
 
 def make_prior(condition="none", seed=0, random_head=False, **overrides):
@@ -18,7 +19,7 @@ def make_prior(condition="none", seed=0, random_head=False, **overrides):
     torch.manual_seed(seed)
     kw = dict(latent_shape=LATENT, n_codes=K, embedding_dim=D_CB, n_layer=2, n_head=2, n_embd=20,
               dropout=0.0, attn_dropout=0.0, condition=condition, n_classes=3, n_cond_frames=1,
-              frame_shape=FRAMES, resnet_depth=18, resnet_dim=12, resnet_width=4)
+              frame_shape=FRAMES, action_shape=ACTIONS, resnet_depth=18, resnet_dim=12, resnet_width=4)
     kw.update(overrides)
     prior = Prior(PriorConfig(**kw), torch.randn(kw["n_codes"], kw["embedding_dim"]))
     if random_head:
@@ -28,11 +29,14 @@ def make_prior(condition="none", seed=0, random_head=False, **overrides):
 
 def cond_inputs(condition, batch, seed=1):
     g = torch.Generator().manual_seed(seed)
+    cond = {}
     if condition == "class":
-        return {"label": torch.randint(0, 3, (batch,), generator=g)}
-    if condition == "frames":
-        return {"frames": torch.rand(batch, 3, 1, *FRAMES, generator=g) - 0.5}
-    return {}
+        cond["label"] = torch.randint(0, 3, (batch,), generator=g)
+    if "frames" in condition:
+        cond["frames"] = torch.rand(batch, 3, 1, *FRAMES, generator=g) - 0.5
+    if "actions" in condition:
+        cond["actions"] = torch.randn(batch, *ACTIONS, generator=g)
+    return cond
 
 
 def random_tokens(batch, seed=2):
@@ -52,6 +56,13 @@ def test_config_validation_names_the_key():
         PriorConfig(latent_shape=LATENT, n_codes=K, embedding_dim=D_CB, condition="frames", frame_shape=(10, 8))
     with pytest.raises(ValueError, match=r"prior\.condition"):
         PriorConfig(latent_shape=LATENT, n_codes=K, embedding_dim=D_CB, condition="text")
+    with pytest.raises(ValueError, match=r"prior\.action_shape.*does the dataset have actions"):
+        PriorConfig(latent_shape=LATENT, n_codes=K, embedding_dim=D_CB, condition="actions")
+    with pytest.raises(ValueError, match=r"prior\.action_shape.*5 frames are not a whole number"):
+        PriorConfig(latent_shape=LATENT, n_codes=K, embedding_dim=D_CB, condition="actions", action_shape=(5, 2))
+    with pytest.raises(ValueError, match=r"prior\.frame_shape"):
+        PriorConfig(latent_shape=LATENT, n_codes=K, embedding_dim=D_CB, condition="frames+actions",
+                    action_shape=ACTIONS)
     # lists (as in config.json) become tuples
     cfg = PriorConfig(latent_shape=[2, 3, 4], n_codes=K, embedding_dim=D_CB, n_embd=20, n_head=2)
     assert cfg.latent_shape == (2, 3, 4) and cfg.seq_len == 24
@@ -68,7 +79,7 @@ def test_codebook_is_a_frozen_saved_buffer():
 
 # ---- init -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("condition", ["none", "class", "frames"])
+@pytest.mark.parametrize("condition", ["none", "class", "frames", "actions", "frames+actions"])
 def test_zero_head_gives_uniform_logits_at_init(condition):
     prior = make_prior(condition)
     tokens = random_tokens(3)
@@ -82,7 +93,7 @@ def test_zero_head_gives_uniform_logits_at_init(condition):
 
 # ---- causality --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("condition", ["none", "class", "frames"])
+@pytest.mark.parametrize("condition", ["none", "class", "frames", "actions"])
 def test_causality(condition):
     prior = make_prior(condition, random_head=True).eval()
     cond = cond_inputs(condition, 2)
@@ -142,7 +153,7 @@ def test_every_layernorm_is_class_conditional():
     prior = make_prior("class", random_head=True)
     norms = [m for m in prior.modules() if isinstance(m, Norm)]
     assert len(norms) == 2 * prior.config.n_layer + 1  # pre-attn, pre-MLP per block, final
-    assert all(m.n_classes == 3 and not m.ln.elementwise_affine for m in norms)
+    assert all(m.cond_dim == 3 and not m.ln.elementwise_affine for m in norms)
     tokens = random_tokens(2)
     a = prior(tokens, label=torch.tensor([0, 0]))
     b = prior(tokens, label=torch.tensor([1, 2]))
@@ -151,6 +162,37 @@ def test_every_layernorm_is_class_conditional():
     for m in norms:
         assert m.to_gain.weight.grad.abs().sum() > 0 and m.to_bias.weight.grad.abs().sum() > 0
         assert m.to_gain.weight.grad[:, 1].abs().sum() == 0  # class 1 absent from this batch
+
+
+@pytest.mark.parametrize("condition", ["actions", "frames+actions"])
+def test_every_layernorm_reads_the_normalised_actions(condition):
+    prior = make_prior(condition, random_head=True)
+    norms = [m for m in prior.modules() if isinstance(m, Norm)]
+    per_block = 3 if condition == "frames+actions" else 2  # + the cross-attention's norm
+    assert len(norms) == per_block * prior.config.n_layer + 1
+    assert all(m.cond_dim == 4 * 2 and not m.ln.elementwise_affine for m in norms)
+    assert all(torch.count_nonzero(m.to_gain.weight) == 0 for m in norms)  # gain exactly 1 at init
+    assert (prior.blocks[0].cross is not None) == (condition == "frames+actions")
+
+    # normalisation: z-score per action value with the stored training statistics, flattened by frame
+    prior.set_action_stats(torch.tensor([1.0, -2.0]), torch.tensor([2.0, 0.0]))  # std 0 is stored as 1
+    assert torch.equal(prior.state_dict()["action_std"], torch.tensor([2.0, 1.0]))
+    actions = torch.tensor([[[3.0, -2.0], [1.0, 0.0], [-1.0, 1.0], [5.0, -3.0]]])
+    expected = torch.tensor([[1.0, 0.0, 0.0, 2.0, -1.0, 3.0, 2.0, -1.0]])
+    torch.testing.assert_close(prior.action_vector(actions, 1), expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"actions must have shape \(1, 4, 2\)"):
+        prior.action_vector(actions[:, :3], 1)
+    with pytest.raises(ValueError, match="action-conditional"):
+        prior(random_tokens(1), **{k: v for k, v in cond_inputs(condition, 1).items() if k != "actions"})
+
+    tokens = random_tokens(2)
+    cond = cond_inputs(condition, 2)
+    other = dict(cond, actions=cond["actions"].flip(1))
+    a, b = prior(tokens, **cond), prior(tokens, **other)
+    assert (a - b).abs().amax(dim=-1).min() > 1e-4  # every position depends on the actions
+    prior.loss(tokens, **cond).backward()
+    for m in norms:
+        assert m.to_gain.weight.grad.abs().sum() > 0 and m.to_bias.weight.grad.abs().sum() > 0
 
 
 def test_frames_condition_changes_logits_everywhere_and_trains_the_resnet():
@@ -180,15 +222,16 @@ def _train(prior, tokens, steps, lr, **cond):
     return prior.eval()
 
 
-@pytest.mark.parametrize("condition", ["class", "frames"])
+@pytest.mark.parametrize("condition", ["class", "frames", "actions"])
 def test_condition_is_learned_from_zero_init(condition):
     """From the default (zero-head) init, a few steps teach the prior to read the condition: two
-    grids that differ everywhere, told apart only by the label / the frames. Position 0 sees nothing
-    but the start vector and the condition, so its prediction must come from the condition."""
+    grids that differ everywhere, told apart only by the label / the frames / the actions. Position 0
+    sees nothing but the start vector and the condition, so its prediction must come from the condition."""
     prior = make_prior(condition)
     tokens = torch.stack([torch.full(LATENT, 3), torch.full(LATENT, 7)])
-    cond = ({"label": torch.tensor([0, 1])} if condition == "class"
-            else {"frames": torch.stack([torch.full((3, 1, *FRAMES), -0.4), torch.full((3, 1, *FRAMES), 0.4)])})
+    cond = {"class": {"label": torch.tensor([0, 1])},
+            "frames": {"frames": torch.stack([torch.full((3, 1, *FRAMES), -0.4), torch.full((3, 1, *FRAMES), 0.4)])},
+            "actions": {"actions": torch.stack([torch.full(ACTIONS, -1.0), torch.full(ACTIONS, 1.0)])}}[condition]
     _train(prior, tokens, 100, 1e-2, **cond)
     first = prior(tokens, **cond)[:, 0, 0, 0]
     assert first.argmax(-1).tolist() == [3, 7]
@@ -210,7 +253,7 @@ def test_overfits_a_tiny_token_set_far_below_unigram_entropy():
 
 # ---- incremental decoding ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("condition", ["none", "class", "frames"])
+@pytest.mark.parametrize("condition", ["none", "class", "frames", "frames+actions"])
 def test_cached_steps_match_the_full_forward_pass(condition):
     prior = make_prior(condition, random_head=True).eval()
     cond = cond_inputs(condition, 3)
@@ -227,11 +270,11 @@ def test_cached_steps_match_the_full_forward_pass(condition):
         flat = tokens.reshape(3, L)
         for pos in range(L):
             logits = prior.step(flat[:, pos - 1] if pos else None, pos, cache,
-                                label=cond.get("label"), cond_kv=kv)
+                                label=cond.get("label"), cond_kv=kv, actions=cond.get("actions"))
             torch.testing.assert_close(logits, full[:, pos], rtol=1e-4, atol=1e-4)
         assert cache.length == L
         with pytest.raises(ValueError):
-            prior.step(flat[:, -1], L, cache, label=cond.get("label"), cond_kv=kv)
+            prior.step(flat[:, -1], L, cache, label=cond.get("label"), cond_kv=kv, actions=cond.get("actions"))
 
 
 def test_step_requires_positions_in_order():

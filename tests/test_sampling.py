@@ -11,6 +11,7 @@ from videogpt.sampling import (choose, filter_logits, sample, sample_tokens, sam
 LATENT = (2, 3, 4)  # L = 24
 K, D_CB = 16, 8
 FRAMES = (8, 8)
+ACTIONS = (4, 2)  # 4 frames per clip (2 per latent frame), 2 values per action
 
 
 def make_prior(condition="none", seed=0, head_std=1.0):
@@ -18,19 +19,23 @@ def make_prior(condition="none", seed=0, head_std=1.0):
     torch.manual_seed(seed)
     cfg = PriorConfig(latent_shape=LATENT, n_codes=K, embedding_dim=D_CB, n_layer=2, n_head=2, n_embd=20,
                       dropout=0.2, attn_dropout=0.3, condition=condition, n_classes=3, frame_shape=FRAMES,
-                      resnet_dim=12, resnet_width=4)
+                      action_shape=ACTIONS, resnet_dim=12, resnet_width=4)
     prior = Prior(cfg, torch.randn(K, D_CB))
     torch.nn.init.normal_(prior.head.weight, std=head_std)
     return prior  # left in train mode on purpose: the samplers must switch dropout off themselves
 
 
-def cond_inputs(condition, n):
+def cond_inputs(condition, n, frame_shape=FRAMES, n_frames=ACTIONS[0]):
+    """The conditioning arguments for n samples; actions (n, n_frames, 2) cover n_frames frames."""
     g = torch.Generator().manual_seed(11)
+    cond = {}
     if condition == "class":
-        return {"label": torch.randint(0, 3, (n,), generator=g)}
-    if condition == "frames":
-        return {"frames": torch.rand(n, 3, 1, *FRAMES, generator=g) - 0.5}
-    return {}
+        cond["label"] = torch.randint(0, 3, (n,), generator=g)
+    if "frames" in condition:
+        cond["frames"] = torch.rand(n, 3, 1, *frame_shape, generator=g) - 0.5
+    if "actions" in condition:
+        cond["actions"] = torch.randn(n, n_frames, ACTIONS[1], generator=g) * 3 + 1
+    return cond
 
 
 def teacher_forced_logits(prior, tokens, **cond):
@@ -41,7 +46,7 @@ def teacher_forced_logits(prior, tokens, **cond):
 
 # ---- cache == recompute -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("condition", ["none", "class", "frames"])
+@pytest.mark.parametrize("condition", ["none", "class", "frames", "actions", "frames+actions"])
 @pytest.mark.parametrize("settings", [dict(temperature=0.0), dict(temperature=1.0),
                                       dict(temperature=0.8, top_k=5, top_p=0.9)],
                          ids=["greedy", "multinomial", "topk_topp"])
@@ -152,6 +157,12 @@ def test_argument_checks():
         sample_tokens(make_prior(), 2, top_p=0.0)
     with pytest.raises(ValueError, match="frames"):
         sample_tokens(make_prior("frames"), 2)
+    with pytest.raises(ValueError, match=r"pass actions of shape \(2, 4, 2\).*got none"):
+        sample_tokens(make_prior("actions"), 2)
+    with pytest.raises(ValueError, match=r"pass actions of shape \(2, 4, 2\).*got \(2, 5, 2\)"):
+        sample_tokens(make_prior("actions"), 2, actions=torch.zeros(2, 5, 2))
+    with pytest.raises(ValueError, match="NaN"):
+        sample_tokens(make_prior("actions"), 2, actions=torch.full((2, 4, 2), float("nan")))
 
 
 def test_progress_bar_runs(capsys):

@@ -101,7 +101,8 @@ class PriorParams:
     n_embd: int = _f(128, "transformer width", lo=1)
     dropout: float = _f(0.1, "residual dropout", lo=0.0, hi=1.0)
     attn_dropout: float = _f(0.0, "attention-probability dropout", lo=0.0, hi=1.0)
-    condition: Literal["none", "class", "frames"] = _f("none", "conditioning of the prior")
+    condition: Literal["none", "class", "frames", "actions", "frames+actions"] = _f(
+        "none", "conditioning of the prior: class labels, the first frames, the per-frame actions, or frames+actions")
     n_cond_frames: int = _f(1, "first frames given to the frame-conditional prior", lo=1)
     resnet_depth: Literal[18, 34] = _f(18, "depth of the 3D ResNet encoding the conditioning frames")
     resnet_dim: int = _f(64, "output channels of that ResNet", lo=1)
@@ -124,6 +125,10 @@ class SampleParams:
     top_k: Optional[int] = _f(None, "keep the k most likely codes; null = all (the paper)", lo=1)
     top_p: Optional[float] = _f(None, "nucleus sampling mass; null = off (the paper)", lo=0.0, hi=1.0, lo_open=True)
     seed: int = _f(0, "sampling seed", lo=0)
+    n_frames: Optional[int] = _f(None, "frames per generated video; null = the training clip length; longer videos "
+                                 "are sampled by a sliding window over latent time", lo=1)
+    window_stride: Optional[int] = _f(None, "new latent frames per sliding window (with sample.n_frames); null = half "
+                                      "the prior's latent frames", lo=1)
 
 
 @dataclass(frozen=True)
@@ -270,22 +275,26 @@ def _build(cls, raw, prefix: str):
 def _check_models(p: Params) -> None:
     """Build the model configs from the params, so the models' own checks run before any work."""
     from videogpt.prior import PriorConfig  # torch: imported only once the cheap checks passed
+    from videogpt.sampling import check_long_sampling
     from videogpt.vqvae import VQVAEConfig
     d = p.data
     try:
         vq = VQVAEConfig.from_params(p.vqvae, input_shape=(d.sequence_length, d.resolution, d.resolution))
         # The class count comes from the data (train_prior checks it against the token store); any valid
         # count stands in for it here.
-        PriorConfig.from_params(p.prior, vq, n_classes=2 if p.prior.condition == "class" else 0,
-                                frame_shape=(d.resolution, d.resolution))
+        # So does the action width (train_prior reads it from the clip store).
+        prior = PriorConfig.from_params(p.prior, vq, n_classes=2 if p.prior.condition == "class" else 0,
+                                        frame_shape=(d.resolution, d.resolution), action_shape=(d.sequence_length, 1))
+        check_long_sampling(p.sample.n_frames, p.sample.window_stride, prior.latent_shape[0], vq.downsample[0])
     except ValueError as err:  # their messages name the params key
         raise ParamsError(str(err)) from None
 
 
 def _check_consistency(p: Params) -> None:
+    from videogpt.prior import FRAME_CONDITIONS
     d, g = p.data, p.prior
     _check_models(p)
-    if g.condition == "frames" and g.n_cond_frames >= d.sequence_length:
+    if g.condition in FRAME_CONDITIONS and g.n_cond_frames >= d.sequence_length:
         raise ParamsError(f"prior.n_cond_frames: {g.n_cond_frames} must be smaller than "
                           f"data.sequence_length={d.sequence_length}")
     if g.warmup_steps >= g.max_steps:

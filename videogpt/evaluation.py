@@ -101,7 +101,8 @@ def bits_per_dim(prior: Prior, loader) -> float:
     prior.eval()
     total, n = 0.0, 0
     for batch in loader:
-        loss = prior.loss(batch["tokens"], label=batch.get("label"), frames=batch.get("frames"))
+        loss = prior.loss(batch["tokens"], label=batch.get("label"), frames=batch.get("frames"),
+                          actions=batch.get("actions"))
         total += float(loss) * len(batch["tokens"])
         n += len(batch["tokens"])
     return total / max(n, 1) / math.log(2)
@@ -244,8 +245,9 @@ def conditioning_note(samples: GeneratedSets) -> dict:
     condition = attrs.get("condition", "none")
     if condition == "none":
         return {"condition": "none"}
-    note = {"condition": condition, "pairing": "generated video i of a trial is conditioned on real clip i"}
-    if condition == "frames":
+    note = {"condition": condition, "pairing": "generated video i of a trial is conditioned on real clip i",
+            "conditioning": attrs.get("conditioning"), "generated_frames": attrs.get("n_frames")}
+    if "n_cond_frames" in attrs:
         note["n_cond_frames"] = attrs.get("n_cond_frames")
         note["conditioning_frames_in_fvd"] = attrs.get("conditioning_frames_in_videos")
     return note
@@ -299,8 +301,16 @@ def evaluate(params: Params, *, clips_path, tokens_path, vqvae_dir, prior_dir, s
     per_trial = [rows[_rows_of(union, t)] for t in trials]
     recon = [recon_scores(r[:, 0]) for r in per_trial]
 
+    # Long samples (sample.n_frames) are not compared with clips of another length; R-FVD still is
+    t_samples, t_prior = samples.tokens.shape[1], prior.config.latent_shape[0]
+    length_reason = None if t_samples == t_prior else (
+        f"the samples have {t_samples} latent frames (sample.n_frames), the real clips {t_prior}: FVD compares "
+        "videos of one length")
     fvd, r_fvd, fvd_star = [None] * len(trials), [None] * len(trials), [None] * len(trials)
-    if model is not None:
+    if model is not None and length_reason is not None:
+        for t, real in enumerate(real_stats):
+            r_fvd[t] = frechet_distance(*gaussian_stats(per_trial[t][:, 1:]), *real)
+    elif model is not None:
         tokens = samples.tokens
 
         @torch.inference_mode()
@@ -319,16 +329,16 @@ def evaluate(params: Params, *, clips_path, tokens_path, vqvae_dir, prior_dir, s
     fvd_protocol = protocol | {"n_generated": ep.n_real, "std": "population (np.std over trials)",
                                **conditioning_note(samples)}
 
-    def entry(values, what):
-        return {**trial_summary(values), "reason": reason if values[0] is None else None, "what": what,
-                "protocol": fvd_protocol}
+    def entry(values, what, why_not=None):
+        return {**trial_summary(values), "reason": (reason or why_not) if values[0] is None else None,
+                "what": what, "protocol": fvd_protocol}
 
     subset = {"split": "test", "n": ep.n_real, "n_trials": len(trials), "clips": "the FVD trials' real subsets",
               "std": "population (np.std over trials)"}
     return {
-        "fvd": entry(fvd, "FD(I3D(samples), I3D(real test clips)), per trial"),
+        "fvd": entry(fvd, "FD(I3D(samples), I3D(real test clips)), per trial", length_reason),
         "r_fvd": entry(r_fvd, "FD(I3D(VQ-VAE reconstructions), I3D(real test clips)), per trial"),
-        "fvd_star": entry(fvd_star, "FD(I3D(samples), I3D(VQ-VAE reconstructions)), per trial"),
+        "fvd_star": entry(fvd_star, "FD(I3D(samples), I3D(VQ-VAE reconstructions)), per trial", length_reason),
         "recon": {"nmse": trial_summary([r["nmse"] for r in recon]),
                   "psnr": trial_summary([r["psnr"] for r in recon]),
                   "protocol": recon_protocol(ep.n_real) | subset},

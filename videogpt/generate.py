@@ -13,33 +13,48 @@ import zarr
 
 from videogpt.checkpoint import load_prior, load_vqvae
 from videogpt.config import Params
-from videogpt.data.clip_store import read_clips_at, read_labels, store_attrs
+from videogpt.data.clip_store import read_clips_at, read_labels, read_video_actions, store_attrs
 from videogpt.data.ffmpeg_io import write_gif, write_mp4
 from videogpt.distributed import inference_device
-from videogpt.sampling import sample_tokens, tokens_to_videos
+from videogpt.sampling import latent_frames, sample_tokens, sample_tokens_sliding, tokens_to_videos
 from videogpt.video import to_float
 from videogpt.visualize import contact_sheet, save_png, upscale, video_grid
 
 
-def gather_conditioning(prior_config, clips_path, indices, split: str = "test") -> dict:
+def gather_conditioning(prior_config, clips_path, indices, split: str = "test", *, n_frames: int | None = None,
+                        manifest_path=None) -> dict:
     """The conditioning of generated videos 0..n-1 taken from the real clips `indices` (n,) of a split:
-    generated video i <-> real clip indices[i], the paper's BAIR protocol. Returns the keyword arguments
-    of `sample_tokens` the prior needs: 'frames' (n, 3, n_cond_frames, H, W) in [-0.5, 0.5], the first
-    frames of those clips, for a frame-conditional prior; 'label' (n,) their class labels for a
-    class-conditional one; nothing for an unconditional prior. Each kind of conditioning adds its own
-    entry, read from the same clips (a new kind adds one more block)."""
+    generated video i <-> real clip indices[i], the paper's BAIR protocol. Returns the keyword arguments of
+    the samplers the prior needs: 'label' (n,) the clips' class labels; 'frames' (n, 3, n_cond_frames, H, W)
+    in [-0.5, 0.5], their first frames; 'actions' (n, n_frames, A), the actions from their first frame on
+    (n_frames: the generated length, default the clip length; longer ones are gathered over the clips of the
+    same video through the manifest, see clip_store.read_video_actions). Nothing for an unconditional prior.
+    Each kind of conditioning adds its own entry, read from the same clips."""
     indices = np.asarray(indices, np.int64)
     cond = {}
     if prior_config.condition == "class":
         labels = read_labels(clips_path, split)[indices]
-        bad = (labels < 0) | (labels >= prior_config.n_classes)
-        if bad.any():
-            raise ValueError(f"{clips_path}/{split}: clips {sorted(set(indices[bad].tolist()))[:5]} have no label "
-                             f"in [0, {prior_config.n_classes}) for the class-conditional prior (prior.condition=class)")
+        bad = sorted(set(indices[(labels < 0) | (labels >= prior_config.n_classes)].tolist()))[:5]
+        if bad:
+            raise ValueError(f"{clips_path}/{split}: clips {bad} have no label in [0, {prior_config.n_classes}) "
+                             "for the class-conditional prior (prior.condition=class)")
         cond["label"] = torch.as_tensor(labels, dtype=torch.long)
-    if prior_config.condition == "frames":
+    if prior_config.uses_frames:
         cond["frames"] = to_float(read_clips_at(clips_path, split, indices, n_frames=prior_config.n_cond_frames))
+    if prior_config.uses_actions:
+        length = n_frames or prior_config.action_shape[0]
+        cond["actions"] = torch.from_numpy(read_video_actions(clips_path, manifest_path, split, indices, length))
     return cond
+
+
+def conditioning_protocol(prior_config, n_frames: int) -> str | None:
+    """How the sample stage conditions generated video i (None: unconditional); recorded with the samples and
+    in the evaluation's protocol."""
+    used = {"class": "the class label", "frames": f"the first {prior_config.n_cond_frames} frame(s)",
+            "actions": f"the per-frame actions of {n_frames} frames from its first frame"}
+    parts = [text for key, text in used.items() if key in prior_config.condition.split("+")]
+    return (f"generated video i of a trial is conditioned on {' and '.join(parts)} of real test clip i of that "
+            "trial's real subset (cache/i3d_real_stats/indices.json)") if parts else None
 
 
 def write_samples(out_dir, tokens: np.ndarray, videos: np.ndarray, *, n_show: int, fps: float,
@@ -88,10 +103,13 @@ def read_samples(out_dir) -> GeneratedSets:
     return GeneratedSets(tokens=root["tokens"], real_index=real_index, attrs=dict(root.attrs))
 
 
-def run_sample_stage(params: Params, *, prior_dir, vqvae_dir, clips_path, indices_path, out_dir) -> dict:
+def run_sample_stage(params: Params, *, prior_dir, vqvae_dir, clips_path, manifest_path, indices_path,
+                     out_dir) -> dict:
     """Generate the FVD sets: for each trial of indices_path (the real subsets drawn by fvd_real_stats), one
     video per real clip, conditioned on that clip; trial-major, so video t * n_real + i <-> trials[t][i].
-    Sample i's randomness depends only on (sample.seed, i), so adding trials keeps the earlier trials' videos."""
+    Sample i's randomness depends only on (sample.seed, i), so adding trials keeps the earlier trials' videos.
+    Videos have sample.n_frames frames (default: the clip length); longer ones come from the sliding-window
+    sampler (`sampling.sample_tokens_sliding`) and are decoded in blended windows."""
     sp = params.sample
     trials = [np.asarray(t, np.int64) for t in json.loads(Path(indices_path).read_text())["trials"]]
     real_index = np.concatenate(trials)
@@ -99,16 +117,26 @@ def run_sample_stage(params: Params, *, prior_dir, vqvae_dir, clips_path, indice
     device = inference_device(params.trainer)
     vqvae = load_vqvae(vqvae_dir)
     prior, meta = load_prior(prior_dir, vqvae)
-    cond = gather_conditioning(prior.config, clips_path, real_index)
-    tokens = sample_tokens(prior.to(device), len(real_index), temperature=sp.temperature, top_k=sp.top_k,
-                           top_p=sp.top_p, seed=sp.seed, batch_size=sp.batch_size, progress=True,
-                           **{k: v.to(device) for k, v in cond.items()})
-    videos = tokens_to_videos(vqvae.to(device), tokens, batch_size=sp.batch_size)
+    window, time_factor = prior.config.latent_shape[0], vqvae.config.downsample[0]
+    n_frames = sp.n_frames or window * time_factor
+    n_latent = latent_frames(n_frames, window, time_factor)
+    cond = gather_conditioning(prior.config, clips_path, real_index, n_frames=n_frames, manifest_path=manifest_path)
+    kw = dict(temperature=sp.temperature, top_k=sp.top_k, top_p=sp.top_p, seed=sp.seed, batch_size=sp.batch_size,
+              progress=True, **{k: v.to(device) for k, v in cond.items()})
+    prior, vqvae = prior.to(device), vqvae.to(device)
+    if n_latent == window:
+        tokens = sample_tokens(prior, len(real_index), **kw)
+    else:
+        tokens = sample_tokens_sliding(prior, len(real_index), n_latent, window_stride=sp.window_stride, vqvae=vqvae,
+                                       **kw)
+    videos = tokens_to_videos(vqvae, tokens, batch_size=sp.batch_size, window=window)
     fps = store_attrs(clips_path).get("fps") or 8
-    attrs = {"sample_params": {k: getattr(sp, k) for k in ("temperature", "top_k", "top_p", "seed")},
+    attrs = {"sample_params": {k: getattr(sp, k) for k in ("temperature", "top_k", "top_p", "seed", "n_frames",
+                                                           "window_stride")},
              "condition": prior.config.condition, "prior_steps": meta.get("steps"), "n_trials": len(trials),
+             "n_frames": n_frames, "conditioning": conditioning_protocol(prior.config, n_frames),
              "labels": cond["label"].tolist() if "label" in cond else None}
-    if prior.config.condition == "frames":
+    if prior.config.uses_frames:
         attrs["n_cond_frames"] = prior.config.n_cond_frames
         attrs["conditioning_frames_in_videos"] = (
             "included, as generated: the prior samples the latents of the conditioning frames too and every "

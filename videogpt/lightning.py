@@ -108,8 +108,8 @@ class PriorModule(pl.LightningModule):
         self.guard = _FiniteGuard()
 
     def _loss(self, batch):
-        tokens, label, frames = batch["tokens"], batch.get("label"), batch.get("frames")
-        return self.loss_fn(tokens.long(), label=label, frames=frames)
+        return self.loss_fn(batch["tokens"].long(), label=batch.get("label"), frames=batch.get("frames"),
+                            actions=batch.get("actions"))
 
     def training_step(self, batch, batch_idx):
         loss = self._loss(batch)

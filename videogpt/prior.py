@@ -7,12 +7,14 @@ w fastest). What makes it VideoGPT rather than a plain GPT:
   to the model width (no learned token table), and position 0 gets a learned start vector (SOS);
 - positions are encoded by three per-axis tables (t, h, w) whose rows are *concatenated*, so the
   model sees the grid structure instead of a flat index;
-- optional conditioning: on a class label through conditional LayerNorms, or on the first frames of
-  the clip through a 3D ResNet and a cross-attention layer in every block.
+- optional conditioning: on a class label or on the clip's per-frame actions through conditional
+  LayerNorms, and/or on the first frames of the clip through a 3D ResNet and a cross-attention layer
+  in every block (`frames+actions`: BAIR's action-conditional setting).
 
 Besides the training forward pass the module offers incremental decoding for the sampler
 (`init_cache` + `cross_kv` + `step`), which costs O(prefix) per position instead of a full forward
-pass, and FLOP / parameter counts for benchmarks.
+pass, `prefill` to put a known prefix into the cache in one batched pass (the sliding-window sampler's
+kept latent frames), and FLOP / parameter counts for benchmarks.
 """
 from __future__ import annotations
 
@@ -29,14 +31,16 @@ from videogpt.checkpoint import SavedModel
 from videogpt.position import BroadcastPosEmbed
 from videogpt.resnet3d import DOWNSAMPLE, ResNet3d
 
-CONDITIONS = ("none", "class", "frames")
+CONDITIONS = ("none", "class", "frames", "actions", "frames+actions")
+FRAME_CONDITIONS = ("frames", "frames+actions")    # cross-attention to the first frames
+ACTION_CONDITIONS = ("actions", "frames+actions")  # conditional LayerNorms read the clip's actions
 
 
 @dataclass
 class PriorConfig:
     """Everything needed to rebuild a Prior; the defaults are the paper's. Names equal the keys of
     `prior:` in params.yaml where they overlap; latent_shape / n_codes / embedding_dim come from the
-    VQ-VAE, n_classes from the data, frame_shape from data.resolution (see `from_params`)."""
+    VQ-VAE, n_classes and action_shape from the data, frame_shape from data.resolution (see `from_params`)."""
     latent_shape: tuple[int, int, int]
     n_codes: int
     embedding_dim: int
@@ -45,9 +49,10 @@ class PriorConfig:
     n_embd: int = 576
     dropout: float = 0.2
     attn_dropout: float = 0.3
-    condition: str = "none"              # 'none' | 'class' | 'frames'
+    condition: str = "none"              # one of CONDITIONS
     n_classes: int = 0                   # used when condition == 'class'
-    n_cond_frames: int = 1               # the rest: used when condition == 'frames'
+    action_shape: Optional[tuple[int, int]] = None  # (frames per clip, values per action): with actions
+    n_cond_frames: int = 1               # the rest: used when the condition has frames
     frame_shape: Optional[tuple[int, int]] = None  # (H, W) of the conditioning frames
     resnet_depth: int = 18
     resnet_dim: int = 240
@@ -58,15 +63,19 @@ class PriorConfig:
         self.latent_shape = tuple(int(s) for s in self.latent_shape)
         if self.frame_shape is not None:
             self.frame_shape = tuple(int(s) for s in self.frame_shape)
+        if self.action_shape is not None:
+            self.action_shape = tuple(int(s) for s in self.action_shape)
         self.validate()
 
     @classmethod
-    def from_params(cls, prior, vqvae_config, *, n_classes: int, frame_shape) -> "PriorConfig":
+    def from_params(cls, prior, vqvae_config, *, n_classes: int, frame_shape, action_shape=None) -> "PriorConfig":
         """The config of a `prior:` params section (videogpt.config.PriorParams) over the codes of a VQ-VAE
-        with `vqvae_config`; the section's training keys (lr, max_steps, ...) are not part of the model."""
+        with `vqvae_config`; the section's training keys (lr, max_steps, ...) are not part of the model.
+        action_shape: (frames per clip, values per action) of the data's actions, for action conditioning."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(latent_shape=vqvae_config.latent_shape, n_codes=vqvae_config.n_codes,
                    embedding_dim=vqvae_config.embedding_dim, n_classes=n_classes, frame_shape=tuple(frame_shape),
+                   action_shape=action_shape,
                    **{f.name: getattr(prior, f.name) for f in dataclasses.fields(prior) if f.name in names})
 
     def validate(self) -> None:
@@ -94,7 +103,14 @@ class PriorConfig:
         if self.condition == "class" and self.n_classes < 2:
             fail("n_classes", f"{self.n_classes}: class conditioning needs at least 2 classes "
                               "(does the dataset have class labels?)")
-        if self.condition == "frames":
+        if self.uses_actions and (self.action_shape is None or len(self.action_shape) != 2
+                                  or min(self.action_shape) < 1):
+            fail("action_shape", f"{self.action_shape}: action conditioning needs (frames per clip, values per "
+                                 "action) (does the dataset have actions?)")
+        if self.uses_actions and self.action_shape[0] % self.latent_shape[0]:
+            fail("action_shape", f"{self.action_shape}: the clip's {self.action_shape[0]} frames are not a whole "
+                                 f"number of latent frames ({self.latent_shape[0]})")
+        if self.uses_frames:
             if self.n_cond_frames < 1:
                 fail("n_cond_frames", f"{self.n_cond_frames} must be >= 1")
             if self.frame_shape is None or len(self.frame_shape) != 2:
@@ -108,6 +124,21 @@ class PriorConfig:
                 fail("resnet_dim", f"{self.resnet_dim} must be >= 3 (its position embedding splits it over 3 axes)")
             if self.resnet_width < 1:
                 fail("resnet_width", f"{self.resnet_width} must be >= 1")
+
+    @property
+    def uses_frames(self) -> bool:
+        return self.condition in FRAME_CONDITIONS
+
+    @property
+    def uses_actions(self) -> bool:
+        return self.condition in ACTION_CONDITIONS
+
+    @property
+    def cond_dim(self) -> int:
+        """Size of the vector the conditional LayerNorms read: one-hot class or flattened actions (0 = none)."""
+        if self.condition == "class":
+            return self.n_classes
+        return math.prod(self.action_shape) if self.uses_actions else 0
 
     @property
     def seq_len(self) -> int:
@@ -126,23 +157,29 @@ class PriorConfig:
 
 
 class Norm(nn.Module):
-    """LayerNorm; with n_classes > 0 the class-conditional LayerNorm of the paper: the gain and the
-    bias are affine functions of the one-hot label c, gain = 1 + W_g c, bias = W_b c."""
+    """LayerNorm; with cond_dim > 0 the conditional LayerNorm of the paper: the gain and the bias are
+    affine functions of a condition vector c (B, cond_dim), gain = 1 + W_g c, bias = W_b c. c is a
+    one-hot class label (one_hot=True) or a dense vector such as the clip's normalised actions."""
 
-    def __init__(self, dim: int, n_classes: int = 0):
+    def __init__(self, dim: int, cond_dim: int = 0, one_hot: bool = True):
         super().__init__()
-        self.n_classes = n_classes
-        self.ln = nn.LayerNorm(dim, elementwise_affine=n_classes == 0)
-        if n_classes:
-            self.to_gain = nn.Linear(n_classes, dim, bias=False)
-            self.to_bias = nn.Linear(n_classes, dim, bias=False)
-            # The reference initialises W_g to the constant 1/sqrt(n_classes) (gain 1 + 1/sqrt(n) for every
-            # class at init); W_b keeps PyTorch's default init, so classes differ from the first step.
-            nn.init.constant_(self.to_gain.weight, 1.0 / math.sqrt(n_classes))
+        self.cond_dim = cond_dim
+        self.ln = nn.LayerNorm(dim, elementwise_affine=cond_dim == 0)
+        if cond_dim:
+            self.to_gain = nn.Linear(cond_dim, dim, bias=False)
+            self.to_bias = nn.Linear(cond_dim, dim, bias=False)
+            # W_b keeps PyTorch's default init, so conditions differ from the first step. For one-hot
+            # classes the reference initialises W_g to the constant 1/sqrt(n_classes) (gain 1 + 1/sqrt(n)
+            # for every class at init). For a dense zero-mean vector that constant would make the gain
+            # 1 + sum(c)/sqrt(n), about 1 +- 1 from clip to clip, so there W_g starts at zero (gain 1).
+            if one_hot:
+                nn.init.constant_(self.to_gain.weight, 1.0 / math.sqrt(cond_dim))
+            else:
+                nn.init.zeros_(self.to_gain.weight)
 
     def forward(self, x: torch.Tensor, c: Optional[torch.Tensor] = None) -> torch.Tensor:
         y = self.ln(x)
-        if not self.n_classes:
+        if not self.cond_dim:
             return y
         shape = (c.shape[0],) + (1,) * (x.dim() - 2) + (-1,)  # broadcast over the positions
         return y * (1 + self.to_gain(c)).view(shape) + self.to_bias(c).view(shape)
@@ -191,10 +228,12 @@ class SelfAttention(nn.Module):
         else:
             # Incremental decoding of position `pos` (L == 1): store its key/value, then let the one
             # query attend over the filled prefix [0, pos]. Every key there is in the past, so no mask.
+            # Prefill (L > 1, always from an empty cache, pos == 0): the L queries attend causally among
+            # themselves, so is_causal's top-left aligned mask is the right one.
             k_buf, v_buf = cache
             k_buf[:, :, pos:pos + L] = k
             v_buf[:, :, pos:pos + L] = v
-            y = F.scaled_dot_product_attention(q, k_buf[:, :, :pos + L], v_buf[:, :, :pos + L])
+            y = F.scaled_dot_product_attention(q, k_buf[:, :, :pos + L], v_buf[:, :, :pos + L], is_causal=L > 1)
         return self.proj(y.transpose(1, 2).reshape(B, L, D))
 
 
@@ -241,12 +280,12 @@ class Block(nn.Module):
 
     def __init__(self, cfg: PriorConfig):
         super().__init__()
-        n_classes = cfg.n_classes if cfg.condition == "class" else 0
-        self.norm_attn, self.attn = Norm(cfg.n_embd, n_classes), SelfAttention(cfg)
+        norm = lambda: Norm(cfg.n_embd, cfg.cond_dim, one_hot=cfg.condition == "class")
+        self.norm_attn, self.attn = norm(), SelfAttention(cfg)
         self.norm_cross = self.cross = None
-        if cfg.condition == "frames":
-            self.norm_cross, self.cross = Norm(cfg.n_embd, n_classes), CrossAttention(cfg)
-        self.norm_mlp, self.mlp = Norm(cfg.n_embd, n_classes), MLP(cfg)
+        if cfg.uses_frames:
+            self.norm_cross, self.cross = norm(), CrossAttention(cfg)
+        self.norm_mlp, self.mlp = norm(), MLP(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x, c=None, cross_kv=None, cache=None, pos: int = 0):
@@ -283,12 +322,17 @@ class Prior(nn.Module, SavedModel):
         self.pos_emb = BroadcastPosEmbed(cfg.latent_shape, D)
 
         self.frame_encoder = self.cond_pos_emb = None
-        if cfg.condition == "frames":
+        if cfg.uses_frames:
             self.frame_encoder = ResNet3d(cfg.resnet_depth, cfg.resnet_dim, cfg.resnet_width)
             self.cond_pos_emb = BroadcastPosEmbed(cfg.cond_shape, cfg.resnet_dim)
 
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
-        self.norm_out = Norm(D, cfg.n_classes if cfg.condition == "class" else 0)
+        self.norm_out = Norm(D, cfg.cond_dim, one_hot=cfg.condition == "class")
+        if cfg.uses_actions:
+            # Per-value mean and std of the actions over the training split (set_action_stats), saved with
+            # the model, so every user of a checkpoint normalises actions the same way.
+            self.register_buffer("action_mean", torch.zeros(cfg.action_shape[1]))
+            self.register_buffer("action_std", torch.ones(cfg.action_shape[1]))
         self.head = nn.Linear(D, cfg.n_codes, bias=False)
         # Zero head: every code is equally likely at init (loss = ln K), a calm start for training.
         nn.init.zeros_(self.head.weight)
@@ -305,9 +349,39 @@ class Prior(nn.Module, SavedModel):
 
     # ---- conditioning ------------------------------------------------------------------------
 
-    def _class_vector(self, label: Optional[torch.Tensor], batch: int) -> Optional[torch.Tensor]:
-        """One-hot label (B, n_classes), or None for priors that are not class-conditional (a label
-        given to those is ignored, so data loaders may always pass one)."""
+    def set_action_stats(self, mean, std) -> None:
+        """Store the per-value mean and std (action_shape[1],) of the training actions; a std of 0 (a value
+        that never changes) is stored as 1."""
+        mean, std = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
+        A = self.config.action_shape[1]
+        if mean.shape != (A,) or std.shape != (A,) or not (torch.isfinite(mean).all() and torch.isfinite(std).all()):
+            raise ValueError(f"action statistics must be finite vectors of {A} values; got {tuple(mean.shape)}, "
+                             f"{tuple(std.shape)}")
+        self.action_mean.copy_(mean)
+        self.action_std.copy_(torch.where(std > 0, std, torch.ones_like(std)))
+
+    def action_vector(self, actions: Optional[torch.Tensor], batch: int) -> torch.Tensor:
+        """(B, frames, A) actions of the clips -> (B, frames * A): each value standardised with the training
+        split's mean and std (z-score), then flattened frame by frame. Not checked for NaN here (that
+        would cost a device sync per decoding step): the data checks and the sampler do it once."""
+        T, A = self.config.action_shape
+        if actions is None:
+            raise ValueError(f"this prior is action-conditional (prior.condition={self.config.condition}): "
+                             f"pass actions=(B, {T}, {A})")
+        actions = torch.as_tensor(actions, device=self.sos.device)
+        if tuple(actions.shape) != (batch, T, A):
+            raise ValueError(f"actions must have shape ({batch}, {T}, {A}) (clips, frames per clip, values per "
+                             f"action); got {tuple(actions.shape)}")
+        z = (actions.float() - self.action_mean) / self.action_std
+        return z.reshape(batch, T * A).to(self.sos.dtype)
+
+    def _condition_vector(self, label: Optional[torch.Tensor], batch: int,
+                      actions: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
+        """The conditional LayerNorms' vector: one-hot label (B, n_classes), the normalised actions
+        (B, frames * A), or None for priors with neither (a label or actions given to those are ignored,
+        so data loaders may always pass them)."""
+        if self.config.uses_actions:
+            return self.action_vector(actions, batch)
         if self.config.condition != "class":
             return None
         if label is None:
@@ -333,7 +407,7 @@ class Prior(nn.Module, SavedModel):
     def cross_kv(self, frames: Optional[torch.Tensor]) -> list:
         """Per-layer cross-attention keys/values of the conditioning frames ([None] * n_layer for a
         prior that is not frame-conditional). Computed once per batch; reused at every position."""
-        if self.config.condition != "frames":
+        if not self.config.uses_frames:
             return [None] * self.config.n_layer
         cond = self.encode_frames(frames)
         return [block.cross.keys_values(cond) for block in self.blocks]
@@ -341,14 +415,14 @@ class Prior(nn.Module, SavedModel):
     # ---- training ----------------------------------------------------------------------------
 
     def forward(self, tokens: torch.Tensor, label: Optional[torch.Tensor] = None,
-                frames: Optional[torch.Tensor] = None) -> torch.Tensor:
+                frames: Optional[torch.Tensor] = None, actions: Optional[torch.Tensor] = None) -> torch.Tensor:
         """tokens (B, t, h, w) long -> logits (B, t, h, w, K); logits at p predict token p from tokens < p."""
         cfg = self.config
         if tokens.dim() != 4 or tuple(tokens.shape[1:]) != cfg.latent_shape:
             raise ValueError(f"tokens must have shape (B, {', '.join(map(str, cfg.latent_shape))}); "
                              f"got {tuple(tokens.shape)}")
         B, L = tokens.shape[0], cfg.seq_len
-        c = self._class_vector(label, B)
+        c = self._condition_vector(label, B, actions)
         kvs = self.cross_kv(frames)
 
         x = self.fc_in(F.embedding(tokens.reshape(B, L).long(), self.codebook))  # (B, L, D): token p at p
@@ -361,9 +435,9 @@ class Prior(nn.Module, SavedModel):
         return logits.view(B, *cfg.latent_shape, cfg.n_codes)
 
     def loss(self, tokens: torch.Tensor, label: Optional[torch.Tensor] = None,
-             frames: Optional[torch.Tensor] = None) -> torch.Tensor:
+             frames: Optional[torch.Tensor] = None, actions: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Mean cross-entropy over all tokens, in nats, computed in float32 (bits/dim = loss / ln 2)."""
-        logits = self(tokens, label, frames)
+        logits = self(tokens, label, frames, actions)
         return F.cross_entropy(logits.float().reshape(-1, self.config.n_codes), tokens.reshape(-1).long())
 
     # ---- incremental decoding (used by videogpt.sampling) ------------------------------------
@@ -375,7 +449,8 @@ class Prior(nn.Module, SavedModel):
                        dtype=dtype if dtype is not None else self.sos.dtype)
 
     def step(self, prev_token: Optional[torch.Tensor], pos: int, cache: KVCache,
-             label: Optional[torch.Tensor] = None, cond_kv: Optional[list] = None) -> torch.Tensor:
+             label: Optional[torch.Tensor] = None, cond_kv: Optional[list] = None,
+             actions: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Logits (B, K) of flat position `pos`, given the token decoded at pos-1 (prev_token, (B,)
         long; ignored at pos 0, where the start vector is the input). Positions must be fed in order
         0, 1, 2, ...; each call appends one position to `cache`. cond_kv: `cross_kv(frames)`."""
@@ -391,15 +466,47 @@ class Prior(nn.Module, SavedModel):
             # Only the new token is embedded: one codebook lookup and one small projection.
             x = self.fc_in(F.embedding(prev_token.reshape(B), self.codebook))
         x = (x + self.pos_emb.at(pos)).unsqueeze(1)  # (B, 1, D)
-        c = self._class_vector(label, B)
-        if cond_kv is None:
-            if cfg.condition == "frames":
-                raise ValueError("frame-conditional prior: pass cond_kv=prior.cross_kv(frames)")
-            cond_kv = [None] * cfg.n_layer
+        c = self._condition_vector(label, B, actions)
+        cond_kv = self._layer_cond_kv(cond_kv)
         for i, block in enumerate(self.blocks):
             x = block(x, c, cond_kv[i], cache=cache.layer(i), pos=pos)
         cache.length += 1
         return self.head(self.norm_out(x, c))[:, 0]
+
+    def prefill(self, tokens: torch.Tensor, cache: KVCache, label: Optional[torch.Tensor] = None,
+                cond_kv: Optional[list] = None, actions: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Fill an empty `cache` with the first P positions in ONE batched pass; logits (B, P, K).
+
+        tokens (B, P) long are the tokens at flat positions 0..P-1 (a known prefix, e.g. the latent
+        frames a sliding window keeps). Position p's input is token p-1 (the start vector at 0) and the
+        self-attention is causal among the P positions, so the logits and the cache equal those of
+        P calls step(tokens[:, p-1], p, cache) (up to float rounding of the batched matmuls). Decoding
+        continues with step(tokens[:, -1], P, cache). cond_kv: `cross_kv(frames)`."""
+        cfg = self.config
+        B, P = tokens.shape
+        if cache.length != 0:
+            raise ValueError(f"prefill needs an empty cache; this one holds {cache.length} positions")
+        if B != cache.batch:
+            raise ValueError(f"tokens hold {B} sequences but the cache was made for {cache.batch}")
+        if not 1 <= P <= cfg.seq_len:
+            raise ValueError(f"prefill of {P} positions: must be 1..{cfg.seq_len} (the sequence length)")
+        x = self.fc_in(F.embedding(tokens[:, :-1].long(), self.codebook))  # (B, P-1, D)
+        x = torch.cat([self.sos.to(x.dtype).expand(B, 1, -1), x], dim=1)
+        x = x + self.pos_emb().reshape(cfg.seq_len, -1)[:P]
+        c = self._condition_vector(label, B, actions)
+        cond_kv = self._layer_cond_kv(cond_kv)
+        for i, block in enumerate(self.blocks):
+            x = block(x, c, cond_kv[i], cache=cache.layer(i), pos=0)
+        cache.length = P
+        return self.head(self.norm_out(x, c))
+
+    def _layer_cond_kv(self, cond_kv: Optional[list]) -> list:
+        """The per-layer cross-attention keys/values for step/prefill ([None] * n_layer without frames)."""
+        if cond_kv is None:
+            if self.config.uses_frames:
+                raise ValueError("frame-conditional prior: pass cond_kv=prior.cross_kv(frames)")
+            return [None] * self.config.n_layer
+        return cond_kv
 
     # ---- accounting --------------------------------------------------------------------------
 
@@ -427,7 +534,7 @@ class Prior(nn.Module, SavedModel):
             if block.cross is not None:
                 per_token += block.cross.q.weight.numel() + block.cross.proj.weight.numel()
         flops = 2 * per_token + 4 * cfg.n_layer * L * D
-        if cfg.condition == "frames":
+        if cfg.uses_frames:
             S = math.prod(cfg.cond_shape)
             flops += 4 * cfg.n_layer * S * D
             per_sample = sum(2 * S * block.cross.kv.weight.numel() for block in self.blocks)

@@ -3,7 +3,8 @@
 Tokens are drawn one position at a time in raster order (t slowest, w fastest). `sample_tokens`
 uses the prior's key/value cache (each step costs O(prefix)); `sample_tokens_recompute` is the plain
 reference loop that runs the full forward pass at every position. Both consume randomness the same
-way, so with the same seed they produce identical tokens (tested).
+way, so with the same seed they produce identical tokens (tested). `sample_tokens_sliding` makes
+videos longer than the training clips by a sliding window over latent time (its section below).
 
 Randomness: a CPU `torch.Generator` seeded by `seed` draws, before any decoding, one uniform number
 per (sample, position). A token is then picked by inverse-CDF lookup of that number in the (filtered)
@@ -15,6 +16,7 @@ and the model, not on batch_size.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Optional
 
@@ -23,7 +25,7 @@ import torch
 from videogpt.progress import progress_bar
 
 from videogpt.prior import Prior
-from videogpt.video import to_uint8
+from videogpt.video import to_float, to_uint8
 
 
 def filter_logits(logits: torch.Tensor, top_k: Optional[int] = None, top_p: Optional[float] = None) -> torch.Tensor:
@@ -61,7 +63,9 @@ def choose(logits: torch.Tensor, u: torch.Tensor, temperature: float = 1.0, top_
     return torch.minimum(index, last_nonzero)
 
 
-def _check(prior: Prior, n: int, temperature, top_k, top_p, label, frames, batch_size):
+def _check(prior: Prior, n: int, temperature, top_k, top_p, cond: dict, batch_size, n_frames=None):
+    """Check the arguments before any work; cond holds label, frames and actions (n_frames: the video
+    length the actions must cover; None = the training clip length)."""
     cfg = prior.config
     if n < 1:
         raise ValueError(f"n={n}: must be >= 1")
@@ -73,10 +77,19 @@ def _check(prior: Prior, n: int, temperature, top_k, top_p, label, frames, batch
         raise ValueError(f"sample.top_k: {top_k} must be >= 1")
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"sample.top_p: {top_p} must be in (0, 1]")
-    if cfg.condition == "class" and (label is None or len(label) != n):
+    if cfg.condition == "class" and (cond["label"] is None or len(cond["label"]) != n):
         raise ValueError(f"class-conditional prior: pass label with {n} class ids")
-    if cfg.condition == "frames" and (frames is None or frames.shape[0] != n):
+    if cfg.uses_frames and (cond["frames"] is None or cond["frames"].shape[0] != n):
         raise ValueError(f"frame-conditional prior: pass frames (n={n}, 3, {cfg.n_cond_frames}, H, W)")
+    if cfg.uses_actions:
+        actions, (T, A) = cond["actions"], cfg.action_shape
+        expected = (n, n_frames or T, A)
+        if actions is None or tuple(actions.shape) != expected:
+            got = "none" if actions is None else tuple(actions.shape)
+            raise ValueError(f"action-conditional prior: pass actions of shape {expected} (videos, frames, values "
+                             f"per action), one action per generated frame; got {got}")
+        if not torch.isfinite(torch.as_tensor(actions)).all():
+            raise ValueError("actions hold NaN or inf values (clips without actions?)")
 
 
 def draw_uniforms(n: int, seq_len: int, seed: int) -> torch.Tensor:
@@ -86,20 +99,22 @@ def draw_uniforms(n: int, seq_len: int, seed: int) -> torch.Tensor:
     return torch.rand(n, seq_len, generator=gen)
 
 
-def _batches(prior, n, label, frames, batch_size, seed):
-    """Yield (start, size, label, frames, uniforms) per batch, already on the prior's device."""
-    device = prior.codebook.device
-    u = draw_uniforms(n, prior.config.seq_len, seed)
-    label = torch.as_tensor(label) if label is not None else None
+def _batches(prior, n, cond: dict, batch_size, u):
+    """Yield (start, size, cond, uniforms) per batch, already on the prior's device; cond holds the
+    batch's label / frames / actions, None for those the prior does not use."""
+    cfg, device = prior.config, prior.codebook.device
+    used = {"label": cfg.condition == "class", "frames": cfg.uses_frames, "actions": cfg.uses_actions}
+    cond = {k: torch.as_tensor(v) if v is not None and used[k] else None for k, v in cond.items()}
     for start in range(0, n, batch_size):
         stop = min(n, start + batch_size)
-        lab = label[start:stop].to(device) if label is not None and prior.config.condition == "class" else None
-        fr = frames[start:stop].to(device) if frames is not None and prior.config.condition == "frames" else None
-        yield start, stop - start, lab, fr, u[start:stop].to(device)
+        part = {k: v[start:stop].to(device) if v is not None else None for k, v in cond.items()}
+        yield start, stop - start, part, u[start:stop].to(device)
 
 
-def _run(prior, n, decode_batch, *, temperature, top_k, top_p, label, frames, seed, batch_size, progress):
-    _check(prior, n, temperature, top_k, top_p, label, frames, batch_size)
+def _run(prior, n, decode_batch, *, temperature, top_k, top_p, label, frames, actions, seed, batch_size,
+         progress):
+    cond = {"label": label, "frames": frames, "actions": actions}
+    _check(prior, n, temperature, top_k, top_p, cond, batch_size)
     cfg = prior.config
     was_training = prior.training
     prior.eval()
@@ -108,34 +123,35 @@ def _run(prior, n, decode_batch, *, temperature, top_k, top_p, label, frames, se
             out = torch.empty(n, cfg.seq_len, dtype=torch.long, device=prior.codebook.device)
             n_batches = -(-n // batch_size)
             bar = progress_bar(total=n_batches * cfg.seq_len, desc="sampling", unit="pos", disable=not progress)
-            for start, size, lab, fr, u in _batches(prior, n, label, frames, batch_size, seed):
+            uniforms = draw_uniforms(n, cfg.seq_len, seed)
+            for start, size, part, u in _batches(prior, n, cond, batch_size, uniforms):
                 pick = lambda logits, pos: choose(logits, u[:, pos], temperature, top_k, top_p)
-                out[start:start + size] = decode_batch(prior, size, lab, fr, pick, bar)
+                out[start:start + size] = decode_batch(prior, size, part, pick, bar)
             bar.close()
         return out.view(n, *cfg.latent_shape).cpu()
     finally:
         prior.train(was_training)
 
 
-def _decode_cached(prior: Prior, size, label, frames, pick, bar):
+def _decode_cached(prior: Prior, size, cond, pick, bar):
     cache = prior.init_cache(size)
-    cond_kv = prior.cross_kv(frames)  # once per batch
+    cond_kv = prior.cross_kv(cond["frames"])  # once per batch
     tokens = torch.empty(size, prior.config.seq_len, dtype=torch.long, device=prior.codebook.device)
     prev = None
     for pos in range(prior.config.seq_len):
-        prev = pick(prior.step(prev, pos, cache, label=label, cond_kv=cond_kv), pos)
+        prev = pick(prior.step(prev, pos, cache, label=cond["label"], cond_kv=cond_kv, actions=cond["actions"]), pos)
         tokens[:, pos] = prev
         bar.update(1)
     return tokens
 
 
-def _decode_recompute(prior: Prior, size, label, frames, pick, bar):
+def _decode_recompute(prior: Prior, size, cond, pick, bar):
     L, K = prior.config.seq_len, prior.config.n_codes
     tokens = torch.zeros(size, L, dtype=torch.long, device=prior.codebook.device)
     grid = tokens.view(size, *prior.config.latent_shape)
     for pos in range(L):
         # Positions >= pos still hold zeros; causality makes them irrelevant to the logits at pos.
-        logits = prior(grid, label, frames).view(size, L, K)[:, pos]
+        logits = prior(grid, **cond).view(size, L, K)[:, pos]
         tokens[:, pos] = pick(logits, pos)
         bar.update(1)
     return tokens
@@ -143,45 +159,282 @@ def _decode_recompute(prior: Prior, size, label, frames, pick, bar):
 
 def sample_tokens(prior: Prior, n: int, *, temperature: float = 1.0, top_k: Optional[int] = None,
                   top_p: Optional[float] = None, label=None, frames: Optional[torch.Tensor] = None,
-                  seed: int = 0, batch_size: int = 16, progress: bool = False) -> torch.Tensor:
+                  actions: Optional[torch.Tensor] = None, seed: int = 0, batch_size: int = 16,
+                  progress: bool = False) -> torch.Tensor:
     """Draw n token grids, (n, t, h, w) long on the CPU, with the key/value cache.
 
     temperature 0 = greedy (argmax); top_k / top_p restrict sampling to the k most likely codes / the
     nucleus of mass top_p (None = off, the paper's setting). label: (n,) class ids for a class-
-    conditional prior; frames: (n, 3, n_cond_frames, H, W) in [-0.5, 0.5] for a frame-conditional one.
+    conditional prior; frames: (n, 3, n_cond_frames, H, W) in [-0.5, 0.5] for a frame-conditional one;
+    actions: (n, frames per clip, action values), raw (the prior normalises them), for an
+    action-conditional one.
     Same seed and arguments give bitwise-identical samples on the same device. The prior is run in
     eval mode (dropout off) and restored to its previous mode afterwards."""
     return _run(prior, n, _decode_cached, temperature=temperature, top_k=top_k, top_p=top_p, label=label,
-                frames=frames, seed=seed, batch_size=batch_size, progress=progress)
+                frames=frames, actions=actions, seed=seed, batch_size=batch_size, progress=progress)
 
 
 def sample_tokens_recompute(prior: Prior, n: int, *, temperature: float = 1.0, top_k: Optional[int] = None,
                             top_p: Optional[float] = None, label=None, frames: Optional[torch.Tensor] = None,
-                            seed: int = 0, batch_size: int = 16, progress: bool = False) -> torch.Tensor:
+                            actions: Optional[torch.Tensor] = None, seed: int = 0, batch_size: int = 16,
+                            progress: bool = False) -> torch.Tensor:
     """Reference sampler: the full forward pass at every position (no cache). Same arguments and the
     same randomness as `sample_tokens`, so it yields the same tokens; L times slower in FLOPs."""
     return _run(prior, n, _decode_recompute, temperature=temperature, top_k=top_k, top_p=top_p, label=label,
-                frames=frames, seed=seed, batch_size=batch_size, progress=progress)
+                frames=frames, actions=actions, seed=seed, batch_size=batch_size, progress=progress)
 
 
-def tokens_to_videos(vqvae, tokens: torch.Tensor, batch_size: int = 16) -> np.ndarray:
+def tokens_to_videos(vqvae, tokens: torch.Tensor, batch_size: int = 16, *, window: Optional[int] = None
+                     ) -> np.ndarray:
     """Decode (n, t, h, w) tokens with the VQ-VAE (in eval mode) into uint8 videos (n, T, H, W, 3):
-    clamp to [-0.5, 0.5], shift to [0, 1], scale to [0, 255] and round."""
+    clamp to [-0.5, 0.5], shift to [0, 1], scale to [0, 255] and round.
+
+    With `window` (latent frames the VQ-VAE was trained on) and tokens longer than that, the decode runs
+    over overlapping windows, blended (see `_blend_windows`): the VQ-VAE's attention position table admits
+    no other length, and its convolutions were only ever trained on that much context."""
+    windowed = window is not None and tokens.shape[1] > window
+    with _decoding(vqvae) as decode:
+        videos = [to_uint8(_blend_windows(decode, chunk, window) if windowed else decode(chunk)).cpu()
+                  for chunk in tokens.split(batch_size)]
+    return torch.cat(videos).numpy()
+
+
+@contextlib.contextmanager
+def _decoding(vqvae):
+    """A decode function (B, t, h, w) codes -> float (B, 3, T, H, W) on the VQ-VAE's device, run in eval
+    mode without autograd; the VQ-VAE's mode is restored afterwards."""
     device = next(vqvae.parameters()).device
     was_training = vqvae.training
     vqvae.eval()  # never let the codebook's EMA move while decoding (reference issue #7)
     try:
-        videos = []
         with torch.inference_mode():
-            for chunk in tokens.split(batch_size):
-                videos.append(to_uint8(vqvae.decode(chunk.to(device))).cpu())  # (B, T, H, W, 3)
-        return torch.cat(videos).numpy()
+            yield lambda codes: vqvae.decode(codes.to(device)).float()
     finally:
         vqvae.train(was_training)
 
 
-def sample(prior: Prior, vqvae, n: int, **kw) -> np.ndarray:
+def _blend_windows(decode, tokens: torch.Tensor, window: int) -> torch.Tensor:
+    """Windows of `window` latent frames half a window apart (`window_starts` with stride window // 2,
+    whatever stride the sampler used) are each decoded whole, and every output frame is the weighted
+    mean of its decodes in all the windows that hold it. A frame's weight in a window grows with its
+    distance from the window's nearer edge (0.5, 1.5, 2.5, ... frames), so a frame's pixels come mostly
+    from decodes that saw temporal context on both sides of it, not from a window edge where the
+    decoder's convolutions and attention see nothing beyond, and the weights shift gradually from one
+    window to the next: there is no hand-over frame where one decode would replace another. (Taking
+    each frame from the single window where it is most central instead left a visible step at every
+    hand-over: the VQ-VAE's temporal attention renders the same codes slightly differently at
+    different positions in a window.) Cost: about twice a decode of the whole length. Returns float
+    (B, 3, T_latent * f, H, W)."""
+    starts = window_starts(tokens.shape[1], window, default_window_stride(window))
+    total = weight = None
+    for a in starts:
+        x = decode(tokens[:, a:a + window])  # (B, 3, window * f, H, W)
+        span = x.shape[2]
+        f = span // window
+        if total is None:
+            total = torch.zeros(*x.shape[:2], tokens.shape[1] * f, *x.shape[3:], device=x.device)
+            weight = torch.zeros(tokens.shape[1] * f, device=x.device)
+        pos = torch.arange(span, dtype=torch.float32, device=x.device)
+        w = torch.minimum(pos + 0.5, span - pos - 0.5)
+        total[:, :, a * f:a * f + span] += x * w.view(1, 1, -1, 1, 1)
+        weight[a * f:a * f + span] += w
+    return total / weight.view(1, 1, -1, 1, 1)
+
+
+def sample(prior: Prior, vqvae, n: int, *, n_frames: Optional[int] = None, window_stride: Optional[int] = None,
+           **kw) -> np.ndarray:
     """Sample n videos: `sample_tokens(prior, n, **kw)`, then decode in batches of kw['batch_size']
-    (default 16). Returns uint8 (n, T, H, W, 3), channels-last (docs/CONTRACTS.md)."""
-    tokens = sample_tokens(prior, n, **kw)
-    return tokens_to_videos(vqvae, tokens, batch_size=kw.get("batch_size", 16))
+    (default 16). Returns uint8 (n, T, H, W, 3), channels-last (docs/CONTRACTS.md).
+
+    n_frames: video length; None or the training clip length = one pass over the trained latent grid.
+    Longer videos come from `sample_tokens_sliding` (window_stride: new latent frames per window) and
+    are decoded in blended overlapping windows (`tokens_to_videos` with window); their first
+    training-length frames' tokens equal the one-pass sample of the same seed."""
+    window = prior.config.latent_shape[0]
+    n_latent = window if n_frames is None else latent_frames(n_frames, window, vqvae.config.downsample[0])
+    batch_size = kw.get("batch_size", 16)
+    if n_latent == window:
+        return tokens_to_videos(vqvae, sample_tokens(prior, n, **kw), batch_size=batch_size)
+    tokens = sample_tokens_sliding(prior, n, n_latent, window_stride=window_stride, vqvae=vqvae, **kw)
+    return tokens_to_videos(vqvae, tokens, batch_size, window=window)
+
+
+# --------------------------------------------------------------------------------------------
+# Videos longer than the training clips: a sliding window over latent time
+#
+# The prior's position tables and the VQ-VAE's attention know only the training latent length t. So a
+# long video is made of windows of exactly t latent frames, each placed at the trained positions 0..t-1:
+# a window keeps the last t - s latent frames of what exists so far as its prefix (filled into the
+# key/value cache in one batched pass, `Prior.prefill`) and samples s new latent frames after it.
+# Conditioning per window (what the window would have been conditioned on had it been a training clip):
+#   class   the same label in every window;
+#   actions the actions of the window's own frames (so actions must cover the whole video);
+#   frames  window 0 gets the given real frames; window k > 0 the first n_cond_frames frames of the
+#           window as already generated, i.e. decoded from window k-1 (whose latent frames cover the
+#           start of window k) and rounded to uint8 like the output. In training the conditioning
+#           frame is always the clip's first frame, which the clip's first latent frame also covers, so
+#           this keeps the frames and the prefix tokens consistent; conditioning every window on the
+#           original first frame instead would show the digit where the prefix says it no longer is.
+#           The digit's identity travels in the prefix tokens and in these frames.
+# Randomness: sample i's first window uses the same uniforms as sample_tokens (same seed, same tokens);
+# later positions draw from a second generator seeded by (seed, 1), again one uniform per (sample, position).
+
+
+def default_window_stride(window: int) -> int:
+    """New latent frames per window when not given: half the window, so half is context."""
+    return max(1, window // 2)
+
+
+def window_starts(n_latent: int, window: int, stride: int) -> list[int]:
+    """First latent frame of every window of `window` frames covering [0, n_latent): 0, stride, 2 stride,
+    ...; the last one is placed to end exactly at n_latent (so it may add fewer than `stride` frames)."""
+    if n_latent <= window:
+        return [0]
+    return list(range(0, n_latent - window, stride)) + [n_latent - window]
+
+
+def check_long_sampling(n_frames: Optional[int], window_stride: Optional[int], window: int, time_factor: int) -> None:
+    """The sample.n_frames / sample.window_stride checks (ValueError naming the key) for a prior of `window`
+    latent frames over a VQ-VAE that makes `time_factor` frames of each."""
+    latent_frames(n_frames, window, time_factor)
+    window_stride_or_default(window_stride, window)
+
+
+def window_stride_or_default(stride: Optional[int], window: int) -> int:
+    """sample.window_stride, checked to be in 1..window; None = `default_window_stride(window)`."""
+    if stride is None:
+        return default_window_stride(window)
+    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or not 1 <= stride <= window:
+        raise ValueError(f"sample.window_stride: {stride!r} must be an integer in 1..{window} "
+                         "(the prior's latent frames)")
+    return int(stride)
+
+
+def latent_frames(n_frames: Optional[int], window: int, time_factor: int) -> int:
+    """Latent frames for a video of n_frames (None = the training length, window * time_factor)."""
+    clip = window * time_factor
+    if n_frames is None:
+        return window
+    if isinstance(n_frames, bool) or not isinstance(n_frames, (int, np.integer)) or n_frames < clip:
+        raise ValueError(f"sample.n_frames: {n_frames!r} must be an integer >= the training clip length {clip}")
+    if n_frames % time_factor:
+        raise ValueError(f"sample.n_frames: {n_frames} is not a multiple of the VQ-VAE's temporal downsampling "
+                         f"{time_factor} (one latent frame = {time_factor} frames)")
+    return n_frames // time_factor
+
+
+def draw_uniforms_long(n: int, seq_len: int, n_positions: int, seed: int) -> torch.Tensor:
+    """(n, n_positions) uniforms: the first seq_len columns are `draw_uniforms(n, seq_len, seed)`, the rest
+    come from a generator seeded by (seed, 1). Row i depends only on (seed, i, n_positions)."""
+    first = draw_uniforms(n, seq_len, seed)
+    rest_seed = int(np.random.SeedSequence((seed, 1)).generate_state(1)[0])
+    rest = torch.rand(n, n_positions - seq_len, generator=torch.Generator(device="cpu").manual_seed(rest_seed))
+    return torch.cat([first, rest], dim=1)
+
+
+def _window_frames(vqvae, previous: torch.Tensor, shift: int, n_cond: int) -> torch.Tensor:
+    """The conditioning frames of a window that starts `shift` latent frames after the window `previous`
+    (B, t, h, w): frames [shift * f, shift * f + n_cond) of its decode (f frames per latent frame), as
+    float (B, 3, n_cond, H, W) in [-0.5, 0.5] on uint8 levels, exactly like frames read from the store."""
+    video = tokens_to_videos(vqvae, previous, batch_size=len(previous))  # (B, T, H, W, 3) uint8
+    f = video.shape[1] // previous.shape[1]
+    return to_float(video[:, shift * f:shift * f + n_cond]).to(previous.device)
+
+
+def _decode_sliding(prior: Prior, size, cond, pick, bar, *, starts, vqvae):
+    """One batch: the windows in order. Returns the tokens (size, n_latent * h * w) and each window's
+    tokens (size, t * h * w) as the prior saw them."""
+    cfg = prior.config
+    t, h, w = cfg.latent_shape
+    hw, L = h * w, prior.config.seq_len
+    device = prior.codebook.device
+    tokens = torch.empty(size, (starts[-1] + t) * hw, dtype=torch.long, device=device)
+    windows, window, end = [], None, 0  # end: latent frames generated so far
+    frames = cond["frames"]
+    for start in starts:
+        kept = end - start  # latent frames of the prefix (0 in the first window)
+        new_window = torch.empty(size, L, dtype=torch.long, device=device)
+        if window is not None:
+            new_window[:, :kept * hw] = window[:, (t - kept) * hw:]
+            if cfg.uses_frames:
+                frames = _window_frames(vqvae, window.view(size, t, h, w), t - kept, cfg.n_cond_frames)
+        window = new_window
+        actions = None
+        if cfg.uses_actions:
+            clip_frames = cfg.action_shape[0]
+            first = start * (clip_frames // t)
+            actions = cond["actions"][:, first:first + clip_frames]
+        cache = prior.init_cache(size)
+        cond_kv = prior.cross_kv(frames)
+        prev = None
+        if kept:
+            prior.prefill(window[:, :kept * hw], cache, label=cond["label"], cond_kv=cond_kv, actions=actions)
+            prev = window[:, kept * hw - 1]
+        for pos in range(kept * hw, L):
+            logits = prior.step(prev, pos, cache, label=cond["label"], cond_kv=cond_kv, actions=actions)
+            prev = pick(logits, start * hw + pos)
+            window[:, pos] = prev
+            bar.update(1)
+        tokens[:, start * hw:(start + t) * hw] = window
+        windows.append(window)
+        end = start + t
+    return tokens, windows
+
+
+def sample_tokens_sliding(prior: Prior, n: int, n_latent_frames: int, *, window_stride: Optional[int] = None,
+                          vqvae=None, temperature: float = 1.0, top_k: Optional[int] = None,
+                          top_p: Optional[float] = None, label=None, frames: Optional[torch.Tensor] = None,
+                          actions: Optional[torch.Tensor] = None, seed: int = 0, batch_size: int = 16,
+                          progress: bool = False, return_windows: bool = False):
+    """Draw n token grids of n_latent_frames latent frames, (n, n_latent_frames, h, w) long on the CPU, by a
+    sliding window over latent time (see the section comment above).
+
+    window_stride: new latent frames per window, 1..t (default t // 2); smaller = more context and more
+    windows. vqvae: needed by a frame-conditional prior when there is more than one window (later windows
+    are conditioned on generated frames). actions: (n, n_frames, A), one per frame of the whole video
+    (n_frames = n_latent_frames * frames per latent frame). Other arguments as in `sample_tokens`. With
+    return_windows, also returns [(start latent frame, window tokens (n, t, h, w))] per window, as the
+    prior saw them."""
+    cfg = prior.config
+    t, h, w = cfg.latent_shape
+    cond = {"label": label, "frames": frames, "actions": actions}
+    n_frames = n_latent_frames * (cfg.action_shape[0] // t) if cfg.uses_actions else None
+    _check(prior, n, temperature, top_k, top_p, cond, batch_size, n_frames)
+    stride = window_stride_or_default(window_stride, t)
+    if n_latent_frames < t:
+        raise ValueError(f"n_latent_frames={n_latent_frames}: must be >= the prior's {t} latent frames")
+    starts = window_starts(n_latent_frames, t, stride)
+    if cfg.uses_frames and len(starts) > 1:
+        if vqvae is None:
+            raise ValueError("frame-conditional prior: later windows are conditioned on generated frames, "
+                             "so pass vqvae= to decode them")
+        f = vqvae.config.downsample[0]
+        if stride * f + cfg.n_cond_frames > t * f:
+            raise ValueError(f"sample.window_stride: {stride} leaves {(t - stride) * f} generated frames before "
+                             f"the next window starts; frame conditioning needs prior.n_cond_frames="
+                             f"{cfg.n_cond_frames} of them (use a smaller stride)")
+    n_positions = n_latent_frames * h * w
+    was_training = prior.training
+    prior.eval()
+    try:
+        with torch.inference_mode():
+            out = torch.empty(n, n_positions, dtype=torch.long)
+            per_window = [[] for _ in starts]
+            bar = progress_bar(total=-(-n // batch_size) * n_positions, desc="sampling", unit="pos",
+                               disable=not progress)
+            uniforms = draw_uniforms_long(n, cfg.seq_len, n_positions, seed)
+            for start, size, part, u in _batches(prior, n, cond, batch_size, uniforms):
+                pick = lambda logits, pos: choose(logits, u[:, pos], temperature, top_k, top_p)
+                tokens, windows = _decode_sliding(prior, size, part, pick, bar, starts=starts, vqvae=vqvae)
+                out[start:start + size] = tokens.cpu()
+                for collected, window in zip(per_window, windows):
+                    collected.append(window.cpu())
+            bar.close()
+    finally:
+        prior.train(was_training)
+    out = out.view(n, n_latent_frames, h, w)
+    if not return_windows:
+        return out
+    return out, [(a, torch.cat(ws).view(n, t, h, w)) for a, ws in zip(starts, per_window)]
+
+

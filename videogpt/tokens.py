@@ -16,9 +16,10 @@ import zarr
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from videogpt.config import PriorParams
-from videogpt.data.clip_store import clips_array, read_labels, store_attrs, store_splits
+from videogpt.data.clip_store import clips_array, read_actions, read_labels, store_attrs, store_splits
 from videogpt.data.dataset import ClipDataset
 from videogpt.distributed import barrier, rank_and_world
+from videogpt.prior import ACTION_CONDITIONS, FRAME_CONDITIONS
 from videogpt.progress import progress_bar
 
 BLOCK = 1024  # clips per chunk and per unit of work: ranks write disjoint chunks, resume skips whole blocks
@@ -115,24 +116,27 @@ def open_token_store(path: str | Path, *, expect_fingerprint: str | None = None)
 
 
 class TokenDataset(Dataset):
-    """Token grids of one split (held in memory: they are small), plus label and conditioning frames.
+    """Token grids of one split (held in memory: they are small), plus label, conditioning frames and actions.
 
     Items are dicts: `tokens` (t,h,w) long, `label` () long when `with_label`, `frames`
     (3, n_cond_frames, H, W) float in [-0.5, 0.5] when `n_cond_frames` > 0, read from the
-    clip store at the same index (the token store keeps clip order).
+    clip store at the same index (the token store keeps clip order), `actions` (T, A) float32 when
+    `with_actions` (held in memory; every clip must have them, see clip_store.read_actions).
     """
 
     def __init__(self, tokens_path, split: str, *, with_label: bool = False, n_cond_frames: int = 0,
-                 clips_path=None):
+                 with_actions: bool = False, clips_path=None):
         root = zarr.open_group(str(tokens_path), mode="r")
         self.tokens = np.asarray(root[split]["tokens"][:])
         self.labels = np.asarray(root[split]["labels"][:], np.int64)
         self.with_label = with_label
         self.n_cond_frames = n_cond_frames
         self.clips = ClipDataset(clips_path, split) if n_cond_frames else None
-        if self.clips is not None and len(self.clips) != len(self.tokens):
-            raise ValueError(f"{tokens_path}: {len(self.tokens)} token grids but {len(self.clips)} clips in "
-                             f"{clips_path} ({split}); re-run tokenize")
+        self.actions = read_actions(clips_path, split) if with_actions else None
+        for what, n in (("clips", self.clips), ("clips with actions", self.actions)):
+            if n is not None and len(n) != len(self.tokens):
+                raise ValueError(f"{tokens_path}: {len(self.tokens)} token grids but {len(n)} {what} in "
+                                 f"{clips_path} ({split}); re-run tokenize")
 
     def __len__(self):
         return len(self.tokens)
@@ -144,11 +148,13 @@ class TokenDataset(Dataset):
         if self.n_cond_frames:
             video, _ = self.clips[i]
             item["frames"] = video[:, :self.n_cond_frames]
+        if self.actions is not None:
+            item["actions"] = torch.from_numpy(self.actions[i])
         return item
 
 
 def prior_dataset(prior: PriorParams, tokens_path, clips_path, split: str) -> TokenDataset:
-    """The token grids of a split with what the `prior:` params condition on (labels or first frames)."""
+    """The token grids of a split with what the `prior:` params condition on (labels, first frames, actions)."""
     return TokenDataset(tokens_path, split, with_label=prior.condition == "class",
-                        n_cond_frames=prior.n_cond_frames if prior.condition == "frames" else 0,
-                        clips_path=clips_path)
+                        n_cond_frames=prior.n_cond_frames if prior.condition in FRAME_CONDITIONS else 0,
+                        with_actions=prior.condition in ACTION_CONDITIONS, clips_path=clips_path)

@@ -15,14 +15,14 @@ from torch.utils.data import DataLoader
 
 from videogpt.checkpoint import fingerprint, load_vqvae, save_model
 from videogpt.config import Params, ParamsError, to_dict
-from videogpt.data.clip_store import check_clip_shape
+from videogpt.data.clip_store import check_clip_shape, read_actions
 from videogpt.data.dataset import ClipDataset
 from videogpt.distributed import inference_device
 from videogpt.evaluation import (bits_per_dim, bits_protocol, recon_protocol, reconstruction_report,
                                  save_reconstruction_picture, unigram_entropy_bits)
 from videogpt.fileio import write_json
 from videogpt.lightning import PriorModule, VQVAEModule, finish_resume, make_trainer, prepare_resume
-from videogpt.prior import Prior, PriorConfig
+from videogpt.prior import ACTION_CONDITIONS, Prior, PriorConfig
 from videogpt.tokens import open_token_store, prior_dataset
 from videogpt.vqvae import VQVAE, VQVAEConfig
 
@@ -106,24 +106,44 @@ def check_class_labels(tokens_root, params: Params) -> int:
     return n_classes
 
 
+def action_statistics(clips_path, params: Params) -> tuple[tuple[int, int], np.ndarray, np.ndarray] | None:
+    """For an action-conditional prior: (action_shape (frames per clip, values per action), per-value mean,
+    per-value std) of the training clips' actions, the normalisation stored with the model. None for other
+    priors. ParamsError naming prior.condition when a split lacks actions or they do not fit its clips."""
+    condition = params.prior.condition
+    if condition not in ACTION_CONDITIONS:
+        return None
+    try:
+        train = read_actions(clips_path, "train")
+        read_actions(clips_path, "test")  # evaluation and sampling take actions from the test clips
+    except ValueError as err:
+        raise ParamsError(f"prior.condition: '{condition}' needs actions for every clip: {err}") from None
+    flat = train.reshape(-1, train.shape[-1]).astype(np.float64)
+    return tuple(train.shape[1:]), flat.mean(0), flat.std(0)
+
+
 def train_prior(params: Params, *, vqvae_dir, tokens_path, clips_path, model_dir, ckpt_dir, live_dir,
                 metrics_path) -> dict:
     vqvae = load_vqvae(vqvae_dir)
     fp = fingerprint(vqvae_dir)
     root = open_token_store(tokens_path, expect_fingerprint=fp)
     n_classes = check_class_labels(root, params)
+    actions = action_statistics(clips_path, params)
     pp, tp = params.prior, params.trainer
     train_ds = prior_dataset(pp, tokens_path, clips_path, "train")
     val_ds = prior_dataset(pp, tokens_path, clips_path, "test")
     if len(train_ds) < pp.batch_size:
         raise ParamsError(f"prior.batch_size: {pp.batch_size} exceeds the {len(train_ds)} training token grids")
     frame_shape = (params.data.resolution, params.data.resolution)
-    cfg = PriorConfig.from_params(pp, vqvae.config, n_classes=n_classes, frame_shape=frame_shape)
+    cfg = PriorConfig.from_params(pp, vqvae.config, n_classes=n_classes, frame_shape=frame_shape,
+                                  action_shape=actions[0] if actions else None)
 
     run_key = {"params": {"seed": params.seed, "prior": to_dict(pp), "trainer": to_dict(tp)}, "vqvae": fp}
     resume_from = prepare_resume(ckpt_dir, run_key)
     torch.manual_seed(params.seed)
     model = Prior(cfg, vqvae.codebook.embeddings.detach().clone())
+    if actions:
+        model.set_action_stats(*actions[1:])
     module = PriorModule(model, lr=pp.lr, weight_decay=pp.weight_decay, warmup_steps=pp.warmup_steps,
                          max_steps=pp.max_steps, log_every_n_steps=tp.log_every_n_steps, compile=tp.compile)
     trainer = make_trainer(tp, name="train_prior", max_steps=pp.max_steps, ckpt_dir=ckpt_dir, live_dir=live_dir,

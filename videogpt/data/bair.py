@@ -27,7 +27,7 @@ import numpy as np
 
 from videogpt.config import DataParams, ParamsError
 from videogpt.data.ffmpeg_io import VideoError
-from videogpt.data.sources import (Rejection, SPLITS, Source, SourceItem, UNLABELED, Video, require_no_fps,
+from videogpt.data.sources import (ACTIONS, Rejection, SPLITS, Source, SourceItem, UNLABELED, Video, require_no_fps,
                                    split_folder, walk_files)
 from videogpt.data.rawframes import scale_frames
 from videogpt.data.tfrecord import ProtobufError, TFRecordError, parse_example, read_tfrecords
@@ -127,7 +127,7 @@ def read_bair_file(path: Path, params: DataParams) -> list[Video]:
             frames, actions = trajectory(parse_example(data), record)
             side = frames.shape[1]
             videos.append(Video(frames, None, side, side, name=str(record),
-                                extras={"actions": actions} if actions is not None else {}))
+                                extras={ACTIONS: actions} if actions is not None else {}))
     except TFRecordError as e:
         raise VideoError(f"corrupt TFRecord: {e.reason}", f"record {e.record}: {e.detail}") from None
     except ProtobufError as e:

@@ -42,8 +42,8 @@ from zarr.codecs import ZstdCodec
 from videogpt.config import DataParams, ParamsError, to_dict
 from videogpt.data.ffmpeg_io import VideoError
 from videogpt.data.formats import READERS, discover
-from videogpt.data.sources import (OUTSIDE_ROOT, SPLITS, UNLABELED, Rejection, Source, SourceItem, Video, escapes,
-                                   walk_files)
+from videogpt.data.sources import (ACTION_SUFFIXES, ACTIONS, OUTSIDE_ROOT, SPLITS, UNLABELED, Rejection, Source,
+                                   SourceItem, Video, escapes, walk_files)
 from videogpt.fileio import write_json
 from videogpt.progress import progress_bar
 
@@ -246,6 +246,20 @@ def _video_clips(result: VideoClips, params: DataParams, class_names: list[str])
         yield video.frames[start:start + span:params.frame_stride], item.label, {**row, "start_frame": start}, extras
 
 
+def _check_extra_shapes(result: VideoClips | Rejection, shapes: dict[str, tuple]) -> VideoClips | Rejection:
+    """The video, or its rejection if its per-frame side data (actions) has another shape than the first
+    video's that had any; records the shapes of the first."""
+    if isinstance(result, Rejection):
+        return result
+    for name, values in result.video.extras.items():
+        expected = shapes.setdefault(name, values.shape[1:])
+        if values.shape[1:] != expected:
+            item = result.item
+            return Rejection(item.path, item.split, f"{name} of another shape",
+                             f"{values.shape[1:]} values per frame; the videos before it have {expected}")
+    return result
+
+
 class NoClipsError(RuntimeError):
     """No input file produced a single clip: nothing to train on."""
 
@@ -282,6 +296,8 @@ def _build(source: Source, params: DataParams, store: Path, manifest_path: Path,
             rejected.write([dataclasses.asdict(r) for r in source.rejected])
         writers = {split: SplitWriter(root.require_group(split), clip_shape, manifest, state["splits"][split])
                    for split in SPLITS}
+        # per-frame shape of each extra, fixed by the first video carrying it (resuming: by the stored arrays)
+        extra_shapes = {name: array.shape[2:] for w in writers.values() for name, array in w.extras.items()}
 
         def save_progress(item: int, skip: int) -> None:
             write_json(store / PROGRESS, {
@@ -300,6 +316,7 @@ def _build(source: Source, params: DataParams, store: Path, manifest_path: Path,
                 if other != split:
                     writers[other].flush()
             writer, done = writers[split], 0  # done: clips of this item written (or, resuming, written before)
+            item_results = [_check_extra_shapes(result, extra_shapes) for result in item_results]
             for result in item_results:
                 if isinstance(result, VideoClips):
                     for clip in _video_clips(result, params, source.class_names):
@@ -503,6 +520,56 @@ def clip_reader(store_path: str | Path, split: str) -> Callable[[int, int], np.n
     """A reader of a split's clips [start, stop) as uint8 (n, T, H, W, 3), holding the array open."""
     clips = clips_array(store_path, split)
     return lambda start, stop: np.asarray(clips[start:stop])
+
+
+def read_actions(store_path: str | Path, split: str) -> np.ndarray:
+    """The per-frame actions of a split's clips, (N, T, A) float32, checked: every clip has them (a clip
+    from a video without actions holds NaN). Raises ValueError naming what is missing."""
+    group = open_split(store_path, split)
+    if ACTIONS not in group.array_keys():
+        raise ValueError(f"{store_path}: the {split} clips have no actions (actions come from BAIR TFRecords "
+                         f"or from <video>{ACTION_SUFFIXES[0]} files beside the videos, see docs/datasets.md)")
+    actions = np.asarray(group[ACTIONS][:])
+    if actions.ndim != 3 or len(actions) != group["clips"].shape[0] or actions.shape[1] != group["clips"].shape[1]:
+        raise ValueError(f"{store_path}: {split}/{ACTIONS} has shape {actions.shape}, expected (clips, frames, "
+                         f"values) = ({group['clips'].shape[0]}, {group['clips'].shape[1]}, A)")
+    missing = np.flatnonzero(~np.isfinite(actions).all(axis=(1, 2)))
+    if len(missing):
+        raise ValueError(f"{store_path}: {len(missing)} of {len(actions)} {split} clips have no actions (clip "
+                         f"{', '.join(map(str, missing[:5]))}{', ...' if len(missing) > 5 else ''}: see the "
+                         "manifest for their videos)")
+    return actions
+
+
+def read_video_actions(store_path: str | Path, manifest_path: str | Path, split: str, indices, n_frames: int
+                       ) -> np.ndarray:
+    """The actions of n_frames frames from the first frame of each clip `indices` (n,) of a split, frame_stride
+    apart as in the clips: (n, n_frames, A) float32. Longer than a clip, they are gathered from the other clips
+    the manifest lists for the same video, so a video cut into several clips conditions a longer generated
+    video. ParamsError (sample.n_frames) naming the first clip whose video has fewer frames of actions."""
+    actions = read_actions(store_path, split)
+    indices = np.asarray(indices, np.int64)
+    if n_frames <= actions.shape[1]:
+        return actions[indices, :n_frames]
+    stride = store_attrs(store_path)["frame_stride"]
+    rows = pd.read_csv(manifest_path, keep_default_na=False)
+    rows = rows[rows.split == split].set_index("clip")
+    timelines: dict[str, dict[int, np.ndarray]] = {}  # source -> frame index -> action
+    out = np.empty((len(indices), n_frames, actions.shape[2]), np.float32)
+    for i, index in enumerate(indices):
+        source, start = rows.at[index, "source"], int(rows.at[index, "start_frame"])
+        if source not in timelines:
+            clips = rows[rows.source == source]
+            timelines[source] = {int(s) + k * stride: actions[j, k] for j, s in zip(clips.index, clips.start_frame)
+                                 for k in range(actions.shape[1])}
+        frames = [start + k * stride for k in range(n_frames)]
+        have = next((k for k, f in enumerate(frames) if f not in timelines[source]), n_frames)
+        if have < n_frames:
+            raise ParamsError(f"sample.n_frames: {n_frames} frames of actions are needed, but {split} clip {index} "
+                             f"({source}, from frame {start}) has actions for only {have} frames from there (its "
+                             "video is too short or not cut into back-to-back clips)")
+        out[i] = [timelines[source][f] for f in frames]
+    return out
 
 
 def check_clip_shape(store_path: str | Path, resolution: int, sequence_length: int) -> tuple[int, int, int]:

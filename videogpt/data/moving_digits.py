@@ -3,6 +3,11 @@
 One or two white digit glyphs on black move at constant velocity and bounce off the frame edges. Every
 video is generated from its own seed (seed, split, index), so the files do not depend on how many are made.
 Layout: <out>/train/<digit>/00000.mp4 and <out>/test/<digit>/..., the class being the first digit.
+
+Beside each video, its actions: `00000.actions.npy`, float32 (n_frames, 2 * max_digits), row t holding
+each digit's velocity (dy, dx) in pixels per frame at the written resolution as it leaves frame t, i.e.
+the motion from frame t to frame t+1 (after a bounce, the reflected velocity; zeros for digits a video
+does not have). This is the sidecar format preprocess reads beside any video (videogpt/data/sources.py).
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from videogpt.config import DefaultDataParams
 from videogpt.data.ffmpeg_io import write_mp4
-from videogpt.data.sources import SPLITS
+from videogpt.data.sources import ACTION_SUFFIXES, SPLITS
 
 SPEED = (0.05, 0.08)  # pixels per frame as a fraction of the frame size: 3-5 pixels per frame at 64 px
 
@@ -35,14 +40,16 @@ def glyph(digit: int, height: int) -> np.ndarray:
     return np.asarray(canvas.resize((width, height), Image.LANCZOS), np.float32) / 255
 
 
-def _trajectory(rng: np.random.Generator, n_frames: int, room: tuple[int, int], speed: float) -> np.ndarray:
-    """Top-left corners (n_frames, 2) as (y, x) of a point moving in a straight line, reflected at the walls."""
+def _trajectory(rng: np.random.Generator, n_frames: int, room: tuple[int, int], speed: float
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Top-left corners (n_frames, 2) as (y, x) of a point moving in a straight line, reflected at the walls,
+    and its velocity (n_frames, 2) as it leaves each frame, in pixels per frame."""
     position = rng.uniform(0, 1, 2) * room
     angle = rng.uniform(0, 2 * np.pi)
     velocity = speed * np.array([np.sin(angle), np.cos(angle)])
-    corners = np.empty((n_frames, 2))
+    corners, velocities = np.empty((n_frames, 2)), np.empty((n_frames, 2))
     for t in range(n_frames):
-        corners[t] = position
+        corners[t], velocities[t] = position, velocity
         position = position + velocity
         for axis in range(2):  # bounce: mirror the overshoot back inside and reverse that component
             if position[axis] < 0:
@@ -50,23 +57,32 @@ def _trajectory(rng: np.random.Generator, n_frames: int, room: tuple[int, int], 
             elif position[axis] > room[axis]:
                 position[axis], velocity[axis] = 2 * room[axis] - position[axis], -velocity[axis]
         position = np.clip(position, 0, room)  # a step longer than the room would overshoot the other wall
-    return np.rint(corners).astype(int)
+    return np.rint(corners).astype(int), velocities
 
 
-def make_video(digits: list[int], params: DefaultDataParams, rng: np.random.Generator) -> np.ndarray:
-    """(n_frames, R, R, 3) uint8 with the given digits moving independently (overlaps take the max)."""
+def make_video_and_actions(digits: list[int], params: DefaultDataParams, rng: np.random.Generator
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """(n_frames, R, R, 3) uint8 with the given digits moving independently (overlaps take the max), and
+    the actions (n_frames, 2 * max_digits) float32: each digit's velocity (dy, dx) leaving each frame."""
     size = params.resolution
     height = min(params.digit_size, size)
     frames = np.zeros((params.n_frames, size, size), np.float32)
-    for digit in digits:
+    actions = np.zeros((params.n_frames, 2 * params.max_digits), np.float32)
+    for i, digit in enumerate(digits):
         g = glyph(digit, height)
         room = (size - g.shape[0], size - g.shape[1])
         speed = rng.uniform(*SPEED) * size
-        for frame, (y, x) in zip(frames, _trajectory(rng, params.n_frames, room, speed)):
+        corners, actions[:, 2 * i:2 * i + 2] = _trajectory(rng, params.n_frames, room, speed)
+        for frame, (y, x) in zip(frames, corners):
             region = frame[y:y + g.shape[0], x:x + g.shape[1]]
             np.maximum(region, g, out=region)
     gray = np.rint(frames * 255).astype(np.uint8)
-    return np.repeat(gray[..., None], 3, axis=-1)
+    return np.repeat(gray[..., None], 3, axis=-1), actions
+
+
+def make_video(digits: list[int], params: DefaultDataParams, rng: np.random.Generator) -> np.ndarray:
+    """The frames of `make_video_and_actions`."""
+    return make_video_and_actions(digits, params, rng)[0]
 
 
 def video_digits(params: DefaultDataParams, split: str, index: int) -> tuple[list[int], np.random.Generator]:
@@ -86,7 +102,10 @@ def write_moving_digits(out_dir: str | Path, params: DefaultDataParams) -> dict[
     for split, count in counts.items():
         for index in range(count):
             digits, rng = video_digits(params, split, index)
-            write_mp4(tmp / split / str(digits[0]) / f"{index:05d}.mp4", make_video(digits, params, rng), params.fps)
+            frames, actions = make_video_and_actions(digits, params, rng)
+            video = tmp / split / str(digits[0]) / f"{index:05d}.mp4"
+            write_mp4(video, frames, params.fps)
+            np.save(video.with_suffix(ACTION_SUFFIXES[0]), actions)
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     return counts

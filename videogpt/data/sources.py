@@ -11,6 +11,16 @@ input folder disappears silently and no one waits for ffmpeg to fail on thousand
 A video file holding fewer than two distinct frames (a one-frame GIF or MP4) is rejected as "a still
 image: 1 frame" (ffmpeg_io.check_not_still): at a constant rate it would decode into clips of one picture.
 
+Actions: a video may come with its per-frame actions in a sidecar file beside it, named like the video with
+`.actions.npy` or `.actions.csv` in place of its extension (`walk/00003.mp4` -> `walk/00003.actions.npy`):
+a 2-D float array (NumPy .npy), or comma-separated numbers without a header (.csv), with one row per frame of
+the video and one column per action value, finite. Row i is the action taken at frame i. Preprocess cuts the
+actions exactly like the frames (frame_stride, clip_stride) and stores them per clip (clip_store). A video
+whose sidecar is unreadable, has another number of rows than the decoded video has frames, or comes with a
+data.fps that resamples the video (which frame an action belongs to would then be a guess) is rejected with
+the reason; a sidecar without its video is listed as "actions file without a video". Videos without a
+sidecar get no actions (NaN in the store where others have them).
+
 Containment: nothing outside data.source is read. A symlink (file or folder) below it that leads outside
 it is listed in rejected.csv as "outside the input root" and neither followed nor decoded (DVC tracks
 data.source, so such a file would be an untracked input); manifest paths are relative to data.source.
@@ -28,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from videogpt.config import DataParams, ParamsError
-from videogpt.data.ffmpeg_io import check_not_still, decode_video, probe
+from videogpt.data.ffmpeg_io import VideoError, check_not_still, decode_video, probe
 
 VIDEO_EXTENSIONS = frozenset(
     ".mp4 .m4v .mov .avi .mkv .webm .gif .mpg .mpeg .m2v .wmv .asf .flv .f4v .ogv .3gp .3g2 .ts .mts .m2ts "
@@ -36,6 +46,8 @@ VIDEO_EXTENSIONS = frozenset(
 SPLITS = ("train", "test")
 UNLABELED = -1
 OUTSIDE_ROOT = "outside the input root"
+ACTIONS = "actions"  # the Video.extras key (and clip-store array) of per-frame actions
+ACTION_SUFFIXES = (".actions.npy", ".actions.csv")
 
 
 @dataclass(frozen=True)
@@ -121,6 +133,37 @@ def is_video(path: str) -> bool:
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 
 
+def sidecar_video_stem(path: str) -> str | None:
+    """For an actions sidecar 'a/b.actions.npy' the path of its video without extension, 'a/b'; else None."""
+    return next((path[:-len(suffix)] for suffix in ACTION_SUFFIXES if path.endswith(suffix)), None)
+
+
+def actions_sidecar(video: Path) -> Path | None:
+    """The actions file beside `video` (see the module docstring), if there is one."""
+    return next((p for p in (video.with_suffix(s) for s in ACTION_SUFFIXES) if p.is_file()), None)
+
+
+def load_actions(path: Path, n_frames: int) -> np.ndarray:
+    """The actions (n_frames, A) float32 of a sidecar file; VideoError (the reason for rejected.csv) when the
+    file is unreadable, not a 2-D array of finite numbers, or not one row per frame."""
+    try:
+        if path.suffix == ".npy":
+            actions = np.load(path, allow_pickle=False)
+        else:
+            actions = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
+    except (OSError, ValueError) as e:
+        raise VideoError("bad actions file", f"{path.name}: {e}") from None
+    if actions.ndim != 2 or actions.shape[1] < 1 or not np.issubdtype(actions.dtype, np.number):
+        raise VideoError("bad actions file", f"{path.name}: shape {actions.shape} {actions.dtype}, expected "
+                                             "(frames, action values) numbers")
+    if not np.isfinite(actions).all():
+        raise VideoError("bad actions file", f"{path.name}: holds NaN or infinite values")
+    if len(actions) != n_frames:
+        raise VideoError("actions do not match the video",
+                         f"{path.name} has {len(actions)} rows, the video {n_frames} frames")
+    return actions.astype(np.float32)
+
+
 def split_folder(path: str) -> str:
     """'train' for 'train/cat/x.mp4', '' for files outside the split folders."""
     head, _, rest = path.partition("/")
@@ -175,6 +218,12 @@ def discover_videos(params: DataParams) -> Source:
     split_folders = uses_split_folders(root, params)
     files, rejected = walk_files(root)
     videos = [f for f in files if is_video(f)]
+    video_stems = {v.rsplit(".", 1)[0] for v in videos}
+    sidecars = {f for f in files if sidecar_video_stem(f) in video_stems}
+    rejected += [Rejection(f, split_folder(f), "actions file without a video",
+                           f"no video named {Path(sidecar_video_stem(f)).name}.* beside it")
+                 for f in files if sidecar_video_stem(f) is not None and f not in sidecars]
+    files = [f for f in files if sidecar_video_stem(f) is None]
     if split_folders:
         split_of = {f: split_folder(f) for f in videos if split_folder(f)}
         within_split = {f: f.split("/", 1)[1] for f in split_of}
@@ -206,9 +255,17 @@ class Video:
 
 
 def read_video_file(path: Path, params: DataParams) -> Video:
+    """A video file, with the actions of its sidecar file if it has one (see the module docstring)."""
     info = probe(path, timeout=params.decode_timeout)
+    sidecar = actions_sidecar(path)
+    if sidecar is not None and params.fps is not None and params.fps != info.fps:
+        raise VideoError("actions with fps resampling",
+                         f"data.fps={params.fps:g} resamples this {info.fps:g} fps video, so which frame each row "
+                         f"of {sidecar.name} belongs to would be a guess; set data.fps: null or resample the "
+                         "actions to match")
     frames = decode_video(path, params.resolution, fps=params.fps, timeout=params.decode_timeout)
     check_not_still(path, frames, timeout=params.decode_timeout)
-    return Video(frames, params.fps or info.fps, info.width, info.height)
+    extras = {ACTIONS: load_actions(sidecar, len(frames))} if sidecar is not None else {}
+    return Video(frames, params.fps or info.fps, info.width, info.height, extras=extras)
 
 
