@@ -31,17 +31,18 @@ def gather_conditioning(prior_config, clips_path, indices, split: str = "test", 
     same video through the manifest, see clip_store.read_video_actions). Nothing for an unconditional prior.
     Each kind of conditioning adds its own entry, read from the same clips."""
     indices = np.asarray(indices, np.int64)
+    kinds = set(prior_config.condition.split("+"))  # "frames+actions" -> {"frames", "actions"}
     cond = {}
-    if prior_config.condition == "class":
+    if "class" in kinds:
         labels = read_labels(clips_path, split)[indices]
         bad = sorted(set(indices[(labels < 0) | (labels >= prior_config.n_classes)].tolist()))[:5]
         if bad:
             raise ValueError(f"{clips_path}/{split}: clips {bad} have no label in [0, {prior_config.n_classes}) "
                              "for the class-conditional prior (prior.condition=class)")
         cond["label"] = torch.as_tensor(labels, dtype=torch.long)
-    if prior_config.uses_frames:
+    if "frames" in kinds:
         cond["frames"] = to_float(read_clips_at(clips_path, split, indices, n_frames=prior_config.n_cond_frames))
-    if prior_config.uses_actions:
+    if "actions" in kinds:
         length = n_frames or prior_config.action_shape[0]
         cond["actions"] = torch.from_numpy(read_video_actions(clips_path, manifest_path, split, indices, length))
     return cond
