@@ -41,7 +41,7 @@ class DefaultDataParams:
     n_train: int = _f(160, "videos in train/", lo=1)
     n_test: int = _f(40, "videos in test/", lo=1)
     resolution: int = _f(64, "frame size in pixels (square)", lo=16)
-    n_frames: int = _f(16, "frames per video", lo=1)
+    n_frames: int = _f(32, "frames per video", lo=1)
     max_digits: int = _f(1, "digits per video (1 or 2); the class is the first digit", lo=1, hi=2)
     digit_size: int = _f(28, "glyph height in pixels", lo=8)
     fps: int = _f(8, "frame rate written into the MP4 files", lo=1)
@@ -58,7 +58,7 @@ class DataParams:
     split_seed: int = _f(0, "seed of the random train/test split", lo=0)
     ucf_split: int = _f(1, "official UCF-101 split list (1, 2 or 3)", lo=1, hi=3)
     resolution: int = _f(32, "clip frame size: short side scaled to this, then centre crop", lo=1)
-    sequence_length: int = _f(8, "frames per clip", lo=1)
+    sequence_length: int = _f(16, "frames per clip", lo=1)
     frame_stride: int = _f(1, "take every k-th frame inside a clip", lo=1)
     clip_stride: Optional[int] = _f(None, "frames between clip starts; null = non-overlapping clips", lo=1)
     fps: Optional[float] = _f(None, "resample videos to this frame rate; null = native", lo=0.0, lo_open=True)
@@ -73,7 +73,7 @@ class VQVAEParams:
     res_hiddens: int = _f(32, "bottleneck channels of the residual blocks", lo=1)
     n_res_layers: int = _f(1, "attention-residual blocks in the encoder and decoder", lo=0)
     downsample: tuple[int, int, int] = _f(None, "per-axis (T, H, W) downsampling, powers of two",
-                                          factory=lambda: (2, 4, 4))
+                                          factory=lambda: (4, 4, 4))
     n_codes: int = _f(128, "codebook size", lo=2)
     embedding_dim: int = _f(32, "codebook vector size", lo=1)
     attention: bool = _f(True, "axial attention in the residual blocks (false = the paper's ablation)")
@@ -134,7 +134,7 @@ class SampleParams:
 @dataclass(frozen=True)
 class EvalParams:
     i3d_weights: Optional[str] = _f(None, "path of i3d_pretrained_400.pt; null = FVD reported as null")
-    n_real: int = _f(256, "real test clips per trial (at most the test split), drawn at random; each trial "
+    n_real: int = _f(64, "real test clips per trial (at most the test split), drawn at random; each trial "
                           "generates as many videos", lo=2)
     n_trials: int = _f(1, "FVD trials, each with its own real subset and generated set; reported as "
                           "mean and population std (the paper: 10)", lo=1)
