@@ -151,18 +151,24 @@ class KVCache:
     """Keys and values of every self-attention layer for the positions decoded so far.
 
     Buffers are preallocated for the whole sequence (no re-allocation per step), but attention only
-    ever reads the filled prefix [:length], so they need no initialisation (torch.empty). Memory:
-    2 * n_layer * batch * seq_len * n_embd elements."""
+    ever reads the filled prefix [:length], so they need no initialisation (torch.empty). A layer's
+    keys and values sit side by side in one buffer, `kv` (n_layer, batch, 2, n_head, seq_len,
+    head_dim), so that one copy stores both per step; `k` and `v` are views of it. Memory:
+    2 * n_layer * batch * seq_len * n_embd elements.
+
+    `Prior.init_cache` also puts here two tables of per-decode constants (see there)."""
 
     def __init__(self, n_layer: int, batch: int, n_head: int, seq_len: int, head_dim: int,
                  device=None, dtype=None):
-        shape = (n_layer, batch, n_head, seq_len, head_dim)
-        self.k = torch.empty(shape, device=device, dtype=dtype)
-        self.v = torch.empty(shape, device=device, dtype=dtype)
+        self.kv = torch.empty((n_layer, batch, 2, n_head, seq_len, head_dim), device=device, dtype=dtype)
+        self.k, self.v = self.kv[:, :, 0], self.kv[:, :, 1]
         self.batch, self.seq_len = batch, seq_len
         self.length = 0  # positions filled so far
+        self.code_inputs: Optional[torch.Tensor] = None  # (n_codes, n_embd), set by Prior.init_cache
+        self.positions: Optional[torch.Tensor] = None    # (seq_len, n_embd), set by Prior.init_cache
 
     def layer(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of layer i, each (batch, n_head, seq_len, head_dim)."""
         return self.k[i], self.v[i]
 
 
@@ -179,22 +185,24 @@ class SelfAttention(nn.Module):
         nn.init.normal_(self.qkv.weight, std=1.0 / math.sqrt(cfg.n_embd))
         nn.init.normal_(self.proj.weight, std=1.0 / math.sqrt(cfg.n_embd * cfg.n_layer))
 
-    def forward(self, x: torch.Tensor, cache: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
-                pos: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Training / full pass, x (B, L, D). The causal mask is implicit (no L x L tensor is built)."""
         B, L, D = x.shape
         q, k, v = (t.view(B, L, self.n_head, -1).transpose(1, 2) for t in self.qkv(x).split(D, dim=-1))
-        if cache is None:
-            # Training / full pass: the causal mask is implicit (no L x L tensor is built).
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                               dropout_p=self.attn_dropout if self.training else 0.0)
-        else:
-            # Incremental decoding of position `pos` (L == 1): store its key/value, then let the one
-            # query attend over the filled prefix [0, pos]. Every key there is in the past, so no mask.
-            k_buf, v_buf = cache
-            k_buf[:, :, pos:pos + L] = k
-            v_buf[:, :, pos:pos + L] = v
-            y = F.scaled_dot_product_attention(q, k_buf[:, :, :pos + L], v_buf[:, :, :pos + L])
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                           dropout_p=self.attn_dropout if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(B, L, D))
+
+    def decode(self, x: torch.Tensor, kv: torch.Tensor, pos: int) -> torch.Tensor:
+        """Incremental decoding of position `pos`, x (B, D): store its key and value in this layer's
+        cache kv (B, 2, n_head, seq_len, head_dim), then let the one query attend over the filled
+        prefix [0, pos]. Every key there is in the past, so no mask. Returns (B, D)."""
+        B, D = x.shape
+        qkv = F.linear(x, self.qkv.weight).view(B, 3, self.n_head, 1, -1)
+        kv[:, :, :, pos:pos + 1] = qkv[:, 1:]  # keys and values in one copy
+        prefix = kv[:, :, :, :pos + 1]
+        y = F.scaled_dot_product_attention(qkv[:, 0], prefix[:, 0], prefix[:, 1])  # (B, n_head, 1, head_dim)
+        return F.linear(y.reshape(B, D), self.proj.weight, self.proj.bias)
 
 
 class CrossAttention(nn.Module):
@@ -248,11 +256,19 @@ class Block(nn.Module):
         self.norm_mlp, self.mlp = Norm(cfg.n_embd, n_classes), MLP(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, c=None, cross_kv=None, cache=None, pos: int = 0):
-        x = x + self.drop(self.attn(self.norm_attn(x, c), cache, pos))
+    def forward(self, x, c=None, cross_kv=None):
+        """x (B, L, D) -> (B, L, D)."""
+        x = x + self.drop(self.attn(self.norm_attn(x, c)))
         if self.cross is not None:
             x = x + self.drop(self.cross(self.norm_cross(x, c), cross_kv))
         return x + self.drop(self.mlp(self.norm_mlp(x, c)))
+
+    def decode(self, x, c, cross_kv, kv: torch.Tensor, pos: int):
+        """One position x (B, D) -> (B, D) in eval mode, with this layer's cache kv (SelfAttention.decode)."""
+        x = x + self.attn.decode(self.norm_attn(x, c), kv, pos)
+        if self.cross is not None:
+            x = x + self.cross(self.norm_cross(x, c).unsqueeze(1), cross_kv).squeeze(1)
+        return x + self.mlp(self.norm_mlp(x, c))
 
 
 # --------------------------------------------------------------------------------------------
@@ -355,16 +371,24 @@ class Prior(nn.Module):
     # ---- incremental decoding (used by videogpt.sampling) ------------------------------------
 
     def init_cache(self, batch: int, device=None, dtype=None) -> KVCache:
+        """An empty cache for decoding `batch` sequences with `step`. It also holds two tables that
+        `step` reads instead of recomputing them per position: the input vector of every code
+        (fc_in of its codebook row) and the position embedding of every position. They are computed
+        here, from the current weights: do not change the weights while decoding with this cache."""
         cfg = self.config
-        return KVCache(cfg.n_layer, batch, cfg.n_head, cfg.seq_len, cfg.n_embd // cfg.n_head,
-                       device=device if device is not None else self.sos.device,
-                       dtype=dtype if dtype is not None else self.sos.dtype)
+        cache = KVCache(cfg.n_layer, batch, cfg.n_head, cfg.seq_len, cfg.n_embd // cfg.n_head,
+                        device=device if device is not None else self.sos.device,
+                        dtype=dtype if dtype is not None else self.sos.dtype)
+        cache.code_inputs = self.fc_in(self.codebook)
+        cache.positions = self.pos_emb().reshape(cfg.seq_len, -1)
+        return cache
 
     def step(self, prev_token: Optional[torch.Tensor], pos: int, cache: KVCache,
              label: Optional[torch.Tensor] = None, cond_kv: Optional[list] = None) -> torch.Tensor:
         """Logits (B, K) of flat position `pos`, given the token decoded at pos-1 (prev_token, (B,)
         long; ignored at pos 0, where the start vector is the input). Positions must be fed in order
-        0, 1, 2, ...; each call appends one position to `cache`. cond_kv: `cross_kv(frames)`."""
+        0, 1, 2, ...; each call appends one position to `cache`. cond_kv: `cross_kv(frames)`.
+        Dropout is not applied (call it in eval mode)."""
         cfg = self.config
         if pos != cache.length:
             raise ValueError(f"step(pos={pos}) but the cache holds {cache.length} positions; decode in order")
@@ -372,20 +396,19 @@ class Prior(nn.Module):
             raise ValueError(f"pos {pos} is past the end of the sequence ({cfg.seq_len} positions)")
         B = cache.batch
         if pos == 0:
-            x = self.sos.expand(B, -1)
+            x = self.sos.expand(B, -1) + cache.positions[0]
         else:
-            # Only the new token is embedded: one codebook lookup and one small projection.
-            x = self.fc_in(F.embedding(prev_token.reshape(B), self.codebook))
-        x = (x + self.pos_emb.at(pos)).unsqueeze(1)  # (B, 1, D)
+            # Only the new token is embedded: one row of the precomputed input table.
+            x = F.embedding(prev_token.reshape(B), cache.code_inputs) + cache.positions[pos]
         c = self._class_vector(label, B)
         if cond_kv is None:
             if cfg.condition == "frames":
                 raise ValueError("frame-conditional prior: pass cond_kv=prior.cross_kv(frames)")
             cond_kv = [None] * cfg.n_layer
-        for i, block in enumerate(self.blocks):
-            x = block(x, c, cond_kv[i], cache=cache.layer(i), pos=pos)
+        for block, kv, layer_kv in zip(self.blocks, cond_kv, cache.kv):
+            x = block.decode(x, c, kv, layer_kv, pos)
         cache.length += 1
-        return self.head(self.norm_out(x, c))[:, 0]
+        return self.head(self.norm_out(x, c))
 
     # ---- accounting --------------------------------------------------------------------------
 
