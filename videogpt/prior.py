@@ -172,6 +172,44 @@ class KVCache:
         return self.k[i], self.v[i]
 
 
+def dropout_keep_mask(shape, p: float, device=None) -> torch.Tensor:
+    """Bool mask, True with probability 1 - p (to within 2^-32), drawn as 32-bit integers: two per
+    64-bit word of `random_`. On the CPU this is several times faster than `bernoulli_` (the
+    cost of PyTorch's own attention dropout), with the same distribution."""
+    threshold = -2 ** 31 + round(p * 2 ** 32)  # P(uniform int32 >= threshold) = 1 - p
+    if threshold >= 2 ** 31:  # p = 1: nothing is kept (and the threshold is past the int32 range)
+        return torch.zeros(shape, dtype=torch.bool, device=device)
+    n = math.prod(shape)
+    words = torch.empty((n + 1) // 2, dtype=torch.int64, device=device).random_(-2 ** 63, None)
+    return words.view(torch.int32)[:n].view(shape) >= threshold
+
+
+def causal_attention_with_dropout(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: float,
+                                  block: int = 128) -> torch.Tensor:
+    """Causal softmax attention with dropout p on the attention probabilities, as
+    F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p) computes it; (B, H, L, hd)
+    in and out. PyTorch's CPU kernels have no fused path with dropout, and its unfused one builds
+    the full L x L matrices (half of them masked). Here queries go in blocks of `block`, each against
+    the keys up to its last position only, so the masked half is never computed nor stored, and the
+    dropout mask comes from `dropout_keep_mask`. Its 1 / (1 - p) scaling is applied to the output."""
+    B, H, L, hd = q.shape
+    if p >= 1.0:
+        return torch.zeros_like(q)
+    q, k, v = (t.reshape(B * H, L, hd) for t in (q, k, v))
+    q = q * hd ** -0.5
+    # Additive causal mask of a diagonal block: -inf above the diagonal.
+    diag = torch.full((block, block), -math.inf, device=q.device, dtype=q.dtype).triu_(1)
+    outs = []
+    for start in range(0, L, block):
+        stop = min(L, start + block)
+        n = stop - start
+        mask = F.pad(diag[:n, :n], (start, 0))  # (n, stop): keys before the block all visible
+        scores = torch.baddbmm(mask, q[:, start:stop], k[:, :stop].transpose(1, 2))
+        probs = scores.softmax(-1) * dropout_keep_mask(scores.shape, p, q.device)
+        outs.append(torch.bmm(probs, v[:, :stop]))
+    return (torch.cat(outs, dim=1) * (1.0 / (1.0 - p))).view(B, H, L, hd)
+
+
 class SelfAttention(nn.Module):
     """Causal multi-head self-attention (q/k/v without bias, output projection with bias)."""
 
@@ -189,8 +227,10 @@ class SelfAttention(nn.Module):
         """Training / full pass, x (B, L, D). The causal mask is implicit (no L x L tensor is built)."""
         B, L, D = x.shape
         q, k, v = (t.view(B, L, self.n_head, -1).transpose(1, 2) for t in self.qkv(x).split(D, dim=-1))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                           dropout_p=self.attn_dropout if self.training else 0.0)
+        if self.training and self.attn_dropout > 0:
+            y = causal_attention_with_dropout(q, k, v, self.attn_dropout)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # fused (flash) kernel
         return self.proj(y.transpose(1, 2).reshape(B, L, D))
 
     def decode(self, x: torch.Tensor, kv: torch.Tensor, pos: int) -> torch.Tensor:
