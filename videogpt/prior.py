@@ -244,10 +244,11 @@ class SelfAttention(nn.Module):
         """Training / full pass, x (B, L, D). The causal mask is implicit (no L x L tensor is built)."""
         B, L, D = x.shape
         q, k, v = (t.view(B, L, self.n_head, -1).transpose(1, 2) for t in self.qkv(x).split(D, dim=-1))
-        if self.training and self.attn_dropout > 0:
-            y = causal_attention_with_dropout(q, k, v, self.attn_dropout)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # fused (flash) kernel
+        p = self.attn_dropout if self.training else 0.0
+        if p > 0 and x.device.type == "cpu":  # PyTorch's CPU kernels have no fused path with dropout
+            y = causal_attention_with_dropout(q, k, v, p)
+        else:  # fused (flash / memory-efficient) kernels; on CUDA with dropout too
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
         return self.proj(y.transpose(1, 2).reshape(B, L, D))
 
     def decode(self, x: torch.Tensor, kv: torch.Tensor, pos: int, weights: DecodeWeights) -> torch.Tensor:
