@@ -12,7 +12,10 @@ Rows (the reference figures were measured on this machine kind, 2 threads, quiet
 - prior_train_no_attn_dropout: the same with attention dropout 0 (the project's default). Reference 4.43 s.
 - sample_b4: `sample` (sample_tokens over all 1,024 positions + VQ-VAE decode) of 4 videos with that prior and
   VQ-VAE, time per position. Reference 5.27 ms/position. sample_b1 / sample_b16: batch 1 and 16 (no reference).
-Rows ending in _bf16 run the same step under torch.autocast("cpu", bfloat16) (trainer.precision=bf16-mixed).
+Rows ending in _bf16 run the same step under torch.autocast("cpu", bfloat16) (trainer.precision=bf16-mixed); they are
+skipped (and say so) on CPUs without native bf16 kernels, where bf16 is 5-20x slower than float32 (AVX2-only hosts).
+Rows ending in _1thread run the sampler with torch.set_num_threads(1): the decode loop's matmuls are a few rows
+each, so whether a second thread pays depends on the machine and its load.
 
 ratio = reference time / project time (> 1: the project is faster). Times are the minimum and the median over
 `runs` timed calls after one untimed warm-up; the ratio uses the median. The models are randomly initialised
@@ -57,8 +60,14 @@ DESCRIPTIONS = {
     "prior_train_no_attn_dropout": f"{_PRIOR}, attn dropout 0, train step (fwd+bwd+AdamW), batch 4",
     **{f"sample_b{b}": f"{_PRIOR}: sample {b} videos (1,024 positions + VQ-VAE decode)" for b in (1, 4, 16)},
 }
+
+
+def describe(row: str) -> str:
+    base = row.removesuffix("_bf16").removesuffix("_1thread")
+    return (DESCRIPTIONS[base] + (", bf16 autocast" if row.endswith("_bf16") else "")
+            + (", 1 torch thread" if row.endswith("_1thread") else ""))
 ROWS = ("vqvae_train", "vqvae_encode", "prior_train", "prior_train_no_attn_dropout", "sample_b4", "sample_b1",
-        "sample_b16", "vqvae_train_bf16", "vqvae_encode_bf16", "prior_train_bf16")
+        "sample_b16", "sample_b4_1thread", "vqvae_train_bf16", "vqvae_encode_bf16", "prior_train_bf16")
 
 
 def clips(batch: int) -> torch.Tensor:
@@ -119,7 +128,7 @@ def prior_train_step(attn_dropout: float, bf16: bool):
     return step, 1
 
 
-def sampling(batch: int):
+def sampling(batch: int, threads: int | None = None):
     torch.manual_seed(0)
     cfg = PriorConfig(**{**PRIOR_REF, "n_codes": VQVAE_REF.n_codes, "embedding_dim": VQVAE_REF.embedding_dim})
     vqvae = VQVAE(VQVAE_REF).eval()
@@ -127,7 +136,12 @@ def sampling(batch: int):
     torch.nn.init.normal_(prior.head.weight, std=0.02)  # a non-zero head: non-uniform distributions
 
     def run():
-        sample(prior, vqvae, batch, seed=0, batch_size=batch)
+        saved = torch.get_num_threads()
+        torch.set_num_threads(threads or saved)
+        try:
+            sample(prior, vqvae, batch, seed=0, batch_size=batch)
+        finally:
+            torch.set_num_threads(saved)
     return run, cfg.seq_len  # time per position
 
 
@@ -143,7 +157,8 @@ def build(row: str):
     if base == "prior_train_no_attn_dropout":
         return prior_train_step(0.0, bf16)
     if base.startswith("sample_b"):
-        return sampling(int(base.removeprefix("sample_b")))
+        batch, _, threads = base.removeprefix("sample_b").partition("_")
+        return sampling(int(batch), 1 if threads == "1thread" else None)
     raise ValueError(f"unknown row {row!r}; expected one of {', '.join(ROWS)}")
 
 
@@ -156,11 +171,9 @@ def time_row(row: str, runs: int) -> dict:
         fn()
         times.append((time.perf_counter() - t0) / per)
     med = statistics.median(times)
-    base = row.removesuffix("_bf16")
-    out = {"config": DESCRIPTIONS[base] + (", bf16 autocast" if row.endswith("_bf16") else ""),
-           "unit": "s/position" if per > 1 else "s/step", "median": round(med, 6), "min": round(min(times), 6),
+    out = {"config": describe(row), "unit": "s/position" if per > 1 else "s/step", "median": round(med, 6), "min": round(min(times), 6),
            "times": [round(t, 6) for t in times]}
-    ref = REFERENCE.get(base)
+    ref = REFERENCE.get(row.removesuffix("_bf16").removesuffix("_1thread"))
     if ref is not None:
         out.update(reference=ref, ratio=round(ref / med, 2), ratio_best=round(ref / min(times), 2))
     return out
@@ -175,11 +188,16 @@ def main(argv=None) -> dict:
     threads = set_threads(args.threads)
     runs = args.runs or (2 if args.quick else 3)
     results = {}
+    native_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
     for row in args.rows.split(","):
+        if row.endswith("_bf16") and not native_bf16:
+            results[row] = {"skipped": "no native bf16 kernels on this CPU (torch.ops.mkldnn._is_mkldnn_bf16_supported)"}
+            continue
         load0 = loadavg()
         results[row] = {**time_row(row, runs), "loadavg_before_after": [load0, loadavg()]}
         log(f"{row}: {results[row]}")
-    headline = {row: {k: r[k] for k in ("median", "unit", "reference", "ratio") if k in r} for row, r in results.items()}
+    headline = {row: {k: r[k] for k in ("median", "unit", "reference", "ratio", "skipped") if k in r}
+                for row, r in results.items()}
     return emit({"bench": "reference_configs", "threads": threads, "runs": runs, "headline": headline,
                  "results": results, "configs": {"vqvae": {k: list(v) if isinstance(v, tuple) else v
                                                            for k, v in vars(VQVAE_REF).items()},

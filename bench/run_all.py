@@ -175,6 +175,9 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
     ref = _get(results, "reference_configs", "result")
     if ref:
         for row, r in ref.get("results", {}).items():
+            if "skipped" in r:
+                rows.append((f"Reference config: {row}", "", "skipped", r["skipped"]))
+                continue
             per_position = r["unit"] == "s/position"
             time_ = f"{1e3 * r['median']:.2f} ms/position" if per_position else f"{r['median']:.3f} s/step"
             note = (f"{r['ratio']:.2f}x the reference ({1e3 * r['reference']:.2f} ms/position)" if per_position
