@@ -1,7 +1,7 @@
 """The project's side of issue 16's table: every row at exactly the reference implementation's (wilson1yan/VideoGPT)
 configs, timed in one process, with the reference's figures recorded next to them for the ratio.
 
-    python bench/reference_configs.py [--threads 2] [--rows vqvae_train,...] [--runs N] [--quick]
+    python bench/reference_configs.py [--threads 2] [--rows vqvae_train,...] [--runs N] [--quick] [--profile]
 
 Rows (the reference figures were measured on this machine kind, 2 threads, quiet machine):
 - vqvae_train: 64 channels, 2 res blocks, downsample (4,4,4), 512 codes x 64, attention on, batch 4 of 16x64x64,
@@ -34,7 +34,7 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 
-from bench.common import emit, loadavg, log, moving_digit_clips, parser, set_threads  # noqa: E402
+from bench.common import emit, loadavg, log, moving_digit_clips, parser, profile_top, set_threads  # noqa: E402
 from videogpt.lightning import PriorModule  # noqa: E402
 from videogpt.prior import Prior, PriorConfig  # noqa: E402
 from videogpt.sampling import sample  # noqa: E402
@@ -162,7 +162,7 @@ def build(row: str):
     raise ValueError(f"unknown row {row!r}; expected one of {', '.join(ROWS)}")
 
 
-def time_row(row: str, runs: int) -> dict:
+def time_row(row: str, runs: int, profile: bool = False) -> dict:
     fn, per = build(row)
     fn()  # warm-up
     times = []
@@ -176,6 +176,8 @@ def time_row(row: str, runs: int) -> dict:
     ref = REFERENCE.get(row.removesuffix("_bf16").removesuffix("_1thread"))
     if ref is not None:
         out.update(reference=ref, ratio=round(ref / med, 2), ratio_best=round(ref / min(times), 2))
+    if profile:
+        out["profile_top_ops"] = profile_top(fn, steps=1, top=15)
     return out
 
 
@@ -184,6 +186,7 @@ def main(argv=None) -> dict:
     ap.set_defaults(threads=2)
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--runs", type=int, default=None, help="timed calls per row (default 3; --quick: 2)")
+    ap.add_argument("--profile", action="store_true", help="add each row's top ops (torch.profiler) to the JSON")
     args = ap.parse_args(argv)
     threads = set_threads(args.threads)
     runs = args.runs or (2 if args.quick else 3)
@@ -194,7 +197,7 @@ def main(argv=None) -> dict:
             results[row] = {"skipped": "no native bf16 kernels on this CPU (torch.ops.mkldnn._is_mkldnn_bf16_supported)"}
             continue
         load0 = loadavg()
-        results[row] = {**time_row(row, runs), "loadavg_before_after": [load0, loadavg()]}
+        results[row] = {**time_row(row, runs, args.profile), "loadavg_before_after": [load0, loadavg()]}
         log(f"{row}: {results[row]}")
     headline = {row: {k: r[k] for k in ("median", "unit", "reference", "ratio", "skipped") if k in r}
                 for row, r in results.items()}
