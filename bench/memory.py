@@ -4,7 +4,7 @@
 
 Generates moving-digit MP4 videos (128 frames of 64x64 each, so every video yields many clips), then runs,
 each in a fresh Python process so the peaks do not mix:
-- preprocess: videogpt.data.preprocess.build_clip_store on 1x (a quarter of the videos) and 4x (all);
+- preprocess: videogpt.data.clip_store.build_clip_store on 1x (a quarter of the videos) and 4x (all);
 - tokenize: videogpt.tokens.build_token_store (params.yaml's VQ-VAE, randomly initialised) on the two
   clip stores preprocess produced.
 Reported per run: peak RSS of the process (VmHWM), its RSS after imports and before any work (baseline),

@@ -36,6 +36,7 @@ RUNS = [
     ("sample_large", "sample.py", ["--configs", "large", "--batch-sizes", "1", "--window", "2"],
      ["--configs", "large"], 240),
     ("i3d", "i3d.py", ["--batch-size", "2", "--runs", "2", "--warmup", "1"], [], 180),
+    ("reference_configs", "reference_configs.py", ["--quick"], [], 300),
 ]
 
 
@@ -171,6 +172,17 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
         c = i3d.get("config", {})
         rows.append(("I3D features (FVD)", f"batch {c.get('batch_size')}, {c.get('frames')}x{c.get('input_size')}^2 "
                      f"-> 224", f"{_num(i3d.get('clips_per_s'), 2)} clips/s", ""))
+    ref = _get(results, "reference_configs", "result")
+    if ref:
+        for row, r in ref.get("results", {}).items():
+            if "skipped" in r:
+                rows.append((f"Reference config: {row}", "", "skipped", r["skipped"]))
+                continue
+            per_position = r["unit"] == "s/position"
+            time_ = f"{1e3 * r['median']:.2f} ms/position" if per_position else f"{r['median']:.3f} s/step"
+            note = (f"{r['ratio']:.2f}x the reference ({1e3 * r['reference']:.2f} ms/position)" if per_position
+                    else f"{r['ratio']:.2f}x the reference ({r['reference']:.3f} s)") if "ratio" in r else ""
+            rows.append((f"Reference config: {row}", r["config"], time_, note))
     for name, entry in results.items():
         if not entry.get("ok"):
             rows.append((f"bench {name}", entry.get("command", ""), "failed", entry.get("error", "")))

@@ -5,8 +5,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+import torch.nn.functional as F
+
 from videogpt.position import split_width
-from videogpt.prior import KVCache, Norm, Prior, PriorConfig
+from videogpt.prior import KVCache, Norm, Prior, PriorConfig, causal_attention_with_dropout, dropout_keep_mask
 
 LATENT = (2, 3, 4)  # L = 24
 K, D_CB = 16, 8
@@ -110,6 +112,59 @@ def test_causality(condition):
         assert (out[:, i + 1] - base[:, i + 1]).abs().max() > 1e-3
 
 
+# ---- attention dropout -------------------------------------------------------------------------
+
+def _qkv(B=2, H=3, L=37, hd=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(B, H, L, hd, generator=g, requires_grad=True) for _ in range(3)]
+
+
+def test_attention_with_dropout_zero_is_causal_attention():
+    """Without dropped entries the blocked path is exactly causal SDPA (values and gradients); blocks of 8
+    over 37 positions cover a ragged last block."""
+    q, k, v = _qkv()
+    ref = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    out = causal_attention_with_dropout(q, k, v, 0.0, block=8)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    g = torch.randn_like(ref)
+    grads_ref = torch.autograd.grad(ref, (q, k, v), g)
+    grads = torch.autograd.grad(out, (q, k, v), g)
+    for a, b in zip(grads, grads_ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_dropout_keep_mask_rate_on_both_halves_of_each_word():
+    keep = dropout_keep_mask((1000, 1000), 0.3)
+    assert keep.dtype == torch.bool and keep.shape == (1000, 1000)
+    flat = keep.flatten().float()
+    for half in (flat[0::2], flat[1::2]):  # low and high 32 bits of the 64-bit words
+        assert abs(half.mean().item() - 0.7) < 0.003
+    assert dropout_keep_mask((7,), 0.0).all() and not dropout_keep_mask((7,), 1.0).any()
+
+
+def test_attention_dropout_is_unbiased_and_stays_causal():
+    q, k, v = _qkv(L=12)
+    torch.manual_seed(0)
+    draws = torch.stack([causal_attention_with_dropout(q, k, v, 0.3, block=4) for _ in range(3000)])
+    ref = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert (draws[0] - ref).abs().max() > 0.1  # entries are really dropped
+    torch.testing.assert_close(draws.mean(0), ref, rtol=0, atol=0.05)  # E[dropout(P)] = P
+    # position i never reads keys/values after i, whatever is dropped
+    out = causal_attention_with_dropout(q, k, v, 0.3, block=4)
+    gk, gv = torch.autograd.grad(out[:, :, 5].sum(), (k, v))
+    assert gk[:, :, 6:].abs().max() == 0 and gv[:, :, 6:].abs().max() == 0
+    assert gv[:, :, :6].abs().max() > 0
+
+
+def test_attention_dropout_is_seeded():
+    q, k, v = _qkv()
+    torch.manual_seed(3)
+    a = causal_attention_with_dropout(q, k, v, 0.3)
+    torch.manual_seed(3)
+    b = causal_attention_with_dropout(q, k, v, 0.3)
+    assert torch.equal(a, b)
+
+
 # ---- position embedding -----------------------------------------------------------------------
 
 def test_split_width_any_n_embd():
@@ -133,7 +188,6 @@ def test_position_embedding_is_concatenated_and_distinct(n_embd):
         b, c = divmod(rest, LATENT[2])
         expected = torch.cat([T[a], H[b], W[c]])
         torch.testing.assert_close(grid[a, b, c], expected, rtol=0, atol=0)  # raster order, concatenation
-        torch.testing.assert_close(pe.at(pos), flat[pos], rtol=0, atol=0)   # the decode-time slice
     dist = torch.cdist(flat, flat) + torch.eye(len(flat)) * 1e9
     assert dist.min() > 1e-4  # every (t, h, w) has its own vector
 

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from videogpt.config import VQVAEParams
 from videogpt.checkpoint import load_model_files, save_model
 from videogpt.position import BroadcastPosEmbed as PositionEmbedding
-from videogpt.vqvae import Codebook, SamePadConv3d, SamePadConvTranspose3d, VQVAE, VQVAEConfig, count_parameters
+from videogpt.vqvae import (AxialAttention, Codebook, SamePadConv3d, SamePadConvTranspose3d, VQVAE, VQVAEConfig,
+                            count_parameters)
 
 torch.set_num_threads(1)
 
@@ -295,6 +296,32 @@ def test_attention_false_has_no_attention_params():
     x = video(2, (4, 8, 8))
     out = without.train()(x)
     assert out["recon"].shape == x.shape and torch.isfinite(out["loss"])
+
+
+def test_axial_attention_is_three_separate_attentions_summed():
+    """The fused computation (one q|k|v matmul, one output matmul over the concatenated axes) equals the
+    definition: per axis, its own q|k|v projection, softmax attention along that axis only, its own output
+    projection; the three summed. Values and gradients, on a grid with three different axis lengths."""
+    torch.manual_seed(0)
+    attn = AxialAttention(12, 2)
+    for lin in attn.out:
+        torch.nn.init.normal_(lin.bias)
+    x = torch.randn(2, 3, 4, 5, 12, requires_grad=True)
+
+    def by_definition(x):
+        out = 0
+        for i, axis in enumerate((1, 2, 3)):
+            q, k, v = attn.qkv[i](x).chunk(3, dim=-1)
+            heads = [z.movedim(axis, -2).unflatten(-1, (2, 6)).transpose(-2, -3) for z in (q, k, v)]
+            a = (heads[0] @ heads[1].transpose(-1, -2) / math.sqrt(6)).softmax(-1) @ heads[2]
+            out = out + attn.out[i](a.transpose(-2, -3).flatten(-2).movedim(-2, axis))
+        return out
+
+    fused, ref = attn(x), by_definition(x)
+    torch.testing.assert_close(fused, ref, rtol=1e-5, atol=1e-5)
+    params = [x, *attn.parameters()]
+    for a, b in zip(torch.autograd.grad(fused.sum(), params), torch.autograd.grad(ref.sum(), params)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_position_embedding_is_one_module_shared_by_encoder_and_decoder():

@@ -33,11 +33,3 @@ class BroadcastPosEmbed(nn.Module):
             view[axis] = self.shape[axis]
             parts.append(table.view(*view, -1).expand(*self.shape, -1))
         return torch.cat(parts, dim=-1)
-
-    def at(self, pos: int) -> torch.Tensor:
-        """The embedding of the cell with flat raster index `pos`, (dim,): for incremental decoding."""
-        index = []
-        for n in reversed(self.shape):
-            pos, i = divmod(pos, n)
-            index.append(i)
-        return torch.cat([table[i] for table, i in zip(self.tables, reversed(index))])

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn as nn
@@ -185,23 +185,84 @@ class Norm(nn.Module):
         return y * (1 + self.to_gain(c)).view(shape) + self.to_bias(c).view(shape)
 
 
+class DecodeWeights(NamedTuple):
+    """A block's self-attention and MLP weight matrices as contiguous (in, out) copies, for decoding.
+    A decode step multiplies a few rows (the batch) by each matrix; MKL's GEMM does that about 20%
+    faster on an (in, out) matrix than on nn.Linear's (out, in) weight (measured at 4 x 252)."""
+    qkv: torch.Tensor
+    proj: torch.Tensor
+    fc: torch.Tensor
+    mlp_proj: torch.Tensor
+
+    @classmethod
+    def of(cls, block: "Block") -> "DecodeWeights":
+        linears = (block.attn.qkv, block.attn.proj, block.mlp.fc, block.mlp.proj)
+        return cls(*(lin.weight.t().contiguous() for lin in linears))
+
+
 class KVCache:
     """Keys and values of every self-attention layer for the positions decoded so far.
 
     Buffers are preallocated for the whole sequence (no re-allocation per step), but attention only
-    ever reads the filled prefix [:length], so they need no initialisation (torch.empty). Memory:
-    2 * n_layer * batch * seq_len * n_embd elements."""
+    ever reads the filled prefix [:length], so they need no initialisation (torch.empty). A layer's
+    keys and values sit side by side in one buffer, `kv` (n_layer, batch, 2, n_head, seq_len,
+    head_dim), so that one copy stores both per step; `k` and `v` are views of it. Memory:
+    2 * n_layer * batch * seq_len * n_embd elements.
+
+    `Prior.init_cache` also puts here the per-decode constants that `Prior.step` reads (see there)."""
 
     def __init__(self, n_layer: int, batch: int, n_head: int, seq_len: int, head_dim: int,
                  device=None, dtype=None):
-        shape = (n_layer, batch, n_head, seq_len, head_dim)
-        self.k = torch.empty(shape, device=device, dtype=dtype)
-        self.v = torch.empty(shape, device=device, dtype=dtype)
+        self.kv = torch.empty((n_layer, batch, 2, n_head, seq_len, head_dim), device=device, dtype=dtype)
+        self.k, self.v = self.kv[:, :, 0], self.kv[:, :, 1]
         self.batch, self.seq_len = batch, seq_len
         self.length = 0  # positions filled so far
+        # Set by Prior.init_cache:
+        self.code_inputs: Optional[torch.Tensor] = None  # (n_codes, n_embd)
+        self.positions: Optional[torch.Tensor] = None    # (seq_len, n_embd)
+        self.weights: list[DecodeWeights] = []           # one per layer
 
     def layer(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of layer i, each (batch, n_head, seq_len, head_dim)."""
         return self.k[i], self.v[i]
+
+
+def dropout_keep_mask(shape, p: float, device=None) -> torch.Tensor:
+    """Bool mask, True with probability 1 - p (to within 2^-32), drawn as 32-bit integers: two per
+    64-bit word of `random_`. On the CPU this is several times faster than `bernoulli_` (the
+    cost of PyTorch's own attention dropout), with the same distribution."""
+    threshold = -2 ** 31 + round(p * 2 ** 32)  # P(uniform int32 >= threshold) = 1 - p
+    if threshold >= 2 ** 31:  # p = 1: nothing is kept (and the threshold is past the int32 range)
+        return torch.zeros(shape, dtype=torch.bool, device=device)
+    n = math.prod(shape)
+    words = torch.empty((n + 1) // 2, dtype=torch.int64, device=device).random_(-2 ** 63, None)
+    return words.view(torch.int32)[:n].view(shape) >= threshold
+
+
+def causal_attention_with_dropout(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: float,
+                                  block: int = 128) -> torch.Tensor:
+    """Causal softmax attention with dropout p on the attention probabilities, as
+    F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p) computes it; (B, H, L, hd)
+    in and out. PyTorch's CPU kernels have no fused path with dropout, and its unfused one builds
+    the full L x L matrices (half of them masked). Here queries go in blocks of `block`, each against
+    the keys up to its last position only, so the masked half is never computed nor stored, and the
+    dropout mask comes from `dropout_keep_mask`. Its 1 / (1 - p) scaling is applied to the output."""
+    B, H, L, hd = q.shape
+    if p >= 1.0:
+        return torch.zeros_like(q)
+    q, k, v = (t.reshape(B * H, L, hd) for t in (q, k, v))
+    q = q * hd ** -0.5
+    # Additive causal mask of a diagonal block: -inf above the diagonal.
+    diag = torch.full((block, block), -math.inf, device=q.device, dtype=q.dtype).triu_(1)
+    outs = []
+    for start in range(0, L, block):
+        stop = min(L, start + block)
+        n = stop - start
+        mask = F.pad(diag[:n, :n], (start, 0))  # (n, stop): keys before the block all visible
+        scores = torch.baddbmm(mask, q[:, start:stop], k[:, :stop].transpose(1, 2))
+        probs = scores.softmax(-1) * dropout_keep_mask(scores.shape, p, q.device)
+        outs.append(torch.bmm(probs, v[:, :stop]))
+    return (torch.cat(outs, dim=1) * (1.0 / (1.0 - p))).view(B, H, L, hd)
 
 
 class SelfAttention(nn.Module):
@@ -217,24 +278,38 @@ class SelfAttention(nn.Module):
         nn.init.normal_(self.qkv.weight, std=1.0 / math.sqrt(cfg.n_embd))
         nn.init.normal_(self.proj.weight, std=1.0 / math.sqrt(cfg.n_embd * cfg.n_layer))
 
-    def forward(self, x: torch.Tensor, cache: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
-                pos: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Training / full pass, x (B, L, D). The causal mask is implicit (no L x L tensor is built)."""
         B, L, D = x.shape
         q, k, v = (t.view(B, L, self.n_head, -1).transpose(1, 2) for t in self.qkv(x).split(D, dim=-1))
-        if cache is None:
-            # Training / full pass: the causal mask is implicit (no L x L tensor is built).
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                               dropout_p=self.attn_dropout if self.training else 0.0)
-        else:
-            # Incremental decoding of position `pos` (L == 1): store its key/value, then let the one
-            # query attend over the filled prefix [0, pos]. Every key there is in the past, so no mask.
-            # Prefill (L > 1, always from an empty cache, pos == 0): the L queries attend causally among
-            # themselves, so is_causal's top-left aligned mask is the right one.
-            k_buf, v_buf = cache
-            k_buf[:, :, pos:pos + L] = k
-            v_buf[:, :, pos:pos + L] = v
-            y = F.scaled_dot_product_attention(q, k_buf[:, :, :pos + L], v_buf[:, :, :pos + L], is_causal=L > 1)
+        p = self.attn_dropout if self.training else 0.0
+        if p > 0 and x.device.type == "cpu":  # PyTorch's CPU kernels have no fused path with dropout
+            y = causal_attention_with_dropout(q, k, v, p)
+        else:  # fused (flash / memory-efficient) kernels; on CUDA with dropout too
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
         return self.proj(y.transpose(1, 2).reshape(B, L, D))
+
+    def decode(self, x: torch.Tensor, kv: torch.Tensor, pos: int, weights: DecodeWeights) -> torch.Tensor:
+        """Incremental decoding of position `pos`, x (B, D): store its key and value in this layer's
+        cache kv (B, 2, n_head, seq_len, head_dim), then let the one query attend over the filled
+        prefix [0, pos]. Every key there is in the past, so no mask. Returns the attention output
+        (B, n_head, 1, head_dim), before the output projection."""
+        B, D = x.shape
+        qkv = torch.mm(x, weights.qkv).view(B, 3, self.n_head, 1, -1)
+        kv[:, :, :, pos:pos + 1] = qkv[:, 1:]  # keys and values in one copy
+        prefix = kv[:, :, :, :pos + 1]
+        return F.scaled_dot_product_attention(qkv[:, 0], prefix[:, 0], prefix[:, 1])
+
+    def prefill(self, x: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        """The first P positions x (B, P, D) of an empty cache in one pass: store their keys and values in
+        this layer's cache kv (B, 2, n_head, seq_len, head_dim) and attend causally among them (eval mode).
+        Returns (B, P, D), after the output projection, as `forward` would."""
+        B, P, D = x.shape
+        q, k, v = (t.view(B, P, self.n_head, -1).transpose(1, 2) for t in self.qkv(x).split(D, dim=-1))
+        kv[:, 0, :, :P] = k
+        kv[:, 1, :, :P] = v
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.proj(y.transpose(1, 2).reshape(B, P, D))
 
 
 class CrossAttention(nn.Module):
@@ -288,11 +363,31 @@ class Block(nn.Module):
         self.norm_mlp, self.mlp = norm(), MLP(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, c=None, cross_kv=None, cache=None, pos: int = 0):
-        x = x + self.drop(self.attn(self.norm_attn(x, c), cache, pos))
+    def forward(self, x, c=None, cross_kv=None):
+        """x (B, L, D) -> (B, L, D)."""
+        x = x + self.drop(self.attn(self.norm_attn(x, c)))
         if self.cross is not None:
             x = x + self.drop(self.cross(self.norm_cross(x, c), cross_kv))
         return x + self.drop(self.mlp(self.norm_mlp(x, c)))
+
+    def decode(self, x, c, cross_kv, kv: torch.Tensor, pos: int, weights: DecodeWeights):
+        """One position x (B, D) -> (B, D) in eval mode, with this layer's cache kv and its weights
+        for decoding (SelfAttention.decode). The same sums as `forward` (a + b == b + a exactly)."""
+        B, D = x.shape
+        y = self.attn.decode(self.norm_attn(x, c), kv, pos, weights)
+        x = torch.addmm(self.attn.proj.bias, y.view(B, D), weights.proj).add_(x)
+        if self.cross is not None:
+            x = x + self.cross(self.norm_cross(x, c).unsqueeze(1), cross_kv).squeeze(1)
+        h = F.gelu(torch.addmm(self.mlp.fc.bias, self.norm_mlp(x, c), weights.fc))
+        return torch.addmm(self.mlp.proj.bias, h, weights.mlp_proj).add_(x)
+
+    def prefill(self, x, c, cross_kv, kv: torch.Tensor):
+        """The first P positions x (B, P, D) -> (B, P, D) in eval mode, filling this layer's cache kv
+        (SelfAttention.prefill)."""
+        x = x + self.attn.prefill(self.norm_attn(x, c), kv)
+        if self.cross is not None:
+            x = x + self.cross(self.norm_cross(x, c), cross_kv)
+        return x + self.mlp(self.norm_mlp(x, c))
 
 
 # --------------------------------------------------------------------------------------------
@@ -443,17 +538,27 @@ class Prior(nn.Module, SavedModel):
     # ---- incremental decoding (used by videogpt.sampling) ------------------------------------
 
     def init_cache(self, batch: int, device=None, dtype=None) -> KVCache:
+        """An empty cache for decoding `batch` sequences with `step`. It also holds what `step` reads
+        instead of recomputing it per position: the input vector of every code (fc_in of its
+        codebook row), the position embedding of every position and each block's DecodeWeights.
+        They are computed here, from the current weights: do not change the weights while decoding
+        with this cache."""
         cfg = self.config
-        return KVCache(cfg.n_layer, batch, cfg.n_head, cfg.seq_len, cfg.n_embd // cfg.n_head,
-                       device=device if device is not None else self.sos.device,
-                       dtype=dtype if dtype is not None else self.sos.dtype)
+        cache = KVCache(cfg.n_layer, batch, cfg.n_head, cfg.seq_len, cfg.n_embd // cfg.n_head,
+                        device=device if device is not None else self.sos.device,
+                        dtype=dtype if dtype is not None else self.sos.dtype)
+        cache.code_inputs = self.fc_in(self.codebook)
+        cache.positions = self.pos_emb().reshape(cfg.seq_len, -1)
+        cache.weights = [DecodeWeights.of(block) for block in self.blocks]
+        return cache
 
     def step(self, prev_token: Optional[torch.Tensor], pos: int, cache: KVCache,
              label: Optional[torch.Tensor] = None, cond_kv: Optional[list] = None,
              actions: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Logits (B, K) of flat position `pos`, given the token decoded at pos-1 (prev_token, (B,)
         long; ignored at pos 0, where the start vector is the input). Positions must be fed in order
-        0, 1, 2, ...; each call appends one position to `cache`. cond_kv: `cross_kv(frames)`."""
+        0, 1, 2, ...; each call appends one position to `cache`. cond_kv: `cross_kv(frames)`.
+        Dropout is not applied (call it in eval mode)."""
         cfg = self.config
         if pos != cache.length:
             raise ValueError(f"step(pos={pos}) but the cache holds {cache.length} positions; decode in order")
@@ -461,17 +566,16 @@ class Prior(nn.Module, SavedModel):
             raise ValueError(f"pos {pos} is past the end of the sequence ({cfg.seq_len} positions)")
         B = cache.batch
         if pos == 0:
-            x = self.sos.expand(B, -1)
+            x = self.sos.expand(B, -1) + cache.positions[0]
         else:
-            # Only the new token is embedded: one codebook lookup and one small projection.
-            x = self.fc_in(F.embedding(prev_token.reshape(B), self.codebook))
-        x = (x + self.pos_emb.at(pos)).unsqueeze(1)  # (B, 1, D)
+            # Only the new token is embedded: one row of the precomputed input table.
+            x = F.embedding(prev_token.reshape(B), cache.code_inputs) + cache.positions[pos]
         c = self._condition_vector(label, B, actions)
         cond_kv = self._layer_cond_kv(cond_kv)
-        for i, block in enumerate(self.blocks):
-            x = block(x, c, cond_kv[i], cache=cache.layer(i), pos=pos)
+        for block, kv, layer_kv, weights in zip(self.blocks, cond_kv, cache.kv, cache.weights):
+            x = block.decode(x, c, kv, layer_kv, pos, weights)
         cache.length += 1
-        return self.head(self.norm_out(x, c))[:, 0]
+        return self.head(self.norm_out(x, c))
 
     def prefill(self, tokens: torch.Tensor, cache: KVCache, label: Optional[torch.Tensor] = None,
                 cond_kv: Optional[list] = None, actions: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -495,8 +599,8 @@ class Prior(nn.Module, SavedModel):
         x = x + self.pos_emb().reshape(cfg.seq_len, -1)[:P]
         c = self._condition_vector(label, B, actions)
         cond_kv = self._layer_cond_kv(cond_kv)
-        for i, block in enumerate(self.blocks):
-            x = block(x, c, cond_kv[i], cache=cache.layer(i), pos=0)
+        for block, kv, layer_kv in zip(self.blocks, cond_kv, cache.kv):
+            x = block.prefill(x, c, kv, layer_kv)
         cache.length = P
         return self.head(self.norm_out(x, c))
 

@@ -187,25 +187,32 @@ class AxialAttention(nn.Module):
             nn.init.zeros_(lin.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, t, h, w, C) channels-last -> same shape."""
-        out = 0
-        for i, axis in enumerate((1, 2, 3)):
-            q, k, v = self.qkv[i](x).chunk(3, dim=-1)
-            o = self._attend_along(q, k, v, axis)
-            out = out + self.out[i](o)
-        return out
+        """x: (B, t, h, w, C) channels-last -> same shape.
 
-    def _attend_along(self, q, k, v, axis: int):
-        # Move the attended axis next to the channels and fold every other axis into the batch:
-        # (B, t, h, w, C) -> (B', heads, L, C / heads), the 4D layout the fused SDPA kernels want.
-        moved = q.movedim(axis, -2).shape  # (B, a, b, L, C)
-        L, C = moved[-2], moved[-1]
+        Computed with two matmuls instead of six: the three axes' q|k|v projections stacked into one
+        (C, 9C) weight, and their output projections side by side in one (3C, C) weight applied to the
+        three attention outputs concatenated along channels, which sums them (y_t W_t + y_h W_h + y_w W_w
+        = [y_t | y_h | y_w] [W_t; W_h; W_w]). The parameters stay the three per-axis Linears."""
+        B, t, h, w, C = x.shape
+        heads = self.n_heads
+        qkv = F.linear(x, torch.cat([lin.weight for lin in self.qkv]))
+        qkv = qkv.view(B, t, h, w, 3, 3, heads, C // heads)  # (..., axis, q|k|v, head, head_dim)
+        ys = [self._attend_along(qkv.select(4, i), axis) for i, axis in enumerate((1, 2, 3))]
+        weight = torch.cat([lin.weight for lin in self.out], dim=1)
+        bias = sum(lin.bias for lin in self.out)
+        return F.linear(torch.cat(ys, dim=-1), weight, bias)
 
-        def split(z):
-            return z.movedim(axis, -2).reshape(-1, L, self.n_heads, C // self.n_heads).transpose(1, 2)
-
-        o = F.scaled_dot_product_attention(split(q), split(k), split(v))
-        return o.transpose(1, 2).reshape(moved).movedim(-2, axis)
+    @staticmethod
+    def _attend_along(qkv: torch.Tensor, axis: int) -> torch.Tensor:
+        """qkv (B, t, h, w, 3, heads, head_dim) -> attention along `axis` (1, 2 or 3), (B, t, h, w, C).
+        The attended axis goes next to head_dim and the other two fold into the batch: (B', heads, L,
+        head_dim), the 4D layout of the fused SDPA kernel. Along w that is a view of qkv; along t and h
+        one copy of q, k and v together."""
+        moved = qkv.movedim(axis, 5).movedim(3, 0)  # (3, B, a, b, heads, L, head_dim)
+        _, B, a, b, heads, L, hd = moved.shape
+        q, k, v = moved.reshape(3, B * a * b, heads, L, hd)
+        y = F.scaled_dot_product_attention(q, k, v)  # (B', heads, L, hd)
+        return y.transpose(1, 2).reshape(B, a, b, L, heads * hd).movedim(3, axis)
 
 
 class AttentionResidualBlock(nn.Module):
@@ -227,7 +234,9 @@ class AttentionResidualBlock(nn.Module):
     def forward(self, x: torch.Tensor, pos: torch.Tensor | None) -> torch.Tensor:
         h = self.net(x)
         if self.attn is not None:
-            h = h.permute(0, 2, 3, 4, 1)  # channels-last for the per-position linear layers
+            # (B, t, h, w, C) for the per-position linear layers: a view of channels-last memory (a
+            # no-op unless a conv chose another layout, e.g. PyTorch's own 1x1x1 conv on one thread).
+            h = h.contiguous(memory_format=torch.channels_last_3d).permute(0, 2, 3, 4, 1)
             h = self.attn(h + pos).permute(0, 4, 1, 2, 3)
         return x + h
 
@@ -424,6 +433,10 @@ class VQVAE(nn.Module, SavedModel):
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
         self.codebook = Codebook(cfg.n_codes, cfg.embedding_dim, cfg.ema_decay)
+        # Channels-last 3D (NDHWC) conv weights; activations are converted to it too (`_channels_last`).
+        # oneDNN's convolutions then run without layout reorders, and the attention blocks, which work
+        # on (B, t, h, w, C), get their input and give their output without a copy.
+        self.to(memory_format=torch.channels_last_3d)
 
     @classmethod
     def from_saved(cls, config: dict, state: dict) -> "VQVAE":
@@ -448,6 +461,10 @@ class VQVAE(nn.Module, SavedModel):
                              "with attention the VQ-VAE only takes clips of its configured size")
         return self.pos_embed()
 
+    @staticmethod
+    def _channels_last(x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last_3d)
+
     def _check_video(self, x: torch.Tensor) -> None:
         if x.dim() != 5 or x.shape[1] != 3 or not x.is_floating_point():
             raise ValueError(f"VQVAE expects float video (B, 3, T, H, W) in [-0.5, 0.5] (uint8/255 - 0.5); "
@@ -458,7 +475,7 @@ class VQVAE(nn.Module, SavedModel):
     def encode_latents(self, x: torch.Tensor) -> torch.Tensor:
         """Continuous encoder output (B, D, t, h, w), before quantisation."""
         self._check_video(x)
-        return self.encoder(x, self._pos(self.latent_shape(x.shape[2:])))
+        return self.encoder(self._channels_last(x), self._pos(self.latent_shape(x.shape[2:])))
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -476,7 +493,7 @@ class VQVAE(nn.Module, SavedModel):
 
     def decode_latents(self, e: torch.Tensor) -> torch.Tensor:
         """Quantised latents (B, D, t, h, w) -> video (B, 3, T, H, W)."""
-        return self.decoder(e, self._pos(e.shape[2:]))
+        return self.decoder(self._channels_last(e), self._pos(e.shape[2:]))
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, t, h, w) long -> video (B, 3, T, H, W) float, unclamped (clamp to [-0.5, 0.5] to view)."""
@@ -487,6 +504,7 @@ class VQVAE(nn.Module, SavedModel):
         recon_loss = MSE / 0.06; commitment_loss = beta * mean((z - sg(e))^2); loss = their sum."""
         self._check_video(x)
         pos = self._pos(self.latent_shape(x.shape[2:]))
+        x = self._channels_last(x)
         vq = self.codebook(self.encoder(x, pos))
         recon = self.decoder(vq["quantized"], pos)
         recon_loss = F.mse_loss(recon.float(), x.float()) / DATA_VARIANCE

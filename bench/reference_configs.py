@@ -1,0 +1,217 @@
+"""The project's side of issue 16's table: every row at exactly the reference implementation's (wilson1yan/VideoGPT)
+configs, timed in one process, with the reference's figures recorded next to them for the ratio.
+
+    python bench/reference_configs.py [--threads 2] [--rows vqvae_train,...] [--runs N] [--quick] [--profile]
+
+Rows (the reference figures were measured on this machine kind, 2 threads, quiet machine):
+- vqvae_train: 64 channels, 2 res blocks, downsample (4,4,4), 512 codes x 64, attention on, batch 4 of 16x64x64,
+  forward + backward + clip_grad_norm_(1.0) + Adam (what train_vqvae does per step). Reference 0.337 s.
+- vqvae_encode: the same model, VQVAE.encode of 8 clips in eval mode under inference_mode. Reference 0.120 s.
+- prior_train: 252 wide, 4 heads, 4 layers, 4x16x16 latent, 512 codes (x 64), batch 4, dropout 0.2, attention
+  dropout 0.3, forward + backward + clip + AdamW + LR schedule (what train_prior does). Reference 4.43 s.
+- prior_train_no_attn_dropout: the same with attention dropout 0 (the project's default). Reference 4.43 s.
+- sample_b4: `sample` (sample_tokens over all 1,024 positions + VQ-VAE decode) of 4 videos with that prior and
+  VQ-VAE, time per position. Reference 5.27 ms/position. sample_b1 / sample_b16: batch 1 and 16 (no reference).
+Rows ending in _bf16 run the same step under torch.autocast("cpu", bfloat16) (trainer.precision=bf16-mixed); they are
+skipped (and say so) on CPUs without native bf16 kernels, where bf16 is 5-20x slower than float32 (AVX2-only hosts).
+Rows ending in _1thread run the sampler with torch.set_num_threads(1): the decode loop's matmuls are a few rows
+each, so whether a second thread pays depends on the machine and its load.
+
+ratio = reference time / project time (> 1: the project is faster). Times are the minimum and the median over
+`runs` timed calls after one untimed warm-up; the ratio uses the median. The models are randomly initialised
+(speed does not depend on the weights); inputs are moving-digit clips and random token grids. Prints one JSON
+object.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+import torch  # noqa: E402
+
+from bench.common import emit, loadavg, log, moving_digit_clips, parser, profile_top, set_threads  # noqa: E402
+from videogpt.lightning import PriorModule  # noqa: E402
+from videogpt.prior import Prior, PriorConfig  # noqa: E402
+from videogpt.sampling import sample  # noqa: E402
+from videogpt.vqvae import VQVAE, VQVAEConfig  # noqa: E402
+
+# The reference implementation's configs (its residual blocks use n_hiddens // 2 channels, 2 attention heads).
+VQVAE_REF = VQVAEConfig(input_shape=(16, 64, 64), n_hiddens=64, res_hiddens=32, n_res_layers=2,
+                        downsample=(4, 4, 4), n_codes=512, embedding_dim=64, attention=True, n_heads=2)
+PRIOR_REF = dict(latent_shape=(4, 16, 16), n_codes=512, embedding_dim=64, n_layer=4, n_head=4, n_embd=252,
+                 dropout=0.2, attn_dropout=0.3)
+VQVAE_TRAIN_BATCH, VQVAE_ENCODE_BATCH, PRIOR_BATCH = 4, 8, 4
+VQVAE_LR, PRIOR_LR = 3e-4, 3e-4
+
+# Seconds per step (sampling: seconds per position), measured for the reference on this machine kind (issue 16).
+REFERENCE = {"vqvae_train": 0.337, "vqvae_encode": 0.120, "prior_train": 4.43, "prior_train_no_attn_dropout": 4.43,
+             "sample_b4": 5.27e-3}
+_VQ = "VQ-VAE 64 ch, 2 res blocks, downsample 4x4x4, 512 x 64 codes, 16x64x64 clips"
+_PRIOR = "prior 4 layers x 252, 4 heads, 4x16x16 latent, 512 codes, dropout 0.2"
+DESCRIPTIONS = {
+    "vqvae_train": f"{_VQ}, train step (fwd+bwd+Adam), batch 4",
+    "vqvae_encode": f"{_VQ}, encode, batch 8",
+    "prior_train": f"{_PRIOR}, attn dropout 0.3, train step (fwd+bwd+AdamW), batch 4",
+    "prior_train_no_attn_dropout": f"{_PRIOR}, attn dropout 0, train step (fwd+bwd+AdamW), batch 4",
+    **{f"sample_b{b}": f"{_PRIOR}: sample {b} videos (1,024 positions + VQ-VAE decode)" for b in (1, 4, 16)},
+}
+
+
+def describe(row: str) -> str:
+    base = row.removesuffix("_bf16").removesuffix("_1thread")
+    return (DESCRIPTIONS[base] + (", bf16 autocast" if row.endswith("_bf16") else "")
+            + (", 1 torch thread" if row.endswith("_1thread") else ""))
+ROWS = ("vqvae_train", "vqvae_encode", "prior_train", "prior_train_no_attn_dropout", "sample_b4", "sample_b1",
+        "sample_b16", "sample_b4_1thread", "vqvae_train_bf16", "vqvae_encode_bf16", "prior_train_bf16")
+
+
+def clips(batch: int) -> torch.Tensor:
+    """(B, 3, 16, 64, 64) float moving-digit clips in [-0.5, 0.5]."""
+    T, H, _ = VQVAE_REF.input_shape
+    x = torch.stack([torch.from_numpy(c) for _, c in moving_digit_clips(batch, T, H)])
+    return x.permute(0, 4, 1, 2, 3).float().div(255).sub(0.5).contiguous()
+
+
+def autocast(bf16: bool):
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+
+
+def vqvae_train_step(bf16: bool):
+    torch.manual_seed(0)
+    model = VQVAE(VQVAE_REF).train()
+    opt = torch.optim.Adam(model.parameters(), lr=VQVAE_LR)
+    x = clips(VQVAE_TRAIN_BATCH)
+
+    def step():
+        with autocast(bf16):
+            loss = model(x)["loss"]
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step, 1
+
+
+def vqvae_encode(bf16: bool):
+    torch.manual_seed(0)
+    model = VQVAE(VQVAE_REF).eval()
+    x = clips(VQVAE_ENCODE_BATCH)
+
+    def step():
+        with torch.inference_mode(), autocast(bf16):
+            model.encode(x)
+    return step, 1
+
+
+def prior_train_step(attn_dropout: float, bf16: bool):
+    torch.manual_seed(0)
+    cfg = PriorConfig(**{**PRIOR_REF, "attn_dropout": attn_dropout})
+    prior = Prior(cfg, torch.randn(cfg.n_codes, cfg.embedding_dim)).train()
+    module = PriorModule(prior, lr=PRIOR_LR, weight_decay=0.0, warmup_steps=0, max_steps=100_000)
+    opt_cfg = module.configure_optimizers()
+    opt, sched = opt_cfg["optimizer"], opt_cfg["lr_scheduler"]["scheduler"]
+    tokens = torch.randint(0, cfg.n_codes, (PRIOR_BATCH, *cfg.latent_shape), generator=torch.Generator().manual_seed(0))
+
+    def step():
+        with autocast(bf16):
+            loss = prior.loss(tokens)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(prior.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+    return step, 1
+
+
+def sampling(batch: int, threads: int | None = None):
+    torch.manual_seed(0)
+    cfg = PriorConfig(**{**PRIOR_REF, "n_codes": VQVAE_REF.n_codes, "embedding_dim": VQVAE_REF.embedding_dim})
+    vqvae = VQVAE(VQVAE_REF).eval()
+    prior = Prior(cfg, vqvae.codebook.embeddings)
+    torch.nn.init.normal_(prior.head.weight, std=0.02)  # a non-zero head: non-uniform distributions
+
+    def run():
+        saved = torch.get_num_threads()
+        torch.set_num_threads(threads or saved)
+        try:
+            sample(prior, vqvae, batch, seed=0, batch_size=batch)
+        finally:
+            torch.set_num_threads(saved)
+    return run, cfg.seq_len  # time per position
+
+
+def build(row: str):
+    bf16 = row.endswith("_bf16")
+    base = row.removesuffix("_bf16")
+    if base == "vqvae_train":
+        return vqvae_train_step(bf16)
+    if base == "vqvae_encode":
+        return vqvae_encode(bf16)
+    if base == "prior_train":
+        return prior_train_step(PRIOR_REF["attn_dropout"], bf16)
+    if base == "prior_train_no_attn_dropout":
+        return prior_train_step(0.0, bf16)
+    if base.startswith("sample_b"):
+        batch, _, threads = base.removeprefix("sample_b").partition("_")
+        return sampling(int(batch), 1 if threads == "1thread" else None)
+    raise ValueError(f"unknown row {row!r}; expected one of {', '.join(ROWS)}")
+
+
+def time_row(row: str, runs: int, profile: bool = False) -> dict:
+    fn, per = build(row)
+    fn()  # warm-up
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) / per)
+    med = statistics.median(times)
+    out = {"config": describe(row), "unit": "s/position" if per > 1 else "s/step", "median": round(med, 6), "min": round(min(times), 6),
+           "times": [round(t, 6) for t in times]}
+    ref = REFERENCE.get(row.removesuffix("_bf16").removesuffix("_1thread"))
+    if ref is not None:
+        out.update(reference=ref, ratio=round(ref / med, 2), ratio_best=round(ref / min(times), 2))
+    if profile:
+        out["profile_top_ops"] = profile_top(fn, steps=1, top=15)
+    return out
+
+
+def main(argv=None) -> dict:
+    ap = parser(__doc__.split("\n\n")[0])
+    ap.set_defaults(threads=2)
+    ap.add_argument("--rows", default=",".join(ROWS))
+    ap.add_argument("--runs", type=int, default=None, help="timed calls per row (default 3; --quick: 2)")
+    ap.add_argument("--profile", action="store_true", help="add each row's top ops (torch.profiler) to the JSON")
+    args = ap.parse_args(argv)
+    threads = set_threads(args.threads)
+    runs = args.runs or (2 if args.quick else 3)
+    results = {}
+    native_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    for row in args.rows.split(","):
+        if row.endswith("_bf16") and not native_bf16:
+            results[row] = {"skipped": "no native bf16 kernels on this CPU (torch.ops.mkldnn._is_mkldnn_bf16_supported)"}
+            continue
+        load0 = loadavg()
+        results[row] = {**time_row(row, runs, args.profile), "loadavg_before_after": [load0, loadavg()]}
+        log(f"{row}: {results[row]}")
+    headline = {row: {k: r[k] for k in ("median", "unit", "reference", "ratio", "skipped") if k in r}
+                for row, r in results.items()}
+    return emit({"bench": "reference_configs", "threads": threads, "runs": runs, "headline": headline,
+                 "results": results, "configs": {"vqvae": {k: list(v) if isinstance(v, tuple) else v
+                                                           for k, v in vars(VQVAE_REF).items()},
+                                                 "prior": {k: list(v) if isinstance(v, tuple) else v
+                                                           for k, v in PRIOR_REF.items()},
+                                                 "vqvae_train_batch": VQVAE_TRAIN_BATCH,
+                                                 "vqvae_encode_batch": VQVAE_ENCODE_BATCH,
+                                                 "prior_batch": PRIOR_BATCH},
+                 "method": "one warm-up call, then `runs` timed calls per row in one process; ratio = reference "
+                           "figure / median project time"})
+
+
+if __name__ == "__main__":
+    main()
