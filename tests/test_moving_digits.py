@@ -17,7 +17,7 @@ def video(params: DefaultDataParams, split="train", index=0) -> np.ndarray:
 def test_one_digit_is_fully_visible_and_moves_a_few_pixels_per_frame():
     params = DefaultDataParams()
     v = video(params, index=7)
-    assert v.shape == (16, 64, 64, 3) and v.dtype == np.uint8
+    assert v.shape == (params.n_frames, 64, 64, 3) and v.dtype == np.uint8
     assert (v[..., 0] == v[..., 1]).all() and (v[..., 0] == v[..., 2]).all()  # white on black
     ink = v[..., 0].astype(float)
     assert ink.max() == 255

@@ -577,6 +577,7 @@ class Prior(nn.Module, SavedModel):
         cache.length += 1
         return self.head(self.norm_out(x, c))
 
+    @torch.no_grad()  # fills the cache in place; inference only, like step
     def prefill(self, tokens: torch.Tensor, cache: KVCache, label: Optional[torch.Tensor] = None,
                 cond_kv: Optional[list] = None, actions: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Fill an empty `cache` with the first P positions in ONE batched pass; logits (B, P, K).
