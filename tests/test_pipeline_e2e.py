@@ -3,6 +3,7 @@ import json
 import re
 import stat
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import yaml
 import zarr
 
 import browser  # tests/browser.py
-from dvc_repo import TINY, commit, copy_repo, run
+from dvc_repo import TINY, commit, run
 from pipeline import publish
 from videogpt import VideoGPT
 from videogpt.config import load
