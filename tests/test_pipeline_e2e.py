@@ -3,6 +3,7 @@ import json
 import re
 import stat
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import yaml
 import zarr
 
 import browser  # tests/browser.py
-from dvc_repo import TINY, commit, copy_repo, run
+from dvc_repo import TINY, commit, run
 from pipeline import publish
 from videogpt import VideoGPT
 from videogpt.config import load
@@ -186,4 +187,4 @@ def test_exp_run_of_a_longer_video_reruns_only_sample_and_evaluate(reproduced):
     assert videos.shape == (4, 48, 16, 16, 3)  # eval.n_real x eval.n_trials
     assert len(list((dst / "samples/mp4").glob("*.mp4"))) == 2 and (dst / "samples/grid.gif").is_file()
     fvd = json.loads((dst / "metrics/eval.json").read_text())["fvd"]
-    assert fvd["mean"] is None and "one length" in fvd["reason"] and fvd["protocol"]["generated_frames"] == 48
+    assert fvd["mean"] is None and fvd["protocol"]["generated_frames"] == 48  # null: no weights here
