@@ -1,7 +1,7 @@
 """GPU check at the paper's sizes: bf16 training speed, MFU and memory of the VQ-VAE and the prior, bf16 vs
 float32 agreement, and the cached sampler against the recompute loop on the device.
 
-    python bench/gpu.py [--device cuda] [--steps 10] [--warmup 3] [--tiny]
+    python -m bench.gpu [--device cuda] [--steps 10] [--warmup 3] [--tiny]
 
 Models (paper sizes): VQ-VAE 240 channels, 4 attention-residual blocks, downsample (4, 2, 2), 1024 x 256 codes on
 16x64x64 clips (VQVAEConfig's defaults); prior 8 layers x 576, 4 heads, dropout 0.2, attention dropout 0.3 on the
@@ -24,21 +24,17 @@ Prints one JSON object; exits with status 1 when a check fails.
 """
 from __future__ import annotations
 
-import os
+import argparse
+import copy
 import sys
+import time
 
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import torch
 
-import argparse  # noqa: E402
-import copy  # noqa: E402
-import time  # noqa: E402
-
-import torch  # noqa: E402
-
-from bench.common import emit, log  # noqa: E402
-from videogpt.prior import Prior, PriorConfig  # noqa: E402
-from videogpt.sampling import sample_tokens, sample_tokens_recompute  # noqa: E402
-from videogpt.vqvae import VQVAE, VQVAEConfig  # noqa: E402
+from bench.common import emit, log
+from videogpt.prior import Prior, PriorConfig
+from videogpt.sampling import sample_tokens, sample_tokens_recompute
+from videogpt.vqvae import VQVAE, VQVAEConfig
 
 # Dense (no sparsity) bf16 tensor-core peaks from the datasheets, FLOP/s. Matched by substring of the device name,
 # first match wins (so the more specific names come first).
@@ -254,7 +250,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("bench/gpu.py: no CUDA device; pass --device cpu --tiny to run the CPU check")
+        raise SystemExit("bench.gpu: no CUDA device; pass --device cpu --tiny to run the CPU check")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False  # the float32 runs are true float32
         torch.backends.cudnn.allow_tf32 = False

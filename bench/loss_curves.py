@@ -1,7 +1,7 @@
 """Loss curves with and without each kernel / precision change, same seed, side by side: does a faster path
 train the same model?
 
-    python bench/loss_curves.py [--what prior,vqvae] [--steps 300] [--tokens data/tokens.zarr] [--threads 2]
+    python -m bench.loss_curves [--what prior,vqvae] [--steps 300] [--tokens data/tokens.zarr] [--threads 2]
 
 prior: a small prior (2 layers x 64, 4 heads, dropout 0.2, attention dropout 0.3, AdamW 1e-3, batch 16) trained on
   the token grids of --tokens (the default dataset's, made by `dvc repro`) or, when that store is absent, on a
@@ -27,23 +27,18 @@ Prints one JSON object.
 """
 from __future__ import annotations
 
-import os
-import sys
+import math
+import time
+from pathlib import Path
 
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import numpy as np
+import torch
+import torch.nn.functional as F
 
-import math  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from bench.common import REPO, emit, log, moving_digit_clips, parser, set_threads  # noqa: E402
-from videogpt import prior as prior_module  # noqa: E402
-from videogpt.prior import Prior, PriorConfig  # noqa: E402
-from videogpt.vqvae import VQVAE, VQVAEConfig  # noqa: E402
+from bench.common import REPO, emit, log, moving_digit_clips, parser, set_threads
+from videogpt import prior as prior_module
+from videogpt.prior import Prior, PriorConfig
+from videogpt.vqvae import VQVAE, VQVAEConfig
 
 
 def sdpa_attention(q, k, v, p):

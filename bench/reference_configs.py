@@ -1,7 +1,7 @@
 """The project's side of issue 16's table: every row at exactly the reference implementation's (wilson1yan/VideoGPT)
 configs, timed in one process, with the reference's figures recorded next to them for the ratio.
 
-    python bench/reference_configs.py [--threads 2] [--rows vqvae_train,...] [--runs N] [--quick] [--profile]
+    python -m bench.reference_configs [--threads 2] [--rows vqvae_train,...] [--runs N] [--quick] [--profile]
 
 Rows (the reference figures were measured on this machine kind, 2 threads, quiet machine):
 - vqvae_train: 64 channels, 2 res blocks, downsample (4,4,4), 512 codes x 64, attention on, batch 4 of 16x64x64,
@@ -24,21 +24,16 @@ object.
 """
 from __future__ import annotations
 
-import os
-import sys
+import statistics
+import time
 
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import torch
 
-import statistics  # noqa: E402
-import time  # noqa: E402
-
-import torch  # noqa: E402
-
-from bench.common import emit, loadavg, log, moving_digit_clips, parser, profile_top, set_threads  # noqa: E402
-from videogpt.lightning import PriorModule  # noqa: E402
-from videogpt.prior import Prior, PriorConfig  # noqa: E402
-from videogpt.sampling import sample  # noqa: E402
-from videogpt.vqvae import VQVAE, VQVAEConfig  # noqa: E402
+from bench.common import emit, loadavg, log, moving_digit_clips, parser, profile_top, set_threads
+from videogpt.lightning import PriorModule
+from videogpt.prior import Prior, PriorConfig
+from videogpt.sampling import sample
+from videogpt.vqvae import VQVAE, VQVAEConfig
 
 # The reference implementation's configs (its residual blocks use n_hiddens // 2 channels, 2 attention heads).
 VQVAE_REF = VQVAEConfig(input_shape=(16, 64, 64), n_hiddens=64, res_hiddens=32, n_res_layers=2,

@@ -1,4 +1,4 @@
-"""bench/gpu.py keeps working without a GPU: its --tiny CPU run passes its own checks, and the datasheet peaks are
+"""bench.gpu keeps working without a GPU: its --tiny CPU run passes its own checks, and the datasheet peaks are
 found by device name."""
 import json
 import os
@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_gpu_bench_tiny_on_cpu():
-    proc = subprocess.run([sys.executable, "bench/gpu.py", "--device", "cpu", "--tiny", "--steps", "1", "--warmup", "1"],
+    proc = subprocess.run([sys.executable, "-m", "bench.gpu", "--device", "cpu", "--tiny", "--steps", "1", "--warmup", "1"],
                           cwd=REPO, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
