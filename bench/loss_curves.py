@@ -10,6 +10,7 @@ prior: a small prior (2 layers x 64, 4 heads, dropout 0.2, attention dropout 0.3
   - sdpa: PyTorch's F.scaled_dot_product_attention with dropout_p (its unfused path: what the prior used before);
   - sdpa_seed1: the same with another dropout seed (initialisation and batches unchanged): the noise band;
   - blocked: videogpt.prior.causal_attention_with_dropout (the default now);
+  - blocked_seed1: the same with the other dropout seed;
   - blocked_bf16: the same under torch.autocast("cpu", bfloat16) (trainer.precision=bf16-mixed).
 vqvae: a small VQ-VAE (64 ch, 1 res block, 8x32x32 moving-digit clips, batch 8, Adam 7e-4). Variants:
   - channels_last: the default (channels-last 3D weights and activations);
@@ -160,6 +161,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--every", type=int, default=25, help="curve points: the loss every N steps")
     ap.add_argument("--tokens", default=str(REPO / "data" / "tokens.zarr"))
     ap.add_argument("--bf16", action="store_true", help="run the bf16 variants even without native bf16 kernels")
+    ap.add_argument("--only", default=None, help="comma-separated variant names to run (default: all)")
     args = ap.parse_args(argv)
     threads = set_threads(args.threads)
     steps = min(args.steps, 60) if args.quick else args.steps
@@ -172,10 +174,13 @@ def main(argv=None) -> dict:
         runs = {"sdpa": dict(attention=sdpa_attention, bf16=False),
                 "sdpa_seed1": dict(attention=sdpa_attention, bf16=False, dropout_seed=1),
                 "blocked": dict(attention=blocked, bf16=False),
+                "blocked_seed1": dict(attention=blocked, bf16=False, dropout_seed=1),
                 "blocked_bf16": dict(attention=blocked, bf16=True)}
         out["prior"] = {"data": source, "train_grids": len(train), "latent_shape": list(train.shape[1:]),
                         "runs": {}}
         for name, kw in runs.items():
+            if args.only and name not in args.only.split(","):
+                continue
             if kw["bf16"] and not bf16:
                 out["prior"]["runs"][name] = skipped
                 continue
@@ -186,6 +191,8 @@ def main(argv=None) -> dict:
                 "seed1": dict(bf16=False, seed=1), "bf16": dict(bf16=True)}
         out["vqvae"] = {"data": "moving-digit clips 8x32x32 (the default dataset's generator)", "runs": {}}
         for name, kw in runs.items():
+            if args.only and name not in args.only.split(","):
+                continue
             if kw["bf16"] and not bf16:
                 out["vqvae"]["runs"][name] = skipped
                 continue
