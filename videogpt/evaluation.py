@@ -244,7 +244,8 @@ def conditioning_note(samples: GeneratedSets) -> dict:
     attrs = samples.attrs
     condition = attrs.get("condition", "none")
     if condition == "none":
-        return {"condition": "none", "generated_frames": attrs.get("n_frames")}
+        frames = attrs.get("n_frames")  # recorded by the sample stage; absent in older sample stores
+        return {"condition": "none"} | ({"generated_frames": frames} if frames is not None else {})
     note = {"condition": condition, "pairing": "generated video i of a trial is conditioned on real clip i",
             "conditioning": attrs.get("conditioning"), "generated_frames": attrs.get("n_frames")}
     if "n_cond_frames" in attrs:
