@@ -166,14 +166,15 @@ def recon_gif(vqvae_dir: Path, clips_path: Path, n: int = N_RECON_CLIPS) -> tupl
     """Animated GIF of n test clips (evenly spread over the split; top row) above their VQ-VAE reconstructions
     (bottom row). Deterministic: the VQ-VAE runs in eval mode on the CPU. Returns (GIF bytes, clips shown)."""
     from videogpt.checkpoint import load_vqvae
-    from videogpt.data.clip_store import clips_array, store_attrs
-    from videogpt.evaluation import reconstructions_uint8
+    from videogpt.data.clip_store import clips_array, read_clips_at, store_attrs
+    from videogpt.sampling import tokens_to_videos, videos_to_tokens
     from videogpt.visualize import encode_gif, upscale, video_grid
 
-    clips = clips_array(clips_path, "test")
-    index = np.unique(np.linspace(0, clips.shape[0] - 1, num=min(n, clips.shape[0])).round().astype(int))
-    real = np.stack([clips[int(i)] for i in index])
-    recon = reconstructions_uint8(load_vqvae(vqvae_dir), real, batch_size=len(real), device="cpu")
+    n_test = clips_array(clips_path, "test").shape[0]
+    index = np.unique(np.linspace(0, n_test - 1, num=min(n, n_test)).round().astype(int))
+    real = read_clips_at(clips_path, "test", index)
+    vqvae = load_vqvae(vqvae_dir)
+    recon = tokens_to_videos(vqvae, videos_to_tokens(vqvae, real, batch_size=len(real)), batch_size=len(real))
     grid = video_grid(np.concatenate([real, recon]), ncols=len(real))
     fps = store_attrs(clips_path).get("fps") or 8
     return encode_gif(upscale(grid, max(1, SHOWN_WIDTH // grid.shape[2])), fps), len(real)

@@ -254,16 +254,6 @@ def conditioning_note(samples: GeneratedSets) -> dict:
     return note
 
 
-@torch.inference_mode()
-def reconstructions_uint8(vqvae, videos_uint8: np.ndarray, batch_size: int, device) -> np.ndarray:
-    """uint8 (N, T, H, W, 3) real clips -> their VQ-VAE reconstructions, uint8 of the same shape (rounded)."""
-    out = []
-    for i in range(0, len(videos_uint8), batch_size):
-        x = to_float(videos_uint8[i:i + batch_size]).to(device)
-        out.append(to_uint8(vqvae.decode(vqvae.encode(x)).cpu()).numpy())
-    return np.concatenate(out)
-
-
 def evaluate(params: Params, *, clips_path, tokens_path, vqvae_dir, prior_dir, samples_dir, stats_dir) -> dict:
     device = inference_device(params.trainer)
     ep = params.eval

@@ -19,8 +19,7 @@ from torch import nn
 
 from videogpt.checkpoint import Pretrained
 from videogpt.prior import Prior
-from videogpt.sampling import sample, tokens_to_videos
-from videogpt.video import to_float
+from videogpt.sampling import sample, tokens_to_videos, videos_to_tokens
 from videogpt.vqvae import VQVAE
 
 
@@ -54,20 +53,9 @@ class VideoGPT(nn.Module, Pretrained):
         class-conditional prior or frames= (n, 3, n_cond_frames, H, W) in [-0.5, 0.5] for a frame-conditional one."""
         return sample(self.prior, self.vqvae, n, **kwargs)
 
-    @torch.inference_mode()
     def encode(self, videos, batch_size: int = 16) -> torch.Tensor:
         """uint8 videos (N, T, H, W, 3) of the model's clip size -> codes (N, t, h, w) long, on the CPU."""
-        videos = torch.as_tensor(np.asarray(videos))
-        if videos.dtype != torch.uint8 or videos.dim() != 5 or videos.shape[-1] != 3:
-            raise ValueError(f"encode expects uint8 videos (N, T, H, W, 3), got {videos.dtype} {tuple(videos.shape)}")
-        device = next(self.vqvae.parameters()).device
-        was_training = self.vqvae.training
-        self.vqvae.eval()  # BatchNorm on its running statistics; the codebook never moves while encoding
-        try:
-            codes = [self.vqvae.encode(to_float(chunk).to(device)).cpu() for chunk in videos.split(batch_size)]
-            return torch.cat(codes)
-        finally:
-            self.vqvae.train(was_training)
+        return videos_to_tokens(self.vqvae, videos, batch_size=batch_size)
 
     def decode(self, codes, batch_size: int = 16) -> np.ndarray:
         """codes (N, t, h, w) -> uint8 videos (N, T, H, W, 3)."""

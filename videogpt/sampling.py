@@ -184,6 +184,23 @@ def sample_tokens_recompute(prior: Prior, n: int, *, temperature: float = 1.0, t
                 frames=frames, actions=actions, seed=seed, batch_size=batch_size, progress=progress)
 
 
+@torch.inference_mode()
+def videos_to_tokens(vqvae, videos, batch_size: int = 16) -> torch.Tensor:
+    """uint8 videos (N, T, H, W, 3) of the VQ-VAE's clip size -> codes (N, t, h, w) long, on the CPU; the
+    inverse of `tokens_to_videos`. The VQ-VAE runs in eval mode (BatchNorm on its running statistics, the
+    codebook never moves) and its mode is restored afterwards."""
+    videos = torch.as_tensor(np.asarray(videos))
+    if videos.dtype != torch.uint8 or videos.dim() != 5 or videos.shape[-1] != 3:
+        raise ValueError(f"encode expects uint8 videos (N, T, H, W, 3), got {videos.dtype} {tuple(videos.shape)}")
+    device = next(vqvae.parameters()).device
+    was_training = vqvae.training
+    vqvae.eval()
+    try:
+        return torch.cat([vqvae.encode(to_float(chunk).to(device)).cpu() for chunk in videos.split(batch_size)])
+    finally:
+        vqvae.train(was_training)
+
+
 def tokens_to_videos(vqvae, tokens: torch.Tensor, batch_size: int = 16, *, window: Optional[int] = None
                      ) -> np.ndarray:
     """Decode (n, t, h, w) tokens with the VQ-VAE (in eval mode) into uint8 videos (n, T, H, W, 3):
