@@ -375,7 +375,7 @@ class Block(nn.Module):
         for decoding (SelfAttention.decode). The same sums as `forward` (a + b == b + a exactly)."""
         B, D = x.shape
         y = self.attn.decode(self.norm_attn(x, c), kv, pos, weights)
-        x = torch.addmm(self.attn.proj.bias, y.view(B, D), weights.proj).add_(x)
+        x = torch.addmm(self.attn.proj.bias, y.reshape(B, D), weights.proj).add_(x)
         if self.cross is not None:
             x = x + self.cross(self.norm_cross(x, c).unsqueeze(1), cross_kv).squeeze(1)
         h = F.gelu(torch.addmm(self.mlp.fc.bias, self.norm_mlp(x, c), weights.fc))
