@@ -133,15 +133,36 @@ def _run(prior, n, decode_batch, *, temperature, top_k, top_p, label, frames, ac
         prior.train(was_training)
 
 
+# Up to this many sequences per batch, the CPU decode loop runs on one thread. A step's matmuls are then a few
+# rows each, too small to split: measured on 2 cores (prior 4 x 252, 4x16x16 latent), a second thread gave
+# batch 1: 0.93x, batch 4: 1.04x, batch 16: 1.44x the speed on an idle machine, and with one core busy elsewhere
+# 6-10x *slower* at batch 4 (OpenMP's spin-waiting threads then wait for a core at every operation).
+ONE_THREAD_MAX_BATCH = 4
+
+
+@contextlib.contextmanager
+def _decode_threads(batch: int, device: torch.device):
+    """torch.set_num_threads(1) for small CPU batches (ONE_THREAD_MAX_BATCH), restored afterwards."""
+    saved = torch.get_num_threads()
+    if device.type == "cpu" and batch <= ONE_THREAD_MAX_BATCH:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
 def _decode_cached(prior: Prior, size, cond, pick, bar):
     cache = prior.init_cache(size)
     cond_kv = prior.cross_kv(cond["frames"])  # once per batch
     tokens = torch.empty(size, prior.config.seq_len, dtype=torch.long, device=prior.codebook.device)
     prev = None
-    for pos in range(prior.config.seq_len):
-        prev = pick(prior.step(prev, pos, cache, label=cond["label"], cond_kv=cond_kv, actions=cond["actions"]), pos)
-        tokens[:, pos] = prev
-        bar.update(1)
+    with _decode_threads(size, tokens.device):
+        for pos in range(prior.config.seq_len):
+            prev = pick(prior.step(prev, pos, cache, label=cond["label"], cond_kv=cond_kv, actions=cond["actions"]),
+                        pos)
+            tokens[:, pos] = prev
+            bar.update(1)
     return tokens
 
 
