@@ -391,11 +391,12 @@ def _decode_sliding(prior: Prior, size, cond, pick, bar, *, starts, vqvae):
         if kept:
             prior.prefill(window[:, :kept * hw], cache, label=cond["label"], cond_kv=cond_kv, actions=actions)
             prev = window[:, kept * hw - 1]
-        for pos in range(kept * hw, L):
-            logits = prior.step(prev, pos, cache, label=cond["label"], cond_kv=cond_kv, actions=actions)
-            prev = pick(logits, start * hw + pos)
-            window[:, pos] = prev
-            bar.update(1)
+        with _decode_threads(size, device):
+            for pos in range(kept * hw, L):
+                logits = prior.step(prev, pos, cache, label=cond["label"], cond_kv=cond_kv, actions=actions)
+                prev = pick(logits, start * hw + pos)
+                window[:, pos] = prev
+                bar.update(1)
         tokens[:, start * hw:(start + t) * hw] = window
         windows.append(window)
         end = start + t
