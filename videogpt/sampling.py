@@ -134,9 +134,10 @@ def _run(prior, n, decode_batch, *, temperature, top_k, top_p, label, frames, ac
 
 
 # Up to this many sequences per batch, the CPU decode loop runs on one thread. A step's matmuls are then a few
-# rows each, too small to split: measured on 2 cores (prior 4 x 252, 4x16x16 latent), a second thread gave
-# batch 1: 0.93x, batch 4: 1.04x, batch 16: 1.44x the speed on an idle machine, and with one core busy elsewhere
-# 6-10x *slower* at batch 4 (OpenMP's spin-waiting threads then wait for a core at every operation).
+# rows each, too small to split. Measured on 2 cores (prior 4 x 252, 4x16x16 latent), a second thread gave
+# batch 1: 0.93x the speed; batch 4: 1.04-1.26x on an idle machine with OpenMP's default spin-waiting, 0.54x
+# with OMP_WAIT_POLICY=PASSIVE (which every stage sets), 0.09x with another process busy on a core;
+# batch 16: 1.44x (idle).
 ONE_THREAD_MAX_BATCH = 4
 
 
