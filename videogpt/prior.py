@@ -222,10 +222,6 @@ class KVCache:
         self.positions: Optional[torch.Tensor] = None    # (seq_len, n_embd)
         self.weights: list[DecodeWeights] = []           # one per layer
 
-    def layer(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values of layer i, each (batch, n_head, seq_len, head_dim)."""
-        return self.k[i], self.v[i]
-
 
 def dropout_keep_mask(shape, p: float, device=None) -> torch.Tensor:
     """Bool mask, True with probability 1 - p (to within 2^-32), drawn as 32-bit integers: two per
