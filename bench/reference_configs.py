@@ -14,8 +14,8 @@ Rows (the reference figures were measured on this machine kind, 2 threads, quiet
   VQ-VAE, time per position. Reference 5.27 ms/position. sample_b1 / sample_b16: batch 1 and 16 (no reference).
 Rows ending in _bf16 run the same step under torch.autocast("cpu", bfloat16) (trainer.precision=bf16-mixed); they are
 skipped (and say so) on CPUs without native bf16 kernels, where bf16 is 5-20x slower than float32 (AVX2-only hosts).
-Rows ending in _1thread run the sampler with torch.set_num_threads(1): the decode loop's matmuls are a few rows
-each, so whether a second thread pays depends on the machine and its load.
+The sampler decodes batches of up to videogpt.sampling.ONE_THREAD_MAX_BATCH sequences on one thread (its matmuls
+are a few rows each); rows ending in _all_threads switch that off, to check the choice on another machine.
 
 ratio = reference time / project time (> 1: the project is faster). Times are the minimum and the median over
 `runs` timed calls after one untimed warm-up; the ratio uses the median. The models are randomly initialised
@@ -32,6 +32,7 @@ import torch
 from bench.common import emit, loadavg, log, moving_digit_clips, parser, profile_top, set_threads
 from videogpt.lightning import PriorModule
 from videogpt.prior import Prior, PriorConfig
+from videogpt import sampling as sampling_module
 from videogpt.sampling import sample
 from videogpt.vqvae import VQVAE, VQVAEConfig
 
@@ -58,11 +59,11 @@ DESCRIPTIONS = {
 
 
 def describe(row: str) -> str:
-    base = row.removesuffix("_bf16").removesuffix("_1thread")
+    base = row.removesuffix("_bf16").removesuffix("_all_threads")
     return (DESCRIPTIONS[base] + (", bf16 autocast" if row.endswith("_bf16") else "")
-            + (", 1 torch thread" if row.endswith("_1thread") else ""))
+            + (", decoding on all threads" if row.endswith("_all_threads") else ""))
 ROWS = ("vqvae_train", "vqvae_encode", "prior_train", "prior_train_no_attn_dropout", "sample_b4", "sample_b1",
-        "sample_b16", "sample_b4_1thread", "vqvae_train_bf16", "vqvae_encode_bf16", "prior_train_bf16")
+        "sample_b16", "sample_b4_all_threads", "vqvae_train_bf16", "vqvae_encode_bf16", "prior_train_bf16")
 
 
 def clips(batch: int) -> torch.Tensor:
@@ -123,7 +124,7 @@ def prior_train_step(attn_dropout: float, bf16: bool):
     return step, 1
 
 
-def sampling(batch: int, threads: int | None = None):
+def sampling(batch: int, all_threads: bool = False):
     torch.manual_seed(0)
     cfg = PriorConfig(**{**PRIOR_REF, "n_codes": VQVAE_REF.n_codes, "embedding_dim": VQVAE_REF.embedding_dim})
     vqvae = VQVAE(VQVAE_REF).eval()
@@ -131,12 +132,12 @@ def sampling(batch: int, threads: int | None = None):
     torch.nn.init.normal_(prior.head.weight, std=0.02)  # a non-zero head: non-uniform distributions
 
     def run():
-        saved = torch.get_num_threads()
-        torch.set_num_threads(threads or saved)
+        saved = sampling_module.ONE_THREAD_MAX_BATCH
+        sampling_module.ONE_THREAD_MAX_BATCH = 0 if all_threads else saved
         try:
             sample(prior, vqvae, batch, seed=0, batch_size=batch)
         finally:
-            torch.set_num_threads(saved)
+            sampling_module.ONE_THREAD_MAX_BATCH = saved
     return run, cfg.seq_len  # time per position
 
 
@@ -153,7 +154,7 @@ def build(row: str):
         return prior_train_step(0.0, bf16)
     if base.startswith("sample_b"):
         batch, _, threads = base.removeprefix("sample_b").partition("_")
-        return sampling(int(batch), 1 if threads == "1thread" else None)
+        return sampling(int(batch), all_threads=threads == "all_threads")
     raise ValueError(f"unknown row {row!r}; expected one of {', '.join(ROWS)}")
 
 
@@ -168,7 +169,7 @@ def time_row(row: str, runs: int, profile: bool = False) -> dict:
     med = statistics.median(times)
     out = {"config": describe(row), "unit": "s/position" if per > 1 else "s/step", "median": round(med, 6), "min": round(min(times), 6),
            "times": [round(t, 6) for t in times]}
-    ref = REFERENCE.get(row.removesuffix("_bf16").removesuffix("_1thread"))
+    ref = REFERENCE.get(row.removesuffix("_bf16").removesuffix("_all_threads"))
     if ref is not None:
         out.update(reference=ref, ratio=round(ref / med, 2), ratio_best=round(ref / min(times), 2))
     if profile:

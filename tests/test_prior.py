@@ -331,6 +331,27 @@ def test_cached_steps_match_the_full_forward_pass(condition):
             prior.step(flat[:, -1], L, cache, label=cond.get("label"), cond_kv=kv, actions=cond.get("actions"))
 
 
+def test_small_batches_decode_on_one_thread_and_the_count_is_restored():
+    from videogpt import sampling
+    prior = make_prior(random_head=True)
+    seen, step = [], prior.step
+
+    def spy(*args, **kw):  # the thread count while each position is decoded
+        seen.append(torch.get_num_threads())
+        return step(*args, **kw)
+
+    prior.step = spy
+    torch.set_num_threads(2)
+    try:
+        sampling.sample_tokens(prior, 2, batch_size=2)
+        assert set(seen) == {1} and torch.get_num_threads() == 2
+        seen.clear()
+        sampling.sample_tokens(prior, sampling.ONE_THREAD_MAX_BATCH + 1, batch_size=sampling.ONE_THREAD_MAX_BATCH + 1)
+        assert set(seen) == {2}
+    finally:
+        torch.set_num_threads(1)  # conftest's setting
+
+
 def test_step_requires_positions_in_order():
     prior = make_prior().eval()
     cache = prior.init_cache(1)

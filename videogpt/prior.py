@@ -222,10 +222,6 @@ class KVCache:
         self.positions: Optional[torch.Tensor] = None    # (seq_len, n_embd)
         self.weights: list[DecodeWeights] = []           # one per layer
 
-    def layer(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values of layer i, each (batch, n_head, seq_len, head_dim)."""
-        return self.k[i], self.v[i]
-
 
 def dropout_keep_mask(shape, p: float, device=None) -> torch.Tensor:
     """Bool mask, True with probability 1 - p (to within 2^-32), drawn as 32-bit integers: two per
@@ -375,7 +371,7 @@ class Block(nn.Module):
         for decoding (SelfAttention.decode). The same sums as `forward` (a + b == b + a exactly)."""
         B, D = x.shape
         y = self.attn.decode(self.norm_attn(x, c), kv, pos, weights)
-        x = torch.addmm(self.attn.proj.bias, y.view(B, D), weights.proj).add_(x)
+        x = torch.addmm(self.attn.proj.bias, y.reshape(B, D), weights.proj).add_(x)
         if self.cross is not None:
             x = x + self.cross(self.norm_cross(x, c).unsqueeze(1), cross_kv).squeeze(1)
         h = F.gelu(torch.addmm(self.mlp.fc.bias, self.norm_mlp(x, c), weights.fc))

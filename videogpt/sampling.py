@@ -133,15 +133,37 @@ def _run(prior, n, decode_batch, *, temperature, top_k, top_p, label, frames, ac
         prior.train(was_training)
 
 
+# Up to this many sequences per batch, the CPU decode loop runs on one thread. A step's matmuls are then a few
+# rows each, too small to split. Measured on 2 cores (prior 4 x 252, 4x16x16 latent), a second thread gave
+# batch 1: 0.93x the speed; batch 4: 1.04-1.26x on an idle machine with OpenMP's default spin-waiting, 0.54x
+# with OMP_WAIT_POLICY=PASSIVE (which every stage sets), 0.09x with another process busy on a core;
+# batch 16: 1.44x (idle).
+ONE_THREAD_MAX_BATCH = 4
+
+
+@contextlib.contextmanager
+def _decode_threads(batch: int, device: torch.device):
+    """torch.set_num_threads(1) for small CPU batches (ONE_THREAD_MAX_BATCH), restored afterwards."""
+    saved = torch.get_num_threads()
+    if device.type == "cpu" and batch <= ONE_THREAD_MAX_BATCH:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
 def _decode_cached(prior: Prior, size, cond, pick, bar):
     cache = prior.init_cache(size)
     cond_kv = prior.cross_kv(cond["frames"])  # once per batch
     tokens = torch.empty(size, prior.config.seq_len, dtype=torch.long, device=prior.codebook.device)
     prev = None
-    for pos in range(prior.config.seq_len):
-        prev = pick(prior.step(prev, pos, cache, label=cond["label"], cond_kv=cond_kv, actions=cond["actions"]), pos)
-        tokens[:, pos] = prev
-        bar.update(1)
+    with _decode_threads(size, tokens.device):
+        for pos in range(prior.config.seq_len):
+            prev = pick(prior.step(prev, pos, cache, label=cond["label"], cond_kv=cond_kv, actions=cond["actions"]),
+                        pos)
+            tokens[:, pos] = prev
+            bar.update(1)
     return tokens
 
 
@@ -387,11 +409,12 @@ def _decode_sliding(prior: Prior, size, cond, pick, bar, *, starts, vqvae):
         if kept:
             prior.prefill(window[:, :kept * hw], cache, label=cond["label"], cond_kv=cond_kv, actions=actions)
             prev = window[:, kept * hw - 1]
-        for pos in range(kept * hw, L):
-            logits = prior.step(prev, pos, cache, label=cond["label"], cond_kv=cond_kv, actions=actions)
-            prev = pick(logits, start * hw + pos)
-            window[:, pos] = prev
-            bar.update(1)
+        with _decode_threads(size, device):
+            for pos in range(kept * hw, L):
+                logits = prior.step(prev, pos, cache, label=cond["label"], cond_kv=cond_kv, actions=actions)
+                prev = pick(logits, start * hw + pos)
+                window[:, pos] = prev
+                bar.update(1)
         tokens[:, start * hw:(start + t) * hw] = window
         windows.append(window)
         end = start + t

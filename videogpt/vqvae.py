@@ -197,7 +197,8 @@ class AxialAttention(nn.Module):
         heads = self.n_heads
         qkv = F.linear(x, torch.cat([lin.weight for lin in self.qkv]))
         qkv = qkv.view(B, t, h, w, 3, 3, heads, C // heads)  # (..., axis, q|k|v, head, head_dim)
-        ys = [self._attend_along(qkv.select(4, i), axis) for i, axis in enumerate((1, 2, 3))]
+        # unbind, not select: its backward stacks the three gradients instead of zero-filling a 9C tensor per axis
+        ys = [self._attend_along(z, axis) for z, axis in zip(qkv.unbind(4), (1, 2, 3))]
         weight = torch.cat([lin.weight for lin in self.out], dim=1)
         bias = sum(lin.bias for lin in self.out)
         return F.linear(torch.cat(ys, dim=-1), weight, bias)
