@@ -4,6 +4,7 @@ import ast
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 GLUE = {"pipeline", "stages", "bench"}
@@ -36,3 +37,29 @@ def test_stage_scripts_are_thin(path):
     source = path.read_text()
     assert len(source.splitlines()) < 40
     assert "sys.path" not in source  # stages run as `python -m stages.<name>` from the repository root
+
+
+def library_closure(module: str) -> set[str]:
+    """Every `videogpt` module `module` imports, directly or through other videogpt modules (static, by ast)."""
+    seen, todo = set(), [module]
+    while todo:
+        name = todo.pop()
+        path = ROOT / (name.replace(".", "/") + ".py")
+        if not path.exists():
+            path = ROOT / name.replace(".", "/") / "__init__.py"
+        if name in seen or not path.exists():
+            continue
+        seen.add(name)
+        todo += [n for n in imported_modules(path) if n.split(".")[0] == "videogpt"]
+    return seen
+
+
+@pytest.mark.parametrize("stage", ["train_vqvae", "train_prior", "tokenize"])
+def test_training_stages_do_not_reach_the_fvd_code(stage):
+    """The FVD code (videogpt.evaluation) is not under the training stages, so editing it retrains nothing
+    (dvc.yaml lists their deps accordingly)."""
+    closure = library_closure(f"stages.{stage}")
+    assert "videogpt.training" in closure or stage == "tokenize"  # the walk does follow the imports
+    assert "videogpt.evaluation" not in closure
+    deps = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]["deps"]
+    assert "videogpt/evaluation.py" not in deps and f"stages/{stage}.py" in deps

@@ -1,6 +1,6 @@
-"""Evaluation metrics: I3D features (videogpt.metrics.i3d), the two published I3D protocol flavours
-(videogpt.metrics.protocol), the Fréchet distance (videogpt.metrics.frechet) and FVD trials
-(videogpt.metrics.trials).
+"""Evaluation metrics: the models' own reports (videogpt.metrics.reports: reconstruction, bits/dim), I3D
+features (videogpt.metrics.i3d), the two published I3D protocol flavours (videogpt.metrics.protocol), the
+Fréchet distance (videogpt.metrics.frechet) and FVD trials (videogpt.metrics.trials).
 
 The Fréchet and trial parts need only NumPy/SciPy; the I3D and protocol names are imported lazily (they
 pull in torch).
