@@ -3,7 +3,7 @@ configs, timed in one process, with the reference's figures recorded next to the
 
     python -m bench.reference_configs [--threads 2] [--rows vqvae_train,...] [--runs N] [--quick] [--profile]
 
-Rows (the reference figures were measured on this machine kind, 2 threads, quiet machine):
+Rows (the recorded reference figures: an AVX-512 EPYC, 2 threads, quiet machine):
 - vqvae_train: 64 channels, 2 res blocks, downsample (4,4,4), 512 codes x 64, attention on, batch 4 of 16x64x64,
   forward + backward + clip_grad_norm_(1.0) + Adam (what train_vqvae does per step). Reference 0.337 s.
 - vqvae_encode: the same model, VQVAE.encode of 8 clips in eval mode under inference_mode. Reference 0.120 s.
@@ -17,8 +17,11 @@ skipped (and say so) on CPUs without native bf16 kernels, where bf16 is 5-20x sl
 The sampler decodes batches of up to videogpt.sampling.ONE_THREAD_MAX_BATCH sequences on one thread (its matmuls
 are a few rows each); rows ending in _all_threads switch that off, to check the choice on another machine.
 
-ratio = reference time / project time (> 1: the project is faster). Times are the minimum and the median over
-`runs` timed calls after one untimed warm-up; the ratio uses the median. The models are randomly initialised
+ratio = reference time / project time (> 1: the project is faster). With `--reference PATH` (a checkout of the
+reference) the reference's side of each row runs here too, its timed calls alternating with the project's
+(bench/reference_side.py), so the ratio is measured on this machine; without it, the ratio is against the recorded
+figures of issue 16 (REFERENCE), which came from an AVX-512 host. Times are the minimum and the median over
+`runs` timed calls after one untimed warm-up; the ratio uses the medians. The models are randomly initialised
 (speed does not depend on the weights); inputs are moving-digit clips and random token grids. Prints one JSON
 object.
 """
@@ -47,6 +50,9 @@ VQVAE_LR, PRIOR_LR = 3e-4, 3e-4
 # Seconds per step (sampling: seconds per position), measured for the reference on this machine kind (issue 16).
 REFERENCE = {"vqvae_train": 0.337, "vqvae_encode": 0.120, "prior_train": 4.43, "prior_train_no_attn_dropout": 4.43,
              "sample_b4": 5.27e-3}
+# Rows bench.reference_side can time on the reference itself (--reference).
+REFERENCE_ROWS = ("vqvae_train", "vqvae_encode", "prior_train", "prior_train_no_attn_dropout", "sample_b1", "sample_b4",
+                  "sample_b16")
 _VQ = "VQ-VAE 64 ch, 2 res blocks, downsample 4x4x4, 512 x 64 codes, 16x64x64 clips"
 _PRIOR = "prior 4 layers x 252, 4 heads, 4x16x16 latent, 512 codes, dropout 0.2"
 DESCRIPTIONS = {
@@ -158,20 +164,42 @@ def build(row: str):
     raise ValueError(f"unknown row {row!r}; expected one of {', '.join(ROWS)}")
 
 
-def time_row(row: str, runs: int, profile: bool = False) -> dict:
+def timed(fn, per: int) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) / per
+
+
+def stats(times: list[float]) -> dict:
+    return {"median": round(statistics.median(times), 6), "min": round(min(times), 6),
+            "times": [round(t, 6) for t in times]}
+
+
+def time_row(row: str, runs: int, profile: bool = False, reference=None) -> dict:
+    """The project's row; with `reference` (bench.reference_side.import_reference's modules) the reference's same
+    row too, their timed calls alternating (project, reference, project, ...) so that both see the same machine
+    state, and the ratio is measured here. Without it the ratio is against REFERENCE's recorded figures."""
     fn, per = build(row)
+    base = row.removesuffix("_bf16").removesuffix("_all_threads")
+    ref_fn = None
+    if reference is not None and row in REFERENCE_ROWS:
+        from bench.reference_side import build as build_reference
+        ref_fn, ref_per = build_reference(reference, base)
+        ref_fn()  # warm-up
     fn()  # warm-up
-    times = []
+    times, ref_times = [], []
     for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) / per)
-    med = statistics.median(times)
-    out = {"config": describe(row), "unit": "s/position" if per > 1 else "s/step", "median": round(med, 6), "min": round(min(times), 6),
-           "times": [round(t, 6) for t in times]}
-    ref = REFERENCE.get(row.removesuffix("_bf16").removesuffix("_all_threads"))
-    if ref is not None:
-        out.update(reference=ref, ratio=round(ref / med, 2), ratio_best=round(ref / min(times), 2))
+        times.append(timed(fn, per))
+        if ref_fn is not None:
+            ref_times.append(timed(ref_fn, ref_per))
+    out = {"config": describe(row), "unit": "s/position" if per > 1 else "s/step", **stats(times)}
+    if ref_fn is not None:
+        measured = stats(ref_times)
+        out.update(reference=measured["median"], reference_measured=measured,
+                   ratio=round(measured["median"] / out["median"], 2))
+    elif base in REFERENCE:
+        out.update(reference=REFERENCE[base], reference_source="recorded (issue 16, AVX-512 host)",
+                   ratio=round(REFERENCE[base] / out["median"], 2), ratio_best=round(REFERENCE[base] / out["min"], 2))
     if profile:
         out["profile_top_ops"] = profile_top(fn, steps=1, top=15)
     return out
@@ -183,9 +211,16 @@ def main(argv=None) -> dict:
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--runs", type=int, default=None, help="timed calls per row (default 3; --quick: 2)")
     ap.add_argument("--profile", action="store_true", help="add each row's top ops (torch.profiler) to the JSON")
+    ap.add_argument("--reference", metavar="PATH", default=None,
+                    help="a checkout of wilson1yan/VideoGPT: time its side of each row here too, alternating with the "
+                         "project's (bench/reference_side.py); without it ratios use the recorded figures")
     args = ap.parse_args(argv)
     threads = set_threads(args.threads)
     runs = args.runs or (2 if args.quick else 3)
+    reference = None
+    if args.reference:
+        from bench.reference_side import import_reference
+        reference = import_reference(args.reference)
     results = {}
     native_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
     for row in args.rows.split(","):
@@ -193,7 +228,7 @@ def main(argv=None) -> dict:
             results[row] = {"skipped": "no native bf16 kernels on this CPU (torch.ops.mkldnn._is_mkldnn_bf16_supported)"}
             continue
         load0 = loadavg()
-        results[row] = {**time_row(row, runs, args.profile), "loadavg_before_after": [load0, loadavg()]}
+        results[row] = {**time_row(row, runs, args.profile, reference), "loadavg_before_after": [load0, loadavg()]}
         log(f"{row}: {results[row]}")
     headline = {row: {k: r[k] for k in ("median", "unit", "reference", "ratio", "skipped") if k in r}
                 for row, r in results.items()}
@@ -205,8 +240,10 @@ def main(argv=None) -> dict:
                                                  "vqvae_train_batch": VQVAE_TRAIN_BATCH,
                                                  "vqvae_encode_batch": VQVAE_ENCODE_BATCH,
                                                  "prior_batch": PRIOR_BATCH},
-                 "method": "one warm-up call, then `runs` timed calls per row in one process; ratio = reference "
-                           "figure / median project time"})
+                 "reference": args.reference or "recorded figures (REFERENCE)",
+                 "method": "one warm-up call, then `runs` timed calls per row in one process (with --reference the "
+                           "project's and the reference's calls alternate); ratio = reference median / project "
+                           "median"})
 
 
 if __name__ == "__main__":
