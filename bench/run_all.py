@@ -1,6 +1,7 @@
 """Run every benchmark script in bench/, collect their JSON into bench/results.json, print a markdown summary.
 
     python -m bench.run_all [--threads N] [--full] [--only vqvae,prior_train] [--out bench/results.json]
+                           [--reference PATH]
 
 Each script runs in its own subprocess (fresh interpreter, its own peak RSS), with quick settings unless
 --full is given, under a per-script time limit; a script that fails or times out is recorded with its error
@@ -9,7 +10,8 @@ and the rest still run. The markdown table printed at the end is the README's be
 On a shared machine use --threads 1, or export OMP_WAIT_POLICY=PASSIVE: with OpenMP's default spin-waiting, a
 2-thread step whose second core is busy with another process runs 3-100x slower (measured; see the warning the
 table gets when the load average was at least the core count).
-Scripts in bench/ not listed in RUNS are run with --threads only.
+Scripts in bench/ not listed in RUNS are run with --threads only, except RUN_ALONE's (gpu.py, loss_curves.py).
+--reference PATH (a checkout of wilson1yan/VideoGPT) makes reference_configs time the reference's side too.
 """
 from __future__ import annotations
 
@@ -23,7 +25,9 @@ from pathlib import Path
 from bench.common import log, loadavg, machine_info
 
 BENCH = Path(__file__).resolve().parent
-NOT_BENCHMARKS = {"common.py", "run_all.py", "__init__.py"}
+NOT_BENCHMARKS = {"common.py", "run_all.py", "__init__.py", "reference_side.py"}
+# Run alone, not here: gpu.py needs a CUDA device (its CPU form is a test); loss_curves.py trains for minutes.
+RUN_ALONE = {"gpu.py", "loss_curves.py"}
 
 # (id, script, quick args, full args, time limit in s), in the order they run. A script may appear more than once.
 RUNS = [
@@ -37,6 +41,8 @@ RUNS = [
      ["--configs", "large"], 240),
     ("i3d", "i3d.py", ["--batch-size", "2", "--runs", "2", "--warmup", "1"], [], 180),
     ("reference_configs", "reference_configs.py", ["--quick"], [], 300),
+    ("ceilings", "ceilings.py", ["--quick"], [], 240),
+    ("long_sampling", "long_sampling.py", ["--quick"], [], 240),
 ]
 
 
@@ -180,9 +186,20 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
                 continue
             per_position = r["unit"] == "s/position"
             time_ = f"{1e3 * r['median']:.2f} ms/position" if per_position else f"{r['median']:.3f} s/step"
-            note = (f"{r['ratio']:.2f}x the reference ({1e3 * r['reference']:.2f} ms/position)" if per_position
-                    else f"{r['ratio']:.2f}x the reference ({r['reference']:.3f} s)") if "ratio" in r else ""
+            how = "timed alongside" if "reference_measured" in r else "recorded figure"
+            note = (f"{r['ratio']:.2f}x the reference ({1e3 * r['reference']:.2f} ms/position, {how})" if per_position
+                    else f"{r['ratio']:.2f}x the reference ({r['reference']:.3f} s, {how})") if "ratio" in r else ""
             rows.append((f"Reference config: {row}", r["config"], time_, note))
+    ceil = _get(results, "ceilings", "result")
+    if ceil:
+        smp, vq = ceil["sampler_b4"], ceil["vqvae_train"]
+        mb = sum(smp["bytes_per_step"].values()) / 1e6
+        rows.append(("Ceiling: sampler, reference config", f"batch {smp['batch']}, 1 thread",
+                     f"{smp['ms_per_position']:.2f} ms/position",
+                     f"floor {smp['floor_ms_per_position']:.2f} ms: {mb:.1f} MB read per step at {smp['stream_gbps']} GB/s"))
+        rows.append(("Ceiling: VQ-VAE train step, reference config", "batch 4 of 16x64x64",
+                     f"{vq['s_per_step']:.3f} s/step", f"3D convolutions {_pct(vq['conv_share'])} of the time: at most "
+                     f"{vq['ceiling_vs_conv_only']:.2f}x faster without changing them"))
     for name, entry in results.items():
         if not entry.get("ok"):
             rows.append((f"bench {name}", entry.get("command", ""), "failed", entry.get("error", "")))
@@ -216,10 +233,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--full", action="store_true", help="each script's default (longer) settings")
     ap.add_argument("--only", default=None, help="comma-separated run ids or script names (e.g. vqvae,sample)")
     ap.add_argument("--out", default=str(BENCH / "results.json"))
+    ap.add_argument("--reference", metavar="PATH", default=None,
+                    help="a checkout of wilson1yan/VideoGPT, passed to reference_configs: its side is timed here too")
     args = ap.parse_args(argv)
     threads = args.threads or len(os.sched_getaffinity(0))
 
-    found = sorted(p.name for p in BENCH.glob("*.py") if p.name not in NOT_BENCHMARKS)
+    found = sorted(p.name for p in BENCH.glob("*.py") if p.name not in NOT_BENCHMARKS | RUN_ALONE)
     runs = [r for r in RUNS if r[1] in found]
     runs += [(Path(f).stem, f, [], [], 240) for f in found if f not in {r[1] for r in RUNS}]
     if args.only:
@@ -230,7 +249,9 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     results = {}
     for run_id, script, quick, full, limit in runs:
-        results[run_id] = run_script(script, full if args.full else quick, threads, limit * (3 if args.full else 1))
+        extra = ["--reference", args.reference] if args.reference and script == "reference_configs.py" else []
+        limit *= (3 if args.full else 1) * (3 if extra else 1)
+        results[run_id] = run_script(script, (full if args.full else quick) + extra, threads, limit)
     meta["loadavg_after"] = loadavg()
     meta["total_seconds"] = round(time.perf_counter() - t0, 1)
     table = markdown(results, meta)

@@ -1,0 +1,108 @@
+"""Where the time goes in the two rows of issue 16 whose targets this CPU does not reach, and how far the
+hardware would let them go: the sampler at batch 4 and the VQ-VAE training step, at bench.reference_configs's
+configs (the reference implementation's own).
+
+    python -m bench.ceilings [--threads 2] [--quick]
+
+Sampler (sample_tokens, batch 4, 1,024 positions of a 4 x 252 prior; decoding runs on one thread, see
+videogpt.sampling.ONE_THREAD_MAX_BATCH):
+- `profile`: self time per position of each operation (torch.profiler), largest first;
+- `bytes_per_step`: what one step must read whatever the kernels: every decode weight once, and the keys and
+  values of the filled prefix (on average half the sequence), in float32, which the exact equality with the
+  recompute sampler requires;
+- `stream_gbps`: this machine's measured read bandwidth over a buffer of that size, one thread (torch.sum);
+- `floor_ms_per_position` = bytes / bandwidth: no kernel that reads its operands can be faster. The gap between
+  it and the measured time is the small kernels' inefficiency (a 4-row GEMM, a one-query attention), which a
+  fused decode kernel could close and library calls cannot.
+
+VQ-VAE train step (batch 4 of 16x64x64): `conv_share` is the share of the step's self time spent in oneDNN /
+PyTorch 3D convolution kernels (forward and backward), which the reference calls too, with the same shapes.
+`ceiling_vs_conv_only` = step time / conv time: the speed-up over this code if everything but the convolutions
+cost nothing, an upper bound on any ratio to the reference that does not change the convolutions.
+Prints one JSON object.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from bench.common import emit, log, parser, profile_top, set_threads
+from bench.reference_configs import PRIOR_REF, VQVAE_REF, vqvae_train_step
+from videogpt.prior import Prior, PriorConfig
+from videogpt.sampling import sample_tokens
+
+CONV_OPS = ("convolution", "conv_transpose", "mkldnn_convolution", "convolution_backward")
+
+
+def stream_gbps(n_bytes: int, repeats: int = 20) -> float:
+    """Read bandwidth (GB/s) of torch.sum over a float32 buffer of n_bytes, on the current thread count."""
+    x = torch.rand(max(1, n_bytes // 4))
+    x.sum()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        x.sum()
+    return n_bytes * repeats / (time.perf_counter() - t0) / 1e9
+
+
+def sampler(batch: int = 4, runs: int = 2) -> dict:
+    torch.manual_seed(0)
+    cfg = PriorConfig(**{**PRIOR_REF, "n_codes": VQVAE_REF.n_codes, "embedding_dim": VQVAE_REF.embedding_dim})
+    prior = Prior(cfg, torch.randn(cfg.n_codes, cfg.embedding_dim))
+    torch.nn.init.normal_(prior.head.weight, std=0.02)
+
+    def run():
+        sample_tokens(prior, batch, seed=0, batch_size=batch)
+    run()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - t0) / cfg.seq_len)
+    ms = 1e3 * min(times)
+    weights = sum(p.numel() for name, p in prior.named_parameters() if "blocks" in name or "head" in name) * 4
+    kv_mean = cfg.n_layer * batch * 2 * (cfg.seq_len / 2) * cfg.n_embd * 4
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)  # the decode loop's thread count at this batch
+    try:
+        gbps = stream_gbps(int(weights + kv_mean))
+    finally:
+        torch.set_num_threads(saved)
+    floor = (weights + kv_mean) / (gbps * 1e9) * 1e3
+    profile = profile_top(run, steps=1, top=10)
+    for row in profile:
+        row["self_us_per_position"] = round(row.pop("self_ms_per_step") * 1e3 / cfg.seq_len, 1)
+    return {"batch": batch, "ms_per_position": round(ms, 3), "bytes_per_step": {"weights": int(weights),
+            "kv_mean": int(kv_mean)}, "stream_gbps": round(gbps, 1), "floor_ms_per_position": round(floor, 3),
+            "measured_over_floor": round(ms / floor, 1), "profile": profile}
+
+
+def vqvae_train(runs: int = 2) -> dict:
+    step, _ = vqvae_train_step(False)
+    step()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    profile = profile_top(step, steps=1, top=200)
+    conv = sum(r["pct"] for r in profile if any(r["op"].endswith(op) for op in CONV_OPS))
+    return {"s_per_step": round(min(times), 4), "conv_share": round(conv / 100, 3),
+            "ceiling_vs_conv_only": round(100 / max(conv, 1e-9), 2), "profile": profile[:10]}
+
+
+def main(argv=None) -> dict:
+    ap = parser(__doc__.split("\n\n")[0])
+    ap.set_defaults(threads=2)
+    args = ap.parse_args(argv)
+    threads = set_threads(args.threads)
+    runs = 1 if args.quick else 2
+    out = {"bench": "ceilings", "threads": threads, "sampler_b4": sampler(4, runs)}
+    log(f"sampler: {out['sampler_b4']['ms_per_position']} ms/position, floor {out['sampler_b4']['floor_ms_per_position']}")
+    out["vqvae_train"] = vqvae_train(runs)
+    log(f"vqvae: conv share {out['vqvae_train']['conv_share']}")
+    return emit(out)
+
+
+if __name__ == "__main__":
+    main()
