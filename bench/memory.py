@@ -68,15 +68,14 @@ def child_tokenize(store: str, out: str, threads: int) -> dict:
     import torch
     torch.set_num_threads(threads)
     from videogpt.config import load
-    from videogpt.data.dataset import store_attrs
+    from videogpt.data.clip_store import store_attrs
     from videogpt.tokens import build_token_store
-    from videogpt.training import vqvae_config
-    from videogpt.vqvae import VQVAE
+    from videogpt.vqvae import VQVAE, VQVAEConfig
     params = load(REPO / "params.yaml")
     attrs = store_attrs(store)
     T, R = attrs["sequence_length"], attrs["resolution"]
     torch.manual_seed(0)
-    vqvae = VQVAE(vqvae_config(params, (T, R, R))).eval()
+    vqvae = VQVAE(VQVAEConfig.from_params(params.vqvae, (T, R, R))).eval()
     base = rss_mb()
     t0 = time.perf_counter()
     counts = build_token_store(vqvae, store, Path(out) / "tokens.zarr", fingerprint="bench",

@@ -29,15 +29,13 @@ LARGE = dict(latent_shape=(4, 16, 16), n_codes=1024, embedding_dim=256, n_layer=
 
 
 def default_config() -> tuple[PriorConfig, int, object]:
-    """The prior of params.yaml, built by the train_prior stage's own config function."""
+    """The prior of params.yaml, built as the train_prior stage builds it (PriorConfig.from_params)."""
     from videogpt.config import load
-    from videogpt.training import prior_config, vqvae_config
-    from videogpt.vqvae import VQVAE
+    from videogpt.vqvae import VQVAEConfig
     params = load(REPO / "params.yaml")
     d = params.data
-    with torch.device("meta"):  # only its shapes are needed
-        vqvae = VQVAE(vqvae_config(params, (d.sequence_length, d.resolution, d.resolution)))
-    cfg = prior_config(params, vqvae, n_classes=0, frame_shape=(d.resolution, d.resolution))
+    vqvae = VQVAEConfig.from_params(params.vqvae, (d.sequence_length, d.resolution, d.resolution))
+    cfg = PriorConfig.from_params(params.prior, vqvae, n_classes=0, frame_shape=(d.resolution, d.resolution))
     return cfg, params.prior.batch_size, params.prior
 
 

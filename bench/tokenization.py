@@ -39,8 +39,7 @@ def main(argv=None) -> dict:
     from videogpt.config import load
     from videogpt.data.dataset import ClipDataset
     from videogpt.tokens import build_token_store
-    from videogpt.training import vqvae_config
-    from videogpt.vqvae import VQVAE
+    from videogpt.vqvae import VQVAE, VQVAEConfig
 
     params = load(REPO / "params.yaml")
     d = params.data
@@ -48,7 +47,7 @@ def main(argv=None) -> dict:
     bs = args.batch_size or params.tokenize.batch_size
     workers = params.tokenize.num_workers if args.workers is None else args.workers
     torch.manual_seed(0)
-    vqvae = VQVAE(vqvae_config(params, (T, R, R))).eval()
+    vqvae = VQVAE(VQVAEConfig.from_params(params.vqvae, (T, R, R))).eval()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_tokenize_"))
     try:

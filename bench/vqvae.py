@@ -29,10 +29,9 @@ from videogpt.vqvae import VQVAE, VQVAEConfig
 def default_config():
     """(VQVAEConfig, train batch, encode batch) of params.yaml (the real config builder of train_vqvae)."""
     from videogpt.config import load
-    from videogpt.training import vqvae_config
     params = load(REPO / "params.yaml")
     d = params.data
-    cfg = vqvae_config(params, (d.sequence_length, d.resolution, d.resolution))
+    cfg = VQVAEConfig.from_params(params.vqvae, (d.sequence_length, d.resolution, d.resolution))
     return cfg, params.vqvae.batch_size, params.tokenize.batch_size, params.vqvae.lr
 
 

@@ -63,3 +63,18 @@ def test_training_stages_do_not_reach_the_fvd_code(stage):
     assert "videogpt.evaluation" not in closure
     deps = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]["deps"]
     assert "videogpt/evaluation.py" not in deps and f"stages/{stage}.py" in deps
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "bench").glob("*.py")), ids=lambda p: p.name)
+def test_bench_scripts_import_names_that_exist(path):
+    """Every `from videogpt... import name` of a bench script, also those inside functions (which no import of
+    the script runs), names something the library has: a library change cannot silently break a benchmark."""
+    import importlib
+
+    missing = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module.split(".")[0] == "videogpt":
+            module = importlib.import_module(node.module)
+            missing += [f"{node.module}.{a.name}" for a in node.names if not hasattr(module, a.name)
+                        and importlib.util.find_spec(f"{node.module}.{a.name}") is None]
+    assert not missing, f"{path.name} imports names the library does not have: {missing}"
