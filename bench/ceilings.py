@@ -98,7 +98,8 @@ def main(argv=None) -> dict:
     threads = set_threads(args.threads)
     runs = 1 if args.quick else 2
     out = {"bench": "ceilings", "threads": threads, "sampler_b4": sampler(4, runs)}
-    log(f"sampler: {out['sampler_b4']['ms_per_position']} ms/position, floor {out['sampler_b4']['floor_ms_per_position']}")
+    smp = out["sampler_b4"]
+    log(f"sampler: {smp['ms_per_position']} ms/position, floor {smp['floor_ms_per_position']}")
     out["vqvae_train"] = vqvae_train(runs)
     log(f"vqvae: conv share {out['vqvae_train']['conv_share']}")
     return emit(out)

@@ -208,6 +208,14 @@ def children_peak_rss_mb() -> float:
 # Command line and output
 
 
+NO_BF16 = "no native bf16 kernels on this CPU (torch.ops.mkldnn._is_mkldnn_bf16_supported): bf16 runs 5-20x slower"
+
+
+def native_bf16() -> bool:
+    """Whether this CPU has native bf16 kernels; without them (AVX2-only hosts) the bf16 rows are skipped."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def parser(description: str) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--threads", type=int, default=None,

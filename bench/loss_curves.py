@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.common import REPO, emit, log, moving_digit_clips, parser, set_threads
+from bench.common import REPO, emit, log, moving_digit_clips, native_bf16, parser, set_threads
 from videogpt import prior as prior_module
 from videogpt.prior import Prior, PriorConfig
 from videogpt.vqvae import VQVAE, VQVAEConfig
@@ -165,7 +165,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     threads = set_threads(args.threads)
     steps = min(args.steps, 60) if args.quick else args.steps
-    bf16 = args.bf16 or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    bf16 = args.bf16 or native_bf16()
     skipped = "skipped: no native bf16 kernels on this CPU (pass --bf16 to run anyway)"
     out = {}
     if "prior" in args.what:

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import torch
 
-from bench.common import REPO, Peak, emit, loadavg, log, parser, profile_top, set_threads, summarize
+from bench.common import (NO_BF16, REPO, Peak, emit, loadavg, log, native_bf16, parser, profile_top, set_threads,
+                          summarize)
 from videogpt.lightning import PriorModule
 from videogpt.prior import Prior, PriorConfig
 
@@ -106,9 +107,12 @@ def main(argv=None) -> dict:
     threads = set_threads(args.threads)
     wanted = args.configs.split(",")
     peak = Peak()
-    out = {}
+    out, skipped = {}, {}
     for name, cfg, batch, pp in configs():
         if name not in wanted:
+            continue
+        if name.endswith("_bf16") and not native_bf16():
+            skipped[name] = NO_BF16
             continue
         runs = args.runs or (3 if name.startswith("large") else 5)
         if args.quick:
@@ -117,8 +121,9 @@ def main(argv=None) -> dict:
     headline = {name: {"tokens_per_s": r["tokens_per_s"], "mfu": r["mfu"],
                        "mfu_vs_best_peak": r["mfu_vs_best_peak"]} for name, r in out.items()}
     return emit({"bench": "prior_train", "threads": threads, "peak": peak.record(), "headline": headline,
-                 "results": out, "method": "median wall time per step after warm-up, each step paired with a "
-                 "float32 matmul peak sample taken just before it"})
+                 "results": out, "skipped": skipped,
+                 "method": "median wall time per step after warm-up, each step paired with a float32 matmul peak "
+                           "sample taken just before it"})
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ import time
 
 import torch
 
-from bench.common import emit, loadavg, log, moving_digit_clips, parser, profile_top, set_threads
+from bench.common import (NO_BF16, emit, loadavg, log, moving_digit_clips, native_bf16, parser, profile_top,
+                          set_threads)
 from videogpt.lightning import PriorModule
 from videogpt.prior import Prior, PriorConfig
 from videogpt import sampling as sampling_module
@@ -222,10 +223,9 @@ def main(argv=None) -> dict:
         from bench.reference_side import import_reference
         reference = import_reference(args.reference)
     results = {}
-    native_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
     for row in args.rows.split(","):
-        if row.endswith("_bf16") and not native_bf16:
-            results[row] = {"skipped": "no native bf16 kernels on this CPU (torch.ops.mkldnn._is_mkldnn_bf16_supported)"}
+        if row.endswith("_bf16") and not native_bf16():
+            results[row] = {"skipped": NO_BF16}
             continue
         load0 = loadavg()
         results[row] = {**time_row(row, runs, args.profile, reference), "loadavg_before_after": [load0, loadavg()]}

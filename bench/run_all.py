@@ -196,7 +196,8 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
         mb = sum(smp["bytes_per_step"].values()) / 1e6
         rows.append(("Ceiling: sampler, reference config", f"batch {smp['batch']}, 1 thread",
                      f"{smp['ms_per_position']:.2f} ms/position",
-                     f"floor {smp['floor_ms_per_position']:.2f} ms: {mb:.1f} MB read per step at {smp['stream_gbps']} GB/s"))
+                     f"floor {smp['floor_ms_per_position']:.2f} ms: {mb:.1f} MB read per step at "
+                     f"{smp['stream_gbps']} GB/s"))
         rows.append(("Ceiling: VQ-VAE train step, reference config", "batch 4 of 16x64x64",
                      f"{vq['s_per_step']:.3f} s/step", f"3D convolutions {_pct(vq['conv_share'])} of the time: at most "
                      f"{vq['ceiling_vs_conv_only']:.2f}x faster without changing them"))

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import torch
 
-from bench.common import (REPO, Peak, emit, loadavg, log, moving_digit_clips, parser, profile_top,
-                          set_threads, summarize)
+from bench.common import (NO_BF16, REPO, Peak, emit, loadavg, log, moving_digit_clips, native_bf16, parser,
+                          profile_top, set_threads, summarize)
 from videogpt.vqvae import VQVAE, VQVAEConfig
 
 
@@ -129,9 +129,12 @@ def main(argv=None) -> dict:
     threads = set_threads(args.threads)
     wanted = args.configs.split(",")
     peak = Peak()
-    out = {}
+    out, skipped = {}, {}
     for name, cfg, train_bs, enc_bs, lr in configs():
         if name not in wanted:
+            continue
+        if name.endswith("_bf16") and not native_bf16():
+            skipped[name] = NO_BF16
             continue
         runs = args.runs or (2 if name == "paper" else 5)
         if args.quick:
@@ -140,9 +143,10 @@ def main(argv=None) -> dict:
     headline = {f"{name}_{what}": {"clips_per_s": r[what]["clips_per_s"], "mfu": r[what]["mfu"]}
                 for name, r in out.items() for what in ("train", "encode")}
     return emit({"bench": "vqvae", "threads": threads, "peak": peak.record(), "headline": headline,
-                 "results": out, "method": "median wall time per step after warm-up; train = forward + "
-                 "backward + clip_grad_norm_(1.0) + Adam.step + zero_grad on one in-memory batch; encode = "
-                 "VQVAE.encode under inference_mode in eval mode"})
+                 "results": out, "skipped": skipped,
+                 "method": "median wall time per step after warm-up; train = forward + backward + clip_grad_norm_(1.0) "
+                           "+ Adam.step + zero_grad on one in-memory batch; encode = VQVAE.encode under "
+                           "inference_mode in eval mode"})
 
 
 if __name__ == "__main__":
