@@ -1,9 +1,9 @@
 """Time per generated frame as videos grow past the training length (the sliding-window sampler).
 
-    python -m bench.long_sampling [--threads N] [--n-frames 8,16,32,64] [--batch-size 4] [--quick]
+    python -m bench.long_sampling [--threads N] [--n-frames 16,32,64,128] [--batch-size 4] [--quick]
 
-Prints one JSON object. The models are the default run's (params.yaml's prior and VQ-VAE on 8-frame 32 px
-clips: a 4x8x8 latent), randomly initialised: speed does not depend on the weights. For each n_frames, a
+Prints one JSON object. The models are the default run's (the schema's defaults, which params.yaml holds: 16-frame
+32 px clips, a 4x8x8 latent), randomly initialised: speed does not depend on the weights. For each n_frames, a
 batch of videos is generated end to end with `videogpt.sampling.sample` (the sliding window when n_frames
 exceeds the training length, then the blended windowed decode), median of a few runs after a warm-up;
 the token sampling and the decoding are also timed apart. Per generated frame the sampler runs the same
@@ -37,13 +37,16 @@ def build(params: Params) -> tuple[Prior, VQVAE]:
 
 def main(argv=None):
     ap = parser(__doc__)
-    ap.add_argument("--n-frames", default="8,16,32,64", help="video lengths (multiples of 2, >= 8)")
+    ap.add_argument("--n-frames", default=None,
+                    help="video lengths, comma-separated (default: 1, 2, 4 and 8 times the default clip length)")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args(argv)
     threads = set_threads(args.threads)
-    lengths = [int(n) for n in args.n_frames.split(",")][:3 if args.quick else None]
     params = Params()
+    clip = params.data.sequence_length
+    lengths = ([int(n) for n in args.n_frames.split(",")] if args.n_frames else
+               [clip, 2 * clip, 4 * clip, 8 * clip])[:3 if args.quick else None]
     prior, vqvae = build(params)
     t, h, w = prior.config.latent_shape
     f = params.data.sequence_length // t
