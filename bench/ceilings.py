@@ -27,7 +27,7 @@ import time
 
 import torch
 
-from bench.common import emit, log, parser, profile_top, set_threads
+from bench.common import emit, log, parser, profile_top, set_threads, time_runs
 from bench.reference_configs import PRIOR_REF, VQVAE_REF, vqvae_train_step
 from videogpt.prior import Prior, PriorConfig
 from videogpt.sampling import sample_tokens
@@ -53,13 +53,7 @@ def sampler(batch: int = 4, runs: int = 2) -> dict:
 
     def run():
         sample_tokens(prior, batch, seed=0, batch_size=batch)
-    run()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - t0) / cfg.seq_len)
-    ms = 1e3 * min(times)
+    ms = 1e3 * min(time_runs(run, runs=runs)) / cfg.seq_len
     weights = sum(p.numel() for name, p in prior.named_parameters() if "blocks" in name or "head" in name) * 4
     kv_mean = cfg.n_layer * batch * 2 * (cfg.seq_len / 2) * cfg.n_embd * 4
     saved = torch.get_num_threads()
@@ -79,15 +73,10 @@ def sampler(batch: int = 4, runs: int = 2) -> dict:
 
 def vqvae_train(runs: int = 2) -> dict:
     step, _ = vqvae_train_step(False)
-    step()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
+    seconds = min(time_runs(step, runs=runs))
     profile = profile_top(step, steps=1, top=200)
     conv = sum(r["pct"] for r in profile if any(r["op"].endswith(op) for op in CONV_OPS))
-    return {"s_per_step": round(min(times), 4), "conv_share": round(conv / 100, 3),
+    return {"s_per_step": round(seconds, 4), "conv_share": round(conv / 100, 3),
             "ceiling_vs_conv_only": round(100 / max(conv, 1e-9), 2), "profile": profile[:10]}
 
 

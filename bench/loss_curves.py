@@ -167,6 +167,19 @@ def main(argv=None) -> dict:
     steps = min(args.steps, 60) if args.quick else args.steps
     bf16 = args.bf16 or native_bf16()
     skipped = "skipped: no native bf16 kernels on this CPU (pass --bf16 to run anyway)"
+    only = args.only.split(",") if args.only else None
+
+    def run_variants(model: str, variants: dict, results: dict, fit) -> None:
+        """Train each variant (`only` those asked for; bf16 ones skipped without native bf16) into results."""
+        for name, kw in variants.items():
+            if only and name not in only:
+                continue
+            if kw["bf16"] and not bf16:
+                results[name] = skipped
+                continue
+            results[name] = fit(**kw)
+            log(f"{model} {name}: {({k: v for k, v in results[name].items() if k != 'curve'})}")
+
     out = {}
     if "prior" in args.what:
         train, test, n_codes, source = token_data(args.tokens)
@@ -178,26 +191,13 @@ def main(argv=None) -> dict:
                 "blocked_bf16": dict(attention=blocked, bf16=True)}
         out["prior"] = {"data": source, "train_grids": len(train), "latent_shape": list(train.shape[1:]),
                         "runs": {}}
-        for name, kw in runs.items():
-            if args.only and name not in args.only.split(","):
-                continue
-            if kw["bf16"] and not bf16:
-                out["prior"]["runs"][name] = skipped
-                continue
-            out["prior"]["runs"][name] = prior_run(train, test, n_codes, steps, args.every, **kw)
-            log(f"prior {name}: {({k: v for k, v in out['prior']['runs'][name].items() if k != 'curve'})}")
+        run_variants("prior", runs, out["prior"]["runs"], lambda **kw: prior_run(train, test, n_codes, steps,
+                                                                               args.every, **kw))
     if "vqvae" in args.what:
         runs = {"channels_last": dict(bf16=False), "channels_first": dict(bf16=False, channels_last=False),
                 "seed1": dict(bf16=False, seed=1), "bf16": dict(bf16=True)}
         out["vqvae"] = {"data": "moving-digit clips 8x32x32 (the default dataset's generator)", "runs": {}}
-        for name, kw in runs.items():
-            if args.only and name not in args.only.split(","):
-                continue
-            if kw["bf16"] and not bf16:
-                out["vqvae"]["runs"][name] = skipped
-                continue
-            out["vqvae"]["runs"][name] = vqvae_run(steps, args.every, **kw)
-            log(f"vqvae {name}: {({k: v for k, v in out['vqvae']['runs'][name].items() if k != 'curve'})}")
+        run_variants("vqvae", runs, out["vqvae"]["runs"], lambda **kw: vqvae_run(steps, args.every, **kw))
     return emit({"bench": "loss_curves", "threads": threads, "steps": steps, "results": out})
 
 

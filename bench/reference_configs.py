@@ -183,7 +183,7 @@ def time_row(row: str, runs: int, profile: bool = False, reference=None) -> dict
     fn, per = build(row)
     base = row.removesuffix("_bf16").removesuffix("_all_threads")
     ref_fn = None
-    if reference is not None and row in REFERENCE_ROWS:
+    if reference is not None and base in REFERENCE_ROWS:
         from bench.reference_side import build as build_reference
         ref_fn, ref_per = build_reference(reference, base)
         ref_fn()  # warm-up
@@ -230,12 +230,6 @@ def main(argv=None) -> dict:
         load0 = loadavg()
         results[row] = {**time_row(row, runs, args.profile, reference), "loadavg_before_after": [load0, loadavg()]}
         log(f"{row}: {results[row]}")
-    for row, r in results.items():  # an _all_threads row against the reference timed for its base row
-        base = results.get(row.removesuffix("_all_threads"), {})
-        if row.endswith("_all_threads") and "reference_measured" in base and "median" in r:
-            r.update(reference=base["reference"], reference_measured=base["reference_measured"],
-                     ratio=round(base["reference"] / r["median"], 2))
-            r.pop("reference_source", None), r.pop("ratio_best", None)
     headline = {row: {k: r[k] for k in ("median", "unit", "reference", "ratio", "skipped") if k in r}
                 for row, r in results.items()}
     return emit({"bench": "reference_configs", "threads": threads, "runs": runs, "headline": headline,
