@@ -4,12 +4,14 @@
     python -m pipeline.tables all --json exp_show.json   # or reads a saved payload
     -> reports/tables/<table>.md and <table>.csv (written atomically), markdown printed
 
-One row per finished experiment plus the baseline commit (and the workspace when it differs
-from both), sorted by the swept parameter; rows that share a value are all listed. Queued,
-running and failed experiments are not rows; the table names them below. A null FVD is "n/a"
-with its reason as a footnote; a metric that is absent is "-" (with the file's error, if any). A metric
-measured over several trials ({"mean", "std", "trials"}, as FVD with eval.n_trials > 1) shows as
-"mean ± std" (population std); the CSV gives the mean and a "<column> std" column beside it.
+A table holds only comparable runs: the baseline commit and the finished experiments (and the workspace
+when it differs from them) whose params equal the baseline's in everything but the table's swept params and
+the seeds (SEED_KEYS); any other run is left out and named with the keys that differ. One row per value of
+the swept params, sorted by it: the mean ± sample std over its runs (seeds) for every column, the spread over
+FVD trials shown separately. Each column's numbers come from one protocol (the baseline's): a number measured
+under another is left out with the differing protocol keys, never averaged. Queued, running and failed
+experiments are not rows; the table names them below. A null FVD is "n/a" with its reason as a footnote; a
+metric that is absent is "-" (with the file's error, if any).
 
 What `dvc exp show --json` (DVC 3.67) returns, as parsed here: a list of commits, the first
 with rev "workspace". Each is {rev, name, data, error, experiments}; experiments is null or a
@@ -33,12 +35,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline.paths import EVAL_METRICS, PRIOR_METRICS
+from pipeline.paths import EVAL_METRICS, PRIOR_METRICS, VQVAE_METRICS
 from videogpt.fileio import write_text
 
 PARAMS_FILE = "params.yaml"
-PRIOR, EVAL = str(PRIOR_METRICS), str(EVAL_METRICS)
-PROTOCOL_KEYS = ("i3d_protocol", "n_real", "n_generated", "frames", "resolution")  # FVDs differing here are not comparable
+VQVAE, PRIOR, EVAL = str(VQVAE_METRICS), str(PRIOR_METRICS), str(EVAL_METRICS)
+# What the table's heading says of a protocol (the whole protocol decides what is comparable)
+PROTOCOL_SUMMARY = ("fvd_protocol", "i3d_protocol", "n_real", "n_generated", "n_trials", "frames", "resolution",
+                    "weights_sha256", "condition", "n", "split")
 
 
 @dataclass
@@ -156,7 +160,7 @@ def latent_key(params: dict) -> tuple:
 class Column:
     header: str
     file: str      # metrics file as DVC names it
-    key: str       # dotted path inside it; a {value, reason} entry is unwrapped
+    key: str       # dotted path inside it; a {value|mean, std, trials, reason, protocol} entry is unwrapped
     fmt: str
 
 
@@ -166,79 +170,191 @@ class TableSpec:
     key_header: str
     key: Callable[[dict], tuple]
     columns: tuple[Column, ...]
+    swept: tuple[str, ...]         # the params the table varies; every other param (but the seeds) must match
 
 
-VAL_BPD = Column("val bits/dim", PRIOR, "val_bits_per_dim", ".3f")
-TEST_BPD = Column("test bits/dim", EVAL, "test_bits_per_dim", ".3f")
+# Bits/dim: the prior's report on the test split (VideoGPT has no validation split, so the "val" metric and
+# evaluate's test bits/dim measure the same thing): one column, from the stage that trains the prior.
+BPD = Column("bits/dim (↓)", PRIOR, "val_bits_per_dim", ".3f")
 FVD = Column("FVD (↓)", EVAL, "fvd", ".1f")
 R_FVD = Column("R-FVD (↓)", EVAL, "r_fvd", ".1f")
 FVD_STAR = Column("FVD* (↓)", EVAL, "fvd_star", ".1f")
-NMSE = Column("NMSE (↓)", EVAL, "recon.nmse", ".4f")
+NMSE = Column("NMSE (↓)", VQVAE, "nmse", ".4f")   # the VQ-VAE's own report: Table 3 needs no prior
 
 TABLES = {
     "prior_size": TableSpec("Prior size (paper Table 4)", "Transformer Layers", param_key("prior.n_layer"),
-                            (VAL_BPD, TEST_BPD, FVD)),
+                            (BPD, FVD), swept=("prior.n_layer",)),
     "codebook_size": TableSpec("Number of codes (paper Table 6)", "# of Codes", param_key("vqvae.n_codes"),
-                               (R_FVD, FVD, VAL_BPD, TEST_BPD)),
-    "latent_size": TableSpec("Latent size (paper Table 5)", "Latent Size", latent_key, (R_FVD, FVD, FVD_STAR)),
+                               (R_FVD, FVD, BPD), swept=("vqvae.n_codes",)),
+    "latent_size": TableSpec("Latent size (paper Table 5)", "Latent Size", latent_key, (R_FVD, FVD, FVD_STAR),
+                             swept=("vqvae.downsample",)),
+    # the paper matched parameters by giving the VQ-VAE without attention more residual blocks
     "attention": TableSpec("Axial attention in the VQ-VAE (paper Table 3)", "VQ-VAE Architecture",
                            param_key("vqvae.attention", lambda v: "With Attention" if v else "No Attention"),
-                           (NMSE, R_FVD)),
+                           (NMSE, R_FVD), swept=("vqvae.attention", "vqvae.n_res_layers")),
 }
+
+# Seeds: a row is the mean over runs that differ only in these. data.split_seed, default_data.seed and
+# eval.seed are not among them: they change the data or the FVD's real clips, so they must match.
+SEED_KEYS = ("seed", "vqvae.seed", "prior.seed", "sample.seed")
 
 
 # ---------------------------------------------------------------- building
+def flat_params(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{"a.b": value} of nested params; lists are leaves."""
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(flat_params(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def fixed_params(rec: Record, spec: TableSpec) -> dict[str, Any]:
+    """The params that must be equal for two runs to share a table: all but the swept ones and the seeds."""
+    return {k: v for k, v in flat_params(rec.params).items() if k not in spec.swept and k not in SEED_KEYS}
+
+
+def _differences(a: dict, b: dict) -> list[str]:
+    """"key: a vs b" for every key whose value differs (absent is a value)."""
+    return [f"{k}: {json.dumps(a.get(k))} vs {json.dumps(b.get(k))}"
+            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def _label(rec: Record) -> str:
+    return f"{rec.name} (baseline)" if rec.kind == "baseline" else rec.name
+
+
+def comparable_runs(records: list[Record], spec: TableSpec) -> tuple[list[Record], list[str]]:
+    """The runs that may share one table, and "name (differs from <reference> in key: a vs b)" for the others.
+
+    The reference is the baseline commit (else the first record): a row never mixes in a run trained with other
+    params than the swept ones and the seeds. A run whose params equal an earlier one's, seeds included, is
+    the same run measured twice (e.g. the workspace after `dvc repro`) and is not counted again."""
+    if not records:
+        return [], []
+    reference = next((r for r in records if r.kind == "baseline"), records[0])
+    ref = fixed_params(reference, spec)
+    kept, refused, seen = [], [], []
+    for rec in records:
+        diff = _differences(fixed_params(rec, spec), ref)
+        if diff:
+            refused.append(f"{_label(rec)} (differs from {reference.name} in {'; '.join(diff)})")
+        elif any(rec.params == other.params for other in seen):
+            refused.append(f"{_label(rec)} (the same params and seeds as "
+                           f"{_label(next(o for o in seen if o.params == rec.params))})")
+        else:
+            kept.append(rec)
+            seen.append(rec)
+    return kept, refused
+
+
+@dataclass
+class Measure:
+    """One run's number for one column."""
+    value: float | None
+    trial_std: float | None        # spread over FVD trials, when the entry has several
+    note: str | None               # why the value is missing
+    protocol: dict | None
+
+
+def measure(rec: Record, col: Column) -> Measure:
+    tree = rec.metrics.get(col.file)
+    node = _get(tree, col.key)
+    protocol = tree.get("protocol") if isinstance(tree, dict) else None
+    trial_std = None
+    if isinstance(node, dict):  # {"mean", "std", "trials", "reason", "protocol"} or {"value", ...}; DVC drops nulls
+        protocol = node.get("protocol", protocol)
+        value, reason = node.get("mean", node.get("value")), node.get("reason")
+        if value is None:
+            return Measure(None, None, reason or f"{col.file}: no {col.key}", protocol)
+        n_trials = node.get("n_trials") or len(node.get("trials") or ())  # DVC drops lists from metrics
+        if n_trials > 1 and isinstance(node.get("std"), (int, float)):
+            trial_std = float(node["std"])
+        node = value
+    if not isinstance(node, (int, float)) or isinstance(node, bool):
+        return Measure(None, None, rec.errors.get(col.file) or f"{col.file}: no {col.key}", protocol)
+    return Measure(float(node), trial_std, None, protocol)
+
+
+def _std(values: list[float]) -> float:
+    mean = sum(values) / len(values)
+    return (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def aggregate(runs: list[Record], col: Column, reference_protocol: dict | None) -> dict:
+    """The cell of one row: mean ± std over the runs (seeds) whose protocol is the column's reference one.
+
+    A number measured under another protocol is never averaged with the others nor shown beside them: it is
+    left out with a note naming the protocol keys that differ."""
+    measures = [(r, measure(r, col)) for r in runs]
+    usable, notes = [], []
+    for rec, m in measures:
+        if m.value is None:
+            notes.append(m.note)
+        elif reference_protocol is not None and m.protocol is not None and m.protocol != reference_protocol:
+            diff = _differences(flat_params(m.protocol), flat_params(reference_protocol))
+            notes.append(f"{_label(rec)}: measured under another protocol than the table's ({'; '.join(diff)}), "
+                         "left out")
+        else:
+            usable.append(m)
+    note = "; ".join(dict.fromkeys(n for n in notes if n)) or None
+    if not usable:
+        return {"text": "-" if all(m.note and "unreadable" in m.note for _, m in measures) else "n/a",
+                "value": None, "std": None, "trial_std": None, "n": 0, "note": note}
+    values = [m.value for m in usable]
+    mean = sum(values) / len(values)
+    std = _std(values) if len(values) > 1 else None
+    trial_stds = [m.trial_std for m in usable if m.trial_std is not None]
+    trial_std = sum(trial_stds) / len(trial_stds) if trial_stds else None
+    text = format(mean, col.fmt) + (f" ± {format(std, col.fmt)}" if std is not None else "")
+    if trial_std is not None:
+        text += f" (trials ± {format(trial_std, col.fmt)})"
+    if len(usable) < len(runs):
+        note = f"{len(usable)} of {len(runs)} runs: {note}"
+    return {"text": text, "value": mean, "std": std, "trial_std": trial_std, "n": len(values), "note": note}
+
+
+def _run_order(rec: Record) -> tuple:
+    """Within a row: the baseline first, then by seeds."""
+    flat = flat_params(rec.params)
+    return rec.kind != "baseline", json.dumps([flat.get(k) for k in SEED_KEYS]), rec.name
+
+
 @dataclass
 class Table:
     name: str
     title: str
     header: list[str]
-    rows: list[list[dict]]          # cells: {"text", "value", "note"}; note is a footnote text or None
-    protocols: list[tuple[dict, list[str]]]   # distinct FVD protocols and the rows using each
-    skipped: list[str]
-
-
-def _cell(rec: Record, col: Column) -> dict:
-    node = _get(rec.metrics.get(col.file), col.key)
-    std = None
-    if isinstance(node, dict):  # {"mean", "std", "trials", "reason", ...} or {"value", ...}; DVC drops null leaves
-        value, note = node.get("mean", node.get("value")), node.get("reason")
-        if value is None:
-            return {"text": "n/a", "value": None, "note": note}
-        n_trials = node.get("n_trials") or len(node.get("trials") or ())  # DVC drops lists from metrics
-        if n_trials > 1 and isinstance(node.get("std"), (int, float)):
-            std = node["std"]
-        node = value
-    if node is None:
-        return {"text": "-", "value": None, "note": rec.errors.get(col.file)}
-    text = format(node, col.fmt) if isinstance(node, (int, float)) else str(node)
-    if std is not None:
-        text += f" ± {format(std, col.fmt)}"
-    return {"text": text, "value": node, "std": std, "note": None}
+    rows: list[list[dict]]          # cells: {"text", "value", "note", ...}; note is a footnote text or None
+    protocols: dict[str, dict]      # column header -> the protocol its numbers were measured under
+    skipped: list[str]              # not finished (queued, running, failed)
+    refused: list[str]              # finished, but not comparable with the table's runs
 
 
 def build_table(name: str, records: list[Record], skipped: list[str] = ()) -> Table:
+    """One row per value of the swept params: mean ± std over the runs that differ only in their seeds."""
     spec = TABLES[name]
-    order = {"baseline": 0, "experiment": 1, "workspace": 2}
-    keyed = sorted(((spec.key(r.params), r) for r in records),
-                   key=lambda kr: (kr[0][0], order[kr[1].kind], kr[1].timestamp or "", kr[1].name))
-    rows, protocols = [], []
-    for (_, key_text), rec in keyed:
-        label = f"{rec.name} (baseline)" if rec.kind == "baseline" else rec.name
+    kept, refused = comparable_runs(records, spec)
+    groups: dict[tuple, list[Record]] = {}
+    for rec in kept:
+        groups.setdefault(spec.key(rec.params), []).append(rec)
+    protocols = {}
+    by_preference = sorted(kept, key=lambda r: r.kind != "baseline")  # the baseline's protocol, else the first
+    for col in spec.columns:
+        protocols[col.header] = next((m.protocol for m in (measure(r, col) for r in by_preference)
+                                      if m.value is not None and m.protocol is not None), None)
+    rows = []
+    for (_, key_text), runs in sorted(groups.items(), key=lambda kv: kv[0][0]):
+        runs = sorted(runs, key=_run_order)
+        names = ", ".join(_label(r) for r in runs)
         rows.append([{"text": key_text, "value": key_text, "note": None},
-                     *(_cell(rec, c) for c in spec.columns),
-                     {"text": label, "value": label, "note": None}])
-        proto = _get(rec.metrics.get(EVAL), "fvd.protocol")
-        if isinstance(proto, dict):
-            proto = {k: proto[k] for k in PROTOCOL_KEYS if k in proto}
-            for p, names in protocols:
-                if p == proto:
-                    names.append(label)
-                    break
-            else:
-                protocols.append((proto, [label]))
-    header = [spec.key_header, *(c.header for c in spec.columns), "Experiment"]
-    return Table(name, spec.title, header, rows, protocols, list(skipped))
+                     *(aggregate(runs, c, protocols[c.header]) for c in spec.columns),
+                     {"text": str(len(runs)), "value": len(runs), "note": None},
+                     {"text": names, "value": names, "note": None}])
+    header = [spec.key_header, *(c.header for c in spec.columns), "Runs", "Experiments"]
+    return Table(name, spec.title, header, rows, {k: v for k, v in protocols.items() if v}, list(skipped), refused)
 
 
 # ---------------------------------------------------------------- rendering
@@ -247,7 +363,10 @@ def _md(text: str) -> str:
 
 
 def _protocol_text(proto: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in proto.items())
+    shown = {k: proto[k] for k in PROTOCOL_SUMMARY if proto.get(k) is not None}
+    if isinstance(shown.get("weights_sha256"), str):
+        shown["weights_sha256"] = shown["weights_sha256"][:12]
+    return ", ".join(f"{k}={v}" for k, v in shown.items())
 
 
 def render_markdown(table: Table) -> str:
@@ -260,35 +379,54 @@ def render_markdown(table: Table) -> str:
             notes.append(c["note"])
         return f"{_md(c['text'])} [^{notes.index(c['note']) + 1}]"
 
-    lines = [f"### {table.title}", ""]
-    if len(table.protocols) == 1:
-        lines += [f"FVD protocol: {_protocol_text(table.protocols[0][0])}", ""]
-    elif table.protocols:
-        lines += ["FVD protocols differ between rows (their FVDs are not comparable):", ""]
-        lines += [f"- {_protocol_text(p)}: {', '.join(names)}" for p, names in table.protocols] + [""]
-    lines += ["| " + " | ".join(table.header) + " |", "|" + "---|" * len(table.header)]
+    lines = [f"### {table.title}", "",
+             "Each row: mean ± std over its runs (seeds; sample std), the spread over FVD trials in brackets. "
+             "Numbers measured under another protocol than the column's are left out, never averaged.", ""]
+    distinct: list[tuple[dict, list[str]]] = []
+    for header, proto in table.protocols.items():
+        for p, headers in distinct:
+            if p == proto:
+                headers.append(header)
+                break
+        else:
+            distinct.append((proto, [header]))
+    lines += [f"- protocol of {', '.join(h)}: {_protocol_text(p)}" for p, h in distinct]
+    lines += ["", "| " + " | ".join(table.header) + " |", "|" + "---|" * len(table.header)]
     lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in table.rows]
     if not table.rows:
         lines.append("| " + " | ".join(["-"] * len(table.header)) + " |")
     if notes:
         lines += [""] + [f"[^{i}]: {_md(n)}" for i, n in enumerate(notes, 1)]
+    if table.refused:
+        lines += ["", "Not comparable, left out: " + ", ".join(_md(s) for s in table.refused) + "."]
     if table.skipped:
         lines += ["", "Not shown: " + ", ".join(_md(s) for s in table.skipped) + "."]
     return "\n".join(lines) + "\n"
 
 
 def render_csv(table: Table) -> str:
-    """The same rows with raw values: empty where missing or null, reasons in a notes column; a column
-    with trials (mean ± std) is followed by a "<column> std" column."""
-    with_std = [any(row[i].get("std") is not None for row in table.rows) for i in range(len(table.header))]
+    """The same rows with raw values: empty where missing or null, reasons in a notes column; each metric
+    column is followed by "<column> seed std" and, where FVD trials were run, "<column> trial std"."""
+    n_key, n_tail = 1, 2  # the swept key first; "Runs" and "Experiments" last
+    metrics = range(n_key, len(table.header) - n_tail)
+    with_trials = {i: any(row[i].get("trial_std") is not None for row in table.rows) for i in metrics}
+    head = [table.header[0]]
+    for i in metrics:
+        head += [table.header[i], f"{table.header[i]} seed std"] + ([f"{table.header[i]} trial std"]
+                                                                     if with_trials[i] else [])
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow([h for h, s in zip(table.header, with_std) for h in ([h, f"{h} std"] if s else [h])] + ["notes"])
+    writer.writerow(head + table.header[-n_tail:] + ["notes"])
+
+    def raw(v):
+        return "" if v is None else v
+
     for row in table.rows:
-        cells = []
-        for c, s in zip(row, with_std):
-            cells += [("" if c["value"] is None else c["value"])] + (["" if c.get("std") is None else c["std"]]
-                                                                    if s else [])
+        cells = [row[0]["value"]]
+        for i in metrics:
+            cells += [raw(row[i]["value"]), raw(row[i].get("std"))] + ([raw(row[i].get("trial_std"))]
+                                                                        if with_trials[i] else [])
+        cells += [c["value"] for c in row[-n_tail:]]
         writer.writerow(cells + ["; ".join(dict.fromkeys(c["note"] for c in row if c["note"]))])
     return buf.getvalue()
 

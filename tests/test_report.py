@@ -101,17 +101,18 @@ def test_live_curves_read_dvclive_tsv(tmp_path):
 
 
 def test_experiments_page_from_captured_dvc_output():
-    """Real `dvc exp show --json` output (tests/data/exp_show.json): 5 rows, their differing params and metrics."""
+    """Real `dvc exp show --json` output (tests/data/exp_show.json): 10 runs, their differing params and metrics."""
     records, skipped = tables.load_records(json.loads(FIXTURE.read_text()))
     curve = {r.rev: report.Line(r.rev, [1.0, 2.0], [3.0, 2.0 + i]) for i, r in enumerate(records)}
     html = report.experiments_page(records, skipped, {"dvclive/prior/plots/metrics/train/bits_per_dim.tsv": curve})
     params_table = html.split('id="s0"')[1].split("</table>")[0]
     keys = re.findall(r"<tr class=\"\"><td><code>([^<]+)</code>", params_table)
-    # the experiments vary prior.n_layer, vqvae.n_codes, vqvae.downsample, vqvae.attention and eval.i3d_weights
-    assert sorted(keys) == sorted(["prior.n_layer", "vqvae.n_codes", "vqvae.downsample", "vqvae.attention",
-                                   "eval.i3d_weights"])
+    # the experiments vary the seed, prior.n_layer, vqvae.n_codes, vqvae.downsample, vqvae.attention with
+    # vqvae.n_res_layers, and eval.i3d_weights
+    assert sorted(keys) == sorted(["seed", "prior.n_layer", "vqvae.n_codes", "vqvae.downsample", "vqvae.attention",
+                                   "vqvae.n_res_layers", "eval.i3d_weights"])
     for r in records:
         assert f"<th>{r.name}" in params_table
     assert "<td><code>metrics/prior.json: val_bits_per_dim</code></td>" in html
-    assert "null: no I3D weights: eval.i3d_weights is null" in html and ">140<" in html   # FVD of n_layer 2
+    assert "null: no I3D weights: eval.i3d_weights is null" in html and ">140<" in html   # FVD of n_layer 2, seed 0
     assert html.count('<img src="data:image/png;base64,') == 1 and "Not shown" in html and "(queued)" in html

@@ -36,14 +36,14 @@ def metric_rows(tree: dict, protocol: str = "", prefix: str = "") -> list[list[s
 
     {"fvd": {"value": None, "reason": "no weights", "what": "FD", "protocol": {"n": 4}}} gives
     ["fvd", "null: no weights", "FD; n=4"]. `dvc exp show` drops null leaves, so a node with a reason and
-    no value is a null value too. A per-trial node ({"trials", "mean", "std", ...}) is one row, "mean ± std
+    no value or mean is a null value too. A per-trial node ({"trials", "mean", "std", ...}) is one row, "mean ± std
     over n trials"."""
     if "protocol" in tree:
         protocol = protocol_text(tree["protocol"])
         if tree.get("what"):
             protocol = f"{tree['what']}; {protocol}"
     measured = {k: v for k, v in tree.items() if k not in META_KEYS}
-    if not measured and "reason" in tree:
+    if "reason" in tree and not {"value", "mean"} & tree.keys():  # e.g. {"n_trials": 1, "reason": ...} from DVC
         measured = {"value": None}
     if {"trials", "mean", "std"} <= measured.keys():  # a per-trial metric: one row, mean ± population std
         name = prefix.rstrip(".") or "value"
