@@ -104,3 +104,17 @@ def test_dvc_yaml_declares_the_paths_of_pipeline_paths():
                  "VQVAE_CKPT", "PRIOR_CKPT", "VQVAE_LIVE", "PRIOR_LIVE", "SAMPLES", "REAL_STATS",
                  "VQVAE_METRICS", "PRIOR_METRICS", "EVAL_METRICS"):
         assert str(getattr(paths, name)) in declared, name
+
+
+def test_each_training_has_its_own_seed_defaulting_to_the_top_level_one():
+    p = parse({"seed": 3})
+    assert (p.training_seed("vqvae"), p.training_seed("prior")) == (3, 3)
+    p = parse({"seed": 3, "prior": {"seed": 7}})
+    assert (p.training_seed("vqvae"), p.training_seed("prior")) == (3, 7)
+    # the stages' DVC params: prior.seed is not a dependency of train_vqvae or tokenize, so a prior.seed sweep
+    # reuses one VQ-VAE and its tokens (checked on a real `dvc exp run` in test_pipeline_e2e)
+    stages = yaml.safe_load(Path("dvc.yaml").read_text())["stages"]
+    for name in ("train_vqvae", "tokenize"):
+        assert not any(str(k).split(".")[0] == "prior" for k in stages[name].get("params", [])), name
+    with pytest.raises(ParamsError, match="prior.seed"):
+        parse({"prior": {"seed": -1}})

@@ -52,6 +52,10 @@ def test_repro_writes_every_declared_out(reproduced):
     assert vq["steps"] == 6 and 0 < vq["codes_used"] <= 1
     prior = json.loads((dst / "metrics/prior.json").read_text())
     assert prior["val_bits_per_dim"] > 0
+    # each model's own metrics file carries its size (a table about one model needs only that stage)
+    models = VideoGPT.from_pretrained(dst / "models")
+    assert vq["n_params"] == sum(p.numel() for p in models.vqvae.parameters() if p.requires_grad)
+    assert prior["n_params"] == models.prior.num_params()
     for curve in ("vqvae/plots/metrics/train/recon_loss.tsv", "prior/plots/metrics/train/bits_per_dim.tsv"):
         assert len((dst / "dvclive" / curve).read_text().splitlines()) > 1, curve  # dvc plots has data
     ev = json.loads((dst / "metrics/eval.json").read_text())
@@ -174,6 +178,21 @@ def test_exp_run_reruns_only_the_prior_and_after(reproduced):
     bpd = re.search(r"<td><code>metrics/prior.json: val_bits_per_dim</code></td><td>([^<]+)</td><td>([^<]+)</td>", html)
     assert bpd and bpd.group(1) != bpd.group(2)
     assert html.count('<img src="data:image/png;base64,') == 1
+
+def test_prior_seed_sweep_reuses_the_vqvae_and_its_tokens(reproduced):
+    """prior.seed has its own key: a second seed of the prior trains only the prior (and what reads it), and the
+    prior-size table averages the two seeds of the baseline's n_layer into one row."""
+    dst, env, _ = reproduced
+    run(["git", "checkout", "--", "params.yaml"], dst, env)  # the baseline's params (n_layer 1), not the last exp's
+    out = run([sys.executable, "-m", "dvc", "exp", "run", "-S", "prior.seed=1"], dst, env, timeout=900)
+    assert "Running stage 'train_prior'" in out and "Running stage 'sample'" in out
+    for skipped in ("preprocess", "train_vqvae", "tokenize", "fvd_real_stats"):
+        assert f"Running stage '{skipped}'" not in out
+    run([sys.executable, "-m", "pipeline.tables", "prior_size", "--out-dir", "reports/tables"], dst, env)
+    rows = [r.split(",") for r in (dst / "reports/tables/prior_size.csv").read_text().splitlines()[1:]]
+    assert [(r[0], r[5]) for r in rows] == [("1", "2"), ("2", "1")], rows   # n_layer, runs
+    assert float(rows[0][2]) > 0                                             # two seeds: a sample std
+
 
 def test_exp_run_of_a_longer_video_reruns_only_sample_and_evaluate(reproduced):
     """sample.n_frames=48 (12x the 4-frame clips): only the sample stage and what reads the samples run again,

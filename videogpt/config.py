@@ -86,6 +86,8 @@ class VQVAEParams:
     num_workers: int = _f(0, "DataLoader workers", lo=0)
     checkpoint_every: int = _f(150, "steps between resumable checkpoints", lo=1)
     val_every: int = _f(150, "steps between validation passes", lo=1)
+    seed: Optional[int] = _f(None, "seed of the VQ-VAE's training (init, data order); null = the top-level seed",
+                             lo=0)
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,8 @@ class PriorParams:
     num_workers: int = _f(0, "DataLoader workers", lo=0)
     checkpoint_every: int = _f(200, "steps between resumable checkpoints", lo=1)
     val_every: int = _f(200, "steps between validation passes", lo=1)
+    seed: Optional[int] = _f(None, "seed of the prior's training (init, data order, dropout); null = the top-level "
+                                   "seed. A prior.seed sweep reuses one VQ-VAE and its tokens", lo=0)
 
 
 @dataclass(frozen=True)
@@ -158,7 +162,7 @@ class TrainerParams:
 
 @dataclass(frozen=True)
 class Params:
-    seed: int = _f(0, "global seed of every stage", lo=0)
+    seed: int = _f(0, "seed of the trainings whose own seed (vqvae.seed, prior.seed) is null", lo=0)
     default_data: DefaultDataParams = _f(None, factory=DefaultDataParams)
     data: DataParams = _f(None, factory=DataParams)
     vqvae: VQVAEParams = _f(None, factory=VQVAEParams)
@@ -167,6 +171,12 @@ class Params:
     sample: SampleParams = _f(None, factory=SampleParams)
     eval: EvalParams = _f(None, factory=EvalParams)
     trainer: TrainerParams = _f(None, factory=TrainerParams)
+
+
+    def training_seed(self, stage: Literal["vqvae", "prior"]) -> int:
+        """The seed of one training: its own `<stage>.seed`, else the top-level `seed`."""
+        own = getattr(self, stage).seed
+        return self.seed if own is None else own
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from videogpt.fileio import write_json
 from videogpt.lightning import PriorModule, VQVAEModule, finish_resume, make_trainer, prepare_resume
 from videogpt.prior import ACTION_CONDITIONS, Prior, PriorConfig
 from videogpt.tokens import open_token_store, prior_dataset
-from videogpt.vqvae import VQVAE, VQVAEConfig
+from videogpt.vqvae import VQVAE, VQVAEConfig, count_parameters
 
 
 def _loader(ds, batch_size, num_workers, shuffle, drop_last=False):
@@ -34,6 +34,11 @@ def _loader(ds, batch_size, num_workers, shuffle, drop_last=False):
 
 def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def _without_seed(section) -> dict:
+    """A training section's params for its run key, whose "seed" entry holds the resolved seed."""
+    return {k: v for k, v in to_dict(section).items() if k != "seed"}
 
 
 class UnsafeCheckpointError(RuntimeError):
@@ -64,17 +69,18 @@ def train_vqvae(params: Params, *, clips_path, manifest_path, model_dir, ckpt_di
     train_dl = _loader(train_ds, vp.batch_size, vp.num_workers, shuffle=True, drop_last=True)
     val_dl = _loader(val_ds, vp.batch_size, vp.num_workers, shuffle=False)
 
-    run_key = {"params": {"seed": params.seed, "vqvae": to_dict(vp), "data": to_dict(params.data),
+    seed = params.training_seed("vqvae")
+    run_key = {"params": {"seed": seed, "vqvae": _without_seed(vp), "data": to_dict(params.data),
                           "trainer": to_dict(tp)},
                "clips": hashlib.sha256(Path(manifest_path).read_bytes()).hexdigest()}
     resume_from = prepare_resume(ckpt_dir, run_key)
-    torch.manual_seed(params.seed)
+    torch.manual_seed(seed)
     model = VQVAE(cfg)
     module = VQVAEModule(model, lr=vp.lr, log_every_n_steps=tp.log_every_n_steps, compile=tp.compile)
     # BatchNorm statistics are synchronised across GPUs under DDP (as the paper's code does); torch's
     # SyncBatchNorm has no CPU implementation, so CPU ranks keep their own running statistics.
     trainer = make_trainer(tp, name="train_vqvae", max_steps=vp.max_steps, ckpt_dir=ckpt_dir, live_dir=live_dir,
-                           val_every=vp.val_every, checkpoint_every=vp.checkpoint_every, seed=params.seed,
+                           val_every=vp.val_every, checkpoint_every=vp.checkpoint_every, seed=seed,
                            sync_batchnorm=tp.devices * tp.num_nodes > 1 and inference_device(tp).type == "cuda")
     fit(trainer, module, train_dl, val_dl, resume_from)
     if not trainer.is_global_zero:
@@ -85,6 +91,7 @@ def train_vqvae(params: Params, *, clips_path, manifest_path, model_dir, ckpt_di
     save_reconstruction_picture(model, val_ds, picture_path)
     report["ema_codes_used"] = float(model.codebook.usage())
     report["steps"] = trainer.global_step
+    report["n_params"] = count_parameters(model)  # a table about the VQ-VAE needs only this stage's metrics
     report["protocol"] = recon_protocol(report["n_clips"])
     write_json(metrics_path, report)
     finish_resume(ckpt_dir)
@@ -138,16 +145,17 @@ def train_prior(params: Params, *, vqvae_dir, tokens_path, clips_path, model_dir
     cfg = PriorConfig.from_params(pp, vqvae.config, n_classes=n_classes, frame_shape=frame_shape,
                                   action_shape=actions[0] if actions else None)
 
-    run_key = {"params": {"seed": params.seed, "prior": to_dict(pp), "trainer": to_dict(tp)}, "vqvae": fp}
+    seed = params.training_seed("prior")
+    run_key = {"params": {"seed": seed, "prior": _without_seed(pp), "trainer": to_dict(tp)}, "vqvae": fp}
     resume_from = prepare_resume(ckpt_dir, run_key)
-    torch.manual_seed(params.seed)
+    torch.manual_seed(seed)
     model = Prior(cfg, vqvae.codebook.embeddings.detach().clone())
     if actions:
         model.set_action_stats(*actions[1:])
     module = PriorModule(model, lr=pp.lr, weight_decay=pp.weight_decay, warmup_steps=pp.warmup_steps,
                          max_steps=pp.max_steps, log_every_n_steps=tp.log_every_n_steps, compile=tp.compile)
     trainer = make_trainer(tp, name="train_prior", max_steps=pp.max_steps, ckpt_dir=ckpt_dir, live_dir=live_dir,
-                           val_every=pp.val_every, checkpoint_every=pp.checkpoint_every, seed=params.seed)
+                           val_every=pp.val_every, checkpoint_every=pp.checkpoint_every, seed=seed)
     fit(trainer, module, _loader(train_ds, pp.batch_size, pp.num_workers, shuffle=True, drop_last=True),
         _loader(val_ds, pp.batch_size, pp.num_workers, shuffle=False), resume_from)
     if not trainer.is_global_zero:
