@@ -65,8 +65,10 @@ def dvc_executable() -> str:
 
 
 def dvc_env() -> dict:
-    """The environment for running dvc: no usage analytics."""
-    return {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    """The environment for running dvc: no usage analytics, and this environment's dvc first on PATH (a queue
+    worker started by `dvc queue start` runs `dvc` from PATH, which may lack it when the venv is not activated)."""
+    bin_dir = str(Path(dvc_executable()).parent)
+    return {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
 
 
 def dvc_exp_show(repo: str | Path = ".", *, all_commits: bool = False, dvc: str | None = None) -> list:
@@ -331,6 +333,7 @@ class Table:
     protocols: dict[str, dict]      # column header -> the protocol its numbers were measured under
     skipped: list[str]              # not finished (queued, running, failed)
     refused: list[str]              # finished, but not comparable with the table's runs
+    n_metrics: int                  # row layout: key, n_metrics measured cells, runs, experiments, then any others
 
 
 def build_table(name: str, records: list[Record], skipped: list[str] = ()) -> Table:
@@ -354,7 +357,8 @@ def build_table(name: str, records: list[Record], skipped: list[str] = ()) -> Ta
                      {"text": str(len(runs)), "value": len(runs), "note": None},
                      {"text": names, "value": names, "note": None}])
     header = [spec.key_header, *(c.header for c in spec.columns), "Runs", "Experiments"]
-    return Table(name, spec.title, header, rows, {k: v for k, v in protocols.items() if v}, list(skipped), refused)
+    return Table(name, spec.title, header, rows, {k: v for k, v in protocols.items() if v}, list(skipped), refused,
+                 len(spec.columns))
 
 
 # ---------------------------------------------------------------- rendering
@@ -407,8 +411,8 @@ def render_markdown(table: Table) -> str:
 def render_csv(table: Table) -> str:
     """The same rows with raw values: empty where missing or null, reasons in a notes column; each metric
     column is followed by "<column> seed std" and, where FVD trials were run, "<column> trial std"."""
-    n_key, n_tail = 1, 2  # the swept key first; "Runs" and "Experiments" last
-    metrics = range(n_key, len(table.header) - n_tail)
+    metrics = range(1, 1 + table.n_metrics)  # the swept key first; after the metrics "Runs", "Experiments", others
+    tail = range(1 + table.n_metrics, len(table.header))
     with_trials = {i: any(row[i].get("trial_std") is not None for row in table.rows) for i in metrics}
     head = [table.header[0]]
     for i in metrics:
@@ -416,7 +420,7 @@ def render_csv(table: Table) -> str:
                                                                      if with_trials[i] else [])
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(head + table.header[-n_tail:] + ["notes"])
+    writer.writerow(head + [table.header[i] for i in tail] + ["notes"])
 
     def raw(v):
         return "" if v is None else v
@@ -426,7 +430,7 @@ def render_csv(table: Table) -> str:
         for i in metrics:
             cells += [raw(row[i]["value"]), raw(row[i].get("std"))] + ([raw(row[i].get("trial_std"))]
                                                                         if with_trials[i] else [])
-        cells += [c["value"] for c in row[-n_tail:]]
+        cells += [raw(row[i]["value"]) for i in tail]
         writer.writerow(cells + ["; ".join(dict.fromkeys(c["note"] for c in row if c["note"]))])
     return buf.getvalue()
 

@@ -207,3 +207,24 @@ def test_exp_run_of_a_longer_video_reruns_only_sample_and_evaluate(reproduced):
     assert len(list((dst / "samples/mp4").glob("*.mp4"))) == 2 and (dst / "samples/grid.gif").is_file()
     fvd = json.loads((dst / "metrics/eval.json").read_text())["fvd"]
     assert fvd["mean"] is None and fvd["protocol"]["generated_frames"] == 48  # null: no weights here
+
+
+def test_paper_table_command_on_the_real_pipeline(reproduced):
+    """`python -m pipeline.paper prior_size` on the real pipeline, with a smaller grid through its flags (2 rows
+    x 2 seeds, 6 prior steps): the baseline is reproduced, the runs queued and run in DVC's temp workspaces, which
+    reuse the baseline's VQ-VAE and tokens, and the table is written beside the paper's numbers."""
+    dst, env, _ = reproduced
+    run(["git", "checkout", "--", "."], dst, env)  # the committed baseline (earlier tests left an experiment)
+    out = run([sys.executable, "-m", "pipeline.paper", "prior_size", "--rows", "1,2", "--seeds", "0", "1",
+               "--set", "prior.max_steps=6", "--jobs", "2", "--commit-baseline"], dst, env, timeout=1200)
+    assert "4 runs queued" in out and "4/4 runs finished" in out, out
+    md = (dst / "reports/tables/prior_size_mini.md").read_text()
+    rows = [[c.strip() for c in line.strip("|").split(" | ")] for line in md.splitlines() if line.startswith("| ")][1:]
+    assert [r[0] for r in rows] == ["1", "2", "", ""] and [r[3] for r in rows[:2]] == ["2", "2"], md
+    assert all(" ± " in r[1] for r in rows[:2]), md                  # bits/dim over two prior seeds
+    assert [r[-3] for r in rows] == ["2", "4", "8", "16"], md        # the paper's rows beside
+    for name in ("priorsize-mini-nlayer1-s0", "priorsize-mini-nlayer2-s1"):   # what each run re-ran
+        log = run([sys.executable, "-m", "dvc", "queue", "logs", name], dst, env)
+        assert "Running stage 'train_prior'" in log, log
+        for reused in ("preprocess", "train_vqvae", "tokenize"):
+            assert f"Running stage '{reused}'" not in log, log

@@ -31,11 +31,12 @@ TOY_SCRIPT = textwrap.dedent("""
     import json, os, sys, yaml
     p = yaml.safe_load(open("params.yaml"))
     n, codes, ds = p["prior"]["n_layer"], p["vqvae"]["n_codes"], p["vqvae"]["downsample"]
-    seed, att = p["seed"], p["vqvae"]["attention"]
+    att = p["vqvae"]["attention"]
+    vq_seed, seed = (p["seed"] if p[s]["seed"] is None else p[s]["seed"] for s in ("vqvae", "prior"))
     if n == 3:
         sys.exit("n_layer 3 is broken on purpose")
     os.makedirs("metrics", exist_ok=True)
-    nmse = 0.0033 + 0.0002 * seed if att else 0.0041 - 0.0001 * p["vqvae"]["n_res_layers"]
+    nmse = 0.0033 + 0.0002 * vq_seed if att else 0.0041 - 0.0001 * p["vqvae"]["n_res_layers"]
     json.dump({"nmse": nmse, "protocol": {"split": "test", "n": 40}}, open("metrics/vqvae.json", "w"))
     bpd = round(3.0 - 0.1 * n + 0.5 * (codes // 256) + 0.02 * seed, 3)
     json.dump({"val_bits_per_dim": bpd, "protocol": {"split": "test", "n": 40}}, open("metrics/prior.json", "w"))
@@ -62,8 +63,12 @@ TOY_PARAMS = textwrap.dedent("""
       n_codes: 128
       attention: true
       n_res_layers: 1
+      max_steps: 450
+      seed: null
     prior:
       n_layer: 4
+      max_steps: 600
+      seed: null
     eval:
       i3d_weights: i3d.pt
       n_trials: 1
