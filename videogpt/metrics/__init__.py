@@ -1,6 +1,7 @@
 """Evaluation metrics: the models' own reports (videogpt.metrics.reports: reconstruction, bits/dim), I3D
 features (videogpt.metrics.i3d), the two published I3D protocol flavours (videogpt.metrics.protocol), the
-Fréchet distance (videogpt.metrics.frechet) and FVD trials (videogpt.metrics.trials).
+Fréchet distance (videogpt.metrics.frechet), FVD trials (videogpt.metrics.trials) and TGANv2's UCF-101 C3D with the
+Inception Score (videogpt.metrics.c3d).
 
 The Fréchet and trial parts need only NumPy/SciPy; the I3D and protocol names are imported lazily (they
 pull in torch).
