@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from videogpt.checkpoint import fingerprint, load_vqvae, save_model
-from videogpt.config import Params, ParamsError, to_dict
+from videogpt.config import Params, ParamsError, TrainerParams, to_dict
 from videogpt.data.clip_store import check_clip_shape, read_actions
 from videogpt.data.dataset import ClipDataset
 from videogpt.distributed import inference_device
@@ -34,6 +34,16 @@ def _loader(ds, batch_size, num_workers, shuffle, drop_last=False):
 
 def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+# Trainer keys added after runs were first keyed: a run key lists them only when they differ from their defaults,
+# so a run at the defaults keeps its key (its checkpoints still resume, the VQ-VAE's config.json its bytes).
+LATER_TRAINER_KEYS = ("accumulate_grad_batches", "checkpoint_activations", "deterministic")
+
+
+def trainer_run_key(tp: TrainerParams) -> dict:
+    default = TrainerParams()
+    return {k: v for k, v in to_dict(tp).items() if k not in LATER_TRAINER_KEYS or v != getattr(default, k)}
 
 
 class UnsafeCheckpointError(RuntimeError):
@@ -65,11 +75,12 @@ def train_vqvae(params: Params, *, clips_path, manifest_path, model_dir, ckpt_di
     val_dl = _loader(val_ds, vp.batch_size, vp.num_workers, shuffle=False)
 
     run_key = {"params": {"seed": params.seed, "vqvae": to_dict(vp), "data": to_dict(params.data),
-                          "trainer": to_dict(tp)},
+                          "trainer": trainer_run_key(tp)},
                "clips": hashlib.sha256(Path(manifest_path).read_bytes()).hexdigest()}
     resume_from = prepare_resume(ckpt_dir, run_key)
     torch.manual_seed(params.seed)
     model = VQVAE(cfg)
+    model.set_activation_checkpointing(tp.checkpoint_activations)
     module = VQVAEModule(model, lr=vp.lr, log_every_n_steps=tp.log_every_n_steps, compile=tp.compile)
     # BatchNorm statistics are synchronised across GPUs under DDP (as the paper's code does); torch's
     # SyncBatchNorm has no CPU implementation, so CPU ranks keep their own running statistics.
@@ -138,12 +149,13 @@ def train_prior(params: Params, *, vqvae_dir, tokens_path, clips_path, model_dir
     cfg = PriorConfig.from_params(pp, vqvae.config, n_classes=n_classes, frame_shape=frame_shape,
                                   action_shape=actions[0] if actions else None)
 
-    run_key = {"params": {"seed": params.seed, "prior": to_dict(pp), "trainer": to_dict(tp)}, "vqvae": fp}
+    run_key = {"params": {"seed": params.seed, "prior": to_dict(pp), "trainer": trainer_run_key(tp)}, "vqvae": fp}
     resume_from = prepare_resume(ckpt_dir, run_key)
     torch.manual_seed(params.seed)
     model = Prior(cfg, vqvae.codebook.embeddings.detach().clone())
     if actions:
         model.set_action_stats(*actions[1:])
+    model.set_activation_checkpointing(tp.checkpoint_activations)
     module = PriorModule(model, lr=pp.lr, weight_decay=pp.weight_decay, warmup_steps=pp.warmup_steps,
                          max_steps=pp.max_steps, log_every_n_steps=tp.log_every_n_steps, compile=tp.compile)
     trainer = make_trainer(tp, name="train_prior", max_steps=pp.max_steps, ckpt_dir=ckpt_dir, live_dir=live_dir,

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from videogpt.checkpoint import SavedModel
 from videogpt.position import BroadcastPosEmbed
@@ -242,6 +244,30 @@ class AttentionResidualBlock(nn.Module):
         return x + h
 
 
+@contextmanager
+def _buffers_kept(module: nn.Module):
+    """Puts module's buffers back as they were on entry when the block exits, also by an exception (the
+    recomputation of torch.utils.checkpoint stops early by raising one)."""
+    saved = [b.clone() for b in module.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, s in zip(module.buffers(), saved):
+                b.copy_(s)
+
+
+def _run_block(block: nn.Module, x: torch.Tensor, pos: torch.Tensor | None, checkpointed: bool) -> torch.Tensor:
+    """block(x, pos); with activation checkpointing (trainer.checkpoint_activations) only x is kept for the
+    backward pass, which runs the block again (torch.utils.checkpoint, non-reentrant). That second run would
+    update BatchNorm's running statistics a second time: they are put back after it, so a checkpointed step
+    leaves the same state as a plain one."""
+    if not (checkpointed and torch.is_grad_enabled()):
+        return block(x, pos)
+    return checkpoint(block, x, pos, use_reentrant=False,
+                      context_fn=lambda: (nullcontext(), _buffers_kept(block)))
+
+
 # --------------------------------------------------------------------------------------------
 # Encoder / decoder
 
@@ -261,13 +287,14 @@ class Encoder(nn.Module):
         self.res = nn.ModuleList(AttentionResidualBlock(cfg) for _ in range(cfg.n_res_layers))
         self.norm = nn.BatchNorm3d(C)
         self.to_latent = SamePadConv3d(C, cfg.embedding_dim, 1)  # the reference's pre_vq_conv
+        self.checkpoint_blocks = False  # VQVAE.set_activation_checkpointing
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor | None) -> torch.Tensor:
         for conv in self.down:
             x = F.relu(conv(x))
         x = self.conv_last(x)
         for block in self.res:
-            x = block(x, pos)
+            x = _run_block(block, x, pos, self.checkpoint_blocks)
         return self.to_latent(F.relu(self.norm(x)))
 
 
@@ -287,11 +314,12 @@ class Decoder(nn.Module):
         # Without any resampling there is no transposed conv to produce the 3 output channels;
         # a 3x3x3 conv mirrors the encoder's conv_last (which then takes 3 channels).
         self.to_pixels = None if strides else SamePadConv3d(C, 3, 3)
+        self.checkpoint_blocks = False  # VQVAE.set_activation_checkpointing
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor | None) -> torch.Tensor:
         x = self.from_latent(x)
         for block in self.res:
-            x = block(x, pos)
+            x = _run_block(block, x, pos, self.checkpoint_blocks)
         x = F.relu(self.norm(x))
         for j, convt in enumerate(self.up):
             x = convt(x)
@@ -442,6 +470,11 @@ class VQVAE(nn.Module, SavedModel):
     @classmethod
     def from_saved(cls, config: dict, state: dict) -> "VQVAE":
         return cls(VQVAEConfig(**config))
+
+    def set_activation_checkpointing(self, on: bool) -> None:
+        """Recompute the residual blocks' activations in the backward pass instead of keeping them
+        (trainer.checkpoint_activations): same gradients and buffers, less memory, more compute."""
+        self.encoder.checkpoint_blocks = self.decoder.checkpoint_blocks = bool(on)
 
     # ---- shapes and checks
 
