@@ -154,3 +154,70 @@ def test_new_trainer_keys_at_their_defaults_leave_the_run_key_unchanged():
     for name in LATER_TRAINER_KEYS:
         changed = {"accumulate_grad_batches": 4, "checkpoint_activations": True, "deterministic": False}[name]
         assert trainer_run_key(TrainerParams(**{name: changed}))[name] == changed
+
+
+def graph_breaks(fn, *args) -> list:
+    import torch._dynamo
+    torch._dynamo.reset()
+    return torch._dynamo.explain(fn)(*args).break_reasons
+
+
+def test_vqvae_training_forward_has_no_graph_break():
+    """No host sync (e.g. reading the codebook's `initialized` flag) in the training forward, neither on the first
+    step (data-dependent codebook init) nor after it: torch.compile sees one graph."""
+    model = tiny_vqvae().train()
+    video = torch.rand(2, 3, 4, 8, 8, generator=torch.Generator().manual_seed(0)) - 0.5
+    assert model.codebook.needs_init
+    assert graph_breaks(model.forward, video) == []
+    assert not model.codebook.needs_init and bool(model.codebook.initialized)
+    assert graph_breaks(model.forward, video) == []
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.2])
+def test_prior_training_forward_has_no_graph_break(dropout):
+    model = tiny_prior(dropout=dropout).train()
+    tokens = torch.randint(0, 8, (3, 2, 2, 2), generator=torch.Generator().manual_seed(0))
+    assert graph_breaks(model.forward, tokens) == []
+
+
+def test_codebook_init_flag_follows_a_loaded_state():
+    """The codebook's Python-side init flag (read by forward instead of the buffer) follows load_state_dict both
+    ways: a loaded trained codebook is not re-initialised, a loaded fresh one is."""
+    trained, fresh = tiny_vqvae(), tiny_vqvae()
+    trained.train()(torch.rand(2, 3, 4, 8, 8) - 0.5)
+    other = tiny_vqvae()
+    other.load_state_dict(trained.state_dict())
+    assert not other.codebook.needs_init
+    other.load_state_dict(fresh.state_dict())
+    assert other.codebook.needs_init
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["vqvae", "prior"])
+def test_compiled_training_runs_and_matches_eager_loss(tmp_path, kind):
+    """trainer.compile: true trains both models on CPU (torch.compile of their training forward, inductor), and the
+    first step's loss equals the eager one to float tolerance."""
+    from videogpt.lightning import VQVAEModule
+
+    losses = {}
+
+    class Loss(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            losses.setdefault(compile, []).append(float(outputs["loss"]))
+
+    for compile in (False, True):
+        if kind == "vqvae":
+            module = VQVAEModule(tiny_vqvae(), lr=1e-3, log_every_n_steps=1, compile=compile)
+            data = [(v, 0) for v in torch.rand(4, 3, 4, 8, 8, generator=torch.Generator().manual_seed(0)) - 0.5]
+        else:
+            module = PriorModule(tiny_prior(), lr=1e-3, weight_decay=0.0, warmup_steps=0, max_steps=2,
+                                 log_every_n_steps=1, compile=compile)
+            data = [{"tokens": t} for t in torch.randint(0, 8, (4, 2, 2, 2), generator=torch.Generator().manual_seed(0))]
+        trainer = make_trainer(TrainerParams(accelerator="cpu", compile=compile, log_every_n_steps=1), name="t",
+                               max_steps=2, ckpt_dir=tmp_path / f"c{compile}", live_dir=tmp_path / f"l{compile}",
+                               val_every=100, checkpoint_every=100, seed=0)
+        trainer.callbacks.append(Loss())
+        trainer.fit(module, DataLoader(data, batch_size=2))
+        assert trainer.global_step == 2
+    assert len(losses[True]) == 2
+    assert losses[True][0] == pytest.approx(losses[False][0], rel=1e-4)

@@ -231,6 +231,8 @@ def dropout_keep_mask(shape, p: float, device=None) -> torch.Tensor:
     threshold = -2 ** 31 + round(p * 2 ** 32)  # P(uniform int32 >= threshold) = 1 - p
     if threshold >= 2 ** 31:  # p = 1: nothing is kept (and the threshold is past the int32 range)
         return torch.zeros(shape, dtype=torch.bool, device=device)
+    if torch.compiler.is_compiling():  # in-place random_ breaks the graph; compiled code draws its own numbers
+        return torch.rand(shape, device=device) >= p
     n = math.prod(shape)
     words = torch.empty((n + 1) // 2, dtype=torch.int64, device=device).random_(-2 ** 63, None)
     return words.view(torch.int32)[:n].view(shape) >= threshold

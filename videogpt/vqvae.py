@@ -364,6 +364,13 @@ class Codebook(nn.Module):
         self.register_buffer("N", torch.zeros(n_codes))          # EMA count of vectors assigned per code
         self.register_buffer("z_avg", self.embeddings.clone())   # EMA sum of vectors assigned per code
         self.register_buffer("initialized", torch.tensor(False))
+        # A Python copy of `initialized` for forward to branch on: reading the buffer there would stall the GPU
+        # every step (a host sync) and break torch.compile's graph. Kept equal by _init_from and by loading.
+        self.needs_init = True
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.needs_init = not bool(self.initialized)  # one host sync per load
 
     def usage(self) -> float:
         """Fraction of codes in use (EMA count N >= 1, the restart threshold). Unlike the batch perplexity
@@ -389,6 +396,7 @@ class Codebook(nn.Module):
         self.z_avg.copy_(rows)
         self.N.fill_(1.0)
         self.initialized.fill_(True)
+        self.needs_init = False
 
     @torch.no_grad()
     def _ema_update(self, flat: torch.Tensor, idx: torch.Tensor) -> None:
@@ -408,6 +416,9 @@ class Codebook(nn.Module):
         # Dead-code restart: every code whose EMA count is below 1 gets a fresh vector from this batch.
         # N and z_avg are deliberately left alone (as in the reference), so a code stays "dead" and is
         # re-drawn each step until it is actually assigned about one vector per step.
+        # The draw (and its broadcast) happens every step, also when no code is dead: skipping it would need the
+        # dead count on the host (a sync per step) and would shift the torch RNG stream the data loader's
+        # shuffles draw from (the default run has dead codes in 163 of its 450 steps).
         rows = self._random_rows(flat)
         used = (self.N >= 1.0)[:, None]
         self.embeddings.copy_(torch.where(used, self.embeddings, rows))
@@ -428,7 +439,7 @@ class Codebook(nn.Module):
             z = z.float()
             B, D, t, h, w = z.shape
             flat = z.permute(0, 2, 3, 4, 1).reshape(-1, D)
-            if self.training and not bool(self.initialized):
+            if self.training and self.needs_init:
                 self._init_from(flat.detach())
             idx = self.codes(flat.detach())
             e = F.embedding(idx, self.embeddings).view(B, t, h, w, D).permute(0, 4, 1, 2, 3)  # a copy:
