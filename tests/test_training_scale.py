@@ -221,3 +221,32 @@ def test_compiled_training_runs_and_matches_eager_loss(tmp_path, kind):
         assert trainer.global_step == 2
     assert len(losses[True]) == 2
     assert losses[True][0] == pytest.approx(losses[False][0], rel=1e-4)
+
+
+def test_axial_attention_past_the_sdpa_batch_limit_equals_one_unsliced_call(monkeypatch):
+    """Along t the axial attention folds B*h*w into SDPA's batch: 1 x 256 x 257 = 65,792 > 65,535, CUDA's limit.
+    The sliced computation equals one call over the whole batch, output and gradients (tiny head dims keep it
+    cheap on CPU)."""
+    import torch.nn.functional as F
+
+    import videogpt.vqvae as vqvae_mod
+    torch.manual_seed(0)
+    attn = vqvae_mod.AxialAttention(dim=3, n_heads=1)
+    x = torch.randn(1, 2, 256, 257, 3, requires_grad=True)
+    batches, real = [], F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda q, *a: batches.append(q.shape[0]) or real(q, *a))
+
+    def run():
+        x.grad = None
+        y = attn(x)
+        y.square().sum().backward()
+        return y.detach(), x.grad.clone()
+
+    sliced = run()
+    assert max(batches) <= vqvae_mod.SDPA_MAX_BATCH and 256 * 257 - vqvae_mod.SDPA_MAX_BATCH in batches
+    batches.clear()
+    monkeypatch.setattr(vqvae_mod, "SDPA_MAX_BATCH", 10 ** 9)
+    whole = run()
+    assert 256 * 257 in batches
+    torch.testing.assert_close(sliced[0], whole[0], rtol=0, atol=0)
+    torch.testing.assert_close(sliced[1], whole[1], rtol=1e-6, atol=1e-7)

@@ -170,6 +170,21 @@ class SamePadConvTranspose3d(nn.Module):
 # --------------------------------------------------------------------------------------------
 # Attention at the latent resolution
 
+# CUDA launches the flash and memory-efficient SDPA kernels with the batch as a grid dimension, which has at most
+# 65,535 blocks; past it they fail with "invalid configuration argument" (PyTorch issues 142228, 146704).
+SDPA_MAX_BATCH = 65_535
+
+
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """F.scaled_dot_product_attention of (B', heads, L, head_dim) q, k, v, in slices of at most SDPA_MAX_BATCH
+    along B' (each batch entry attends on its own, so slicing changes nothing). Axial attention folds two latent
+    axes and the batch into B': along t at 32x32 latents, a batch of 64 clips is 65,536."""
+    n = q.shape[0]
+    if n <= SDPA_MAX_BATCH:
+        return F.scaled_dot_product_attention(q, k, v)
+    return torch.cat([F.scaled_dot_product_attention(q[i:i + SDPA_MAX_BATCH], k[i:i + SDPA_MAX_BATCH],
+                                                     v[i:i + SDPA_MAX_BATCH]) for i in range(0, n, SDPA_MAX_BATCH)])
+
 
 class AxialAttention(nn.Module):
     """Three independent multi-head self-attentions, along T, along H and along W (each position attends
@@ -214,7 +229,7 @@ class AxialAttention(nn.Module):
         moved = qkv.movedim(axis, 5).movedim(3, 0)  # (3, B, a, b, heads, L, head_dim)
         _, B, a, b, heads, L, hd = moved.shape
         q, k, v = moved.reshape(3, B * a * b, heads, L, hd)
-        y = F.scaled_dot_product_attention(q, k, v)  # (B', heads, L, hd)
+        y = _sdpa(q, k, v)  # (B', heads, L, hd)
         return y.transpose(1, 2).reshape(B, a, b, L, heads * hd).movedim(3, axis)
 
 
