@@ -50,6 +50,14 @@ class UnsafeCheckpointError(RuntimeError):
     pass
 
 
+def same_buffers_as_rank0(model: torch.nn.Module) -> None:
+    """Every rank's buffers := rank 0's (the saved model's). Without SyncBatchNorm (CPU DDP) each rank's last step
+    updated its BatchNorm statistics from its own batch, and the ranks' shares of a report must use one model."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        for b in model.buffers():
+            torch.distributed.broadcast(b, 0)
+
+
 def fit(trainer, module, train_dl, val_dl, resume_from) -> None:
     """trainer.fit, resuming from `resume_from` if given; checkpoints load with weights_only=True."""
     try:
@@ -88,11 +96,14 @@ def train_vqvae(params: Params, *, clips_path, manifest_path, model_dir, ckpt_di
                            val_every=vp.val_every, checkpoint_every=vp.checkpoint_every, seed=params.seed,
                            sync_batchnorm=tp.devices * tp.num_nodes > 1 and inference_device(tp).type == "cuda")
     fit(trainer, module, train_dl, val_dl, resume_from)
+    # Lightning hands the model back on the CPU; the report runs on the run's device, shared by its ranks
+    model = model.to(trainer.strategy.root_device).eval()
+    same_buffers_as_rank0(model)
+    if trainer.is_global_zero:
+        save_model(model_dir, model, cfg, meta={"steps": trainer.global_step, "run_key": _digest(run_key)})
+    report = reconstruction_report(model, _loader(val_ds, vp.batch_size, vp.num_workers, shuffle=False), cfg.n_codes)
     if not trainer.is_global_zero:
         return {}
-    model = model.cpu().eval()
-    save_model(model_dir, model, cfg, meta={"steps": trainer.global_step, "run_key": _digest(run_key)})
-    report = reconstruction_report(model, _loader(val_ds, vp.batch_size, 0, shuffle=False), cfg.n_codes)
     save_reconstruction_picture(model, val_ds, picture_path)
     report["ema_codes_used"] = float(model.codebook.usage())
     report["steps"] = trainer.global_step
@@ -162,13 +173,15 @@ def train_prior(params: Params, *, vqvae_dir, tokens_path, clips_path, model_dir
                            val_every=pp.val_every, checkpoint_every=pp.checkpoint_every, seed=params.seed)
     fit(trainer, module, _loader(train_ds, pp.batch_size, pp.num_workers, shuffle=True, drop_last=True),
         _loader(val_ds, pp.batch_size, pp.num_workers, shuffle=False), resume_from)
+    model = model.to(trainer.strategy.root_device).eval()  # as in train_vqvae
+    if trainer.is_global_zero:
+        save_model(model_dir, model, cfg, meta={"steps": trainer.global_step, "vqvae_fingerprint": fp,
+                                                "class_names": list(root.attrs.get("class_names", []))})
+    val_bits = bits_per_dim(model, _loader(val_ds, pp.batch_size, pp.num_workers, shuffle=False))
     if not trainer.is_global_zero:
         return {}
-    model = model.cpu().eval()
-    save_model(model_dir, model, cfg, meta={"steps": trainer.global_step, "vqvae_fingerprint": fp,
-                                            "class_names": list(root.attrs.get("class_names", []))})
     report = {
-        "val_bits_per_dim": bits_per_dim(model, _loader(val_ds, pp.batch_size, 0, shuffle=False)),
+        "val_bits_per_dim": val_bits,
         "train_unigram_entropy_bits": unigram_entropy_bits(train_ds.tokens, cfg.n_codes),
         "n_params": model.num_params(),
         "steps": trainer.global_step,
