@@ -188,3 +188,21 @@ def test_bits_per_dim_under_ddp_equals_one_rank(ddp_run):
     one = bits_per_dim(prior, DataLoader(RandomTokens(32, cfg.latent_shape, cfg.n_codes), batch_size=BATCH))
     assert ranks[0] == ranks[1]
     assert abs(ranks[0] - one) <= 1e-6 * one
+
+
+def test_ranks_draw_different_dropout_masks(ddp_run):
+    """Per-rank seeds: the generator dropout draws from is in a different state on each rank when training starts
+    (rank 0 keeps the run's seed; the model, built before, is the same everywhere: the sync tests above)."""
+    r0, r1 = load_ranks(ddp_run, "prior")
+    assert not torch.equal(r0["rng_at_start"], r1["rng_at_start"])
+
+
+def test_a_nan_on_one_rank_stops_every_rank(ddp_env):
+    """Rank 1's loss turns NaN at step 2: the NaN guard's check is reduced across the ranks, so both ranks stop
+    with NonFiniteLossError at the same step (without the reduction rank 0 would go on into the next all-reduce
+    and fail or hang there)."""
+    tmp, env = ddp_env
+    proc = run_worker("nan", tmp, env)
+    assert proc.returncode != 0
+    assert proc.stderr.count("NonFiniteLossError: train_prior: the training loss became NaN or inf at or before "
+                             "step 1") == 2, proc.stderr[-4000:]

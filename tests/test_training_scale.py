@@ -250,3 +250,40 @@ def test_axial_attention_past_the_sdpa_batch_limit_equals_one_unsliced_call(monk
     assert 256 * 257 in batches
     torch.testing.assert_close(sliced[0], whole[0], rtol=0, atol=0)
     torch.testing.assert_close(sliced[1], whole[1], rtol=1e-6, atol=1e-7)
+
+
+def test_only_rank_zero_clears_stale_checkpoints(tmp_path, monkeypatch):
+    """prepare_resume: a rank other than 0 (as its launcher's environment says) never deletes nor writes; with a
+    stale key it starts fresh, with the current key and a last.ckpt it resumes, like rank 0."""
+    from videogpt.lightning import LAST, RUN_KEY_FILE, prepare_resume
+    (tmp_path / RUN_KEY_FILE).write_text('{"old": 1}')
+    (tmp_path / LAST).write_text("stale")
+    for var, value in (("LOCAL_RANK", "1"), ("RANK", "3"), ("NODE_RANK", "1")):
+        with monkeypatch.context() as m:
+            m.setenv(var, value)
+            assert prepare_resume(tmp_path, {"new": 1}) is None
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([RUN_KEY_FILE, LAST])
+    assert prepare_resume(tmp_path, {"new": 1}) is None  # rank 0: clears and writes the new key
+    assert [p.name for p in tmp_path.iterdir()] == [RUN_KEY_FILE]
+    (tmp_path / LAST).write_text("current")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert prepare_resume(tmp_path, {"new": 1}) == str(tmp_path / LAST)
+
+
+def test_checkpointed_generator_states_restore_the_stream():
+    """_save_rng / _load_rng: after a load the torch and python generators continue exactly where they were
+    saved (the checkpoint holds one state per rank; one here)."""
+    import random
+
+    from videogpt.lightning import _load_rng, _save_rng
+    torch.manual_seed(3)
+    random.seed(3)
+    checkpoint = {}
+    _save_rng(checkpoint)
+    assert len(checkpoint["rng"]["ranks"]) == 1
+    expected = (torch.rand(4), random.random())
+    torch.manual_seed(99)
+    random.seed(99)
+    _load_rng(checkpoint)
+    got = (torch.rand(4), random.random())
+    assert torch.equal(got[0], expected[0]) and got[1] == expected[1]
