@@ -287,3 +287,30 @@ def test_checkpointed_generator_states_restore_the_stream():
     _load_rng(checkpoint)
     got = (torch.rand(4), random.random())
     assert torch.equal(got[0], expected[0]) and got[1] == expected[1]
+
+
+def test_uint8_clips_converted_in_the_module_give_the_float_pipeline_bitwise(tmp_path):
+    """ClipDataset(uint8=True) batches, converted by the Lightning module on the device, give the VQ-VAE exactly the
+    float batches the float dataset gives (values and, through the model, every output bit), flips included."""
+    import numpy as np
+    import zarr
+
+    from videogpt.data.dataset import ClipDataset
+    from videogpt.lightning import as_video
+    rng = np.random.default_rng(0)
+    root = zarr.open_group(str(tmp_path / "clips.zarr"), mode="w")
+    g = root.create_group("train")
+    g.create_array("clips", data=rng.integers(0, 256, (4, 4, 8, 8, 3), dtype=np.uint8), chunks=(1, 4, 8, 8, 3))
+    g.create_array("labels", data=np.zeros(4, np.int32))
+    batches = {}
+    for uint8 in (False, True):
+        torch.manual_seed(0)
+        ds = ClipDataset(tmp_path / "clips.zarr", "train", hflip=True, uint8=uint8)
+        batches[uint8] = as_video(next(iter(DataLoader(ds, batch_size=4)))[0])
+    assert batches[True].dtype == torch.float32 and torch.equal(batches[True], batches[False])
+    outs = []
+    for uint8 in (False, True):
+        model = tiny_vqvae().train()
+        outs.append(model(batches[uint8]))
+    for key in ("loss", "recon"):
+        assert torch.equal(outs[0][key], outs[1][key])

@@ -23,6 +23,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 from videogpt.distributed import rank_and_world
 from videogpt.fileio import write_text
+from videogpt.video import to_float
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,12 @@ class _FiniteGuard:
         self.flag = None
 
 
+def as_video(batch_video: torch.Tensor) -> torch.Tensor:
+    """A loader's clips as the VQ-VAE's float video: uint8 (B, T, H, W, 3) clips (ClipDataset(uint8=True)) are
+    converted here, on the device they were copied to; float video passes as it is."""
+    return to_float(batch_video) if batch_video.dtype == torch.uint8 else batch_video
+
+
 class VQVAEModule(pl.LightningModule):
     def __init__(self, model, lr: float, log_every_n_steps: int = 25, compile: bool = False):
         super().__init__()
@@ -73,8 +80,7 @@ class VQVAEModule(pl.LightningModule):
         self.guard = _FiniteGuard()
 
     def training_step(self, batch, batch_idx):
-        video, _ = batch
-        out = self.forward_fn(video)
+        out = self.forward_fn(as_video(batch[0]))
         self.guard.update(out["loss"])
         if (self.global_step + 1) % self.log_every == 0:  # the steps Lightning writes to the logger
             self.guard.check(self.global_step, "train_vqvae", self.trainer.strategy)
@@ -88,8 +94,7 @@ class VQVAEModule(pl.LightningModule):
         return out["loss"]
 
     def validation_step(self, batch, batch_idx):
-        video, _ = batch
-        out = self.model(video)
+        out = self.model(as_video(batch[0]))
         self.log_dict({"val/recon_loss": out["recon_loss"], "val/commitment_loss": out["commitment_loss"],
                        "val/perplexity": out["perplexity"]}, on_step=False, on_epoch=True, sync_dist=True)
 

@@ -75,12 +75,13 @@ def train_vqvae(params: Params, *, clips_path, manifest_path, model_dir, ckpt_di
     input_shape = check_clip_shape(clips_path, params.data.resolution, params.data.sequence_length)
     cfg = VQVAEConfig.from_params(params.vqvae, input_shape)
     vp, tp = params.vqvae, params.trainer
-    train_ds = ClipDataset(clips_path, "train", hflip=params.data.hflip)
+    # Training and validation batches travel as uint8 and become float on the device (VQVAEModule)
+    train_ds = ClipDataset(clips_path, "train", hflip=params.data.hflip, uint8=True)
     if len(train_ds) < vp.batch_size:
         raise ParamsError(f"vqvae.batch_size: {vp.batch_size} exceeds the {len(train_ds)} training clips")
     val_ds = ClipDataset(clips_path, "test")
     train_dl = _loader(train_ds, vp.batch_size, vp.num_workers, shuffle=True, drop_last=True)
-    val_dl = _loader(val_ds, vp.batch_size, vp.num_workers, shuffle=False)
+    val_dl = _loader(ClipDataset(clips_path, "test", uint8=True), vp.batch_size, vp.num_workers, shuffle=False)
 
     run_key = {"params": {"seed": params.seed, "vqvae": to_dict(vp), "data": to_dict(params.data),
                           "trainer": trainer_run_key(tp)},
