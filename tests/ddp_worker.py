@@ -183,7 +183,7 @@ def run_stage(clips: str, out: Path, steps: int) -> None:
         "vqvae": {"n_hiddens": cfg.n_hiddens, "res_hiddens": cfg.res_hiddens, "n_res_layers": cfg.n_res_layers,
                   "downsample": list(cfg.downsample), "n_codes": cfg.n_codes, "embedding_dim": cfg.embedding_dim,
                   "n_heads": cfg.n_heads, "max_steps": steps, "batch_size": BATCH, "checkpoint_every": 10_000,
-                  "val_every": 10_000},
+                  "val_every": steps},  # one validation at the end: its metrics are reduced across the ranks
         "trainer": {"accelerator": "cpu", "devices": 2, "strategy": "ddp", "log_every_n_steps": 1},
     })
     made = []

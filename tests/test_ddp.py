@@ -142,6 +142,8 @@ def test_train_vqvae_stage_under_cpu_ddp(stage_run):
     assert r0["batch_sums"] != r1["batch_sums"]
     assert_in_sync(r0, r1, "train_vqvae")
     assert (tmp / "stage" / "model" / "model.safetensors").is_file()
+    val = (tmp / "stage" / "live" / "plots" / "metrics" / "val" / "perplexity.tsv").read_text().splitlines()
+    assert len(val) == 2 and float(val[1].split()[1]) >= 1.0  # pooled over both ranks' validation codes
 
 
 def test_end_of_training_report_is_shared_by_the_ranks_and_equals_one_rank(stage_run):

@@ -314,3 +314,26 @@ def test_uint8_clips_converted_in_the_module_give_the_float_pipeline_bitwise(tmp
         outs.append(model(batches[uint8]))
     for key in ("loss", "recon"):
         assert torch.equal(outs[0][key], outs[1][key])
+
+
+def test_validation_perplexity_is_that_of_the_pooled_codes(tmp_path):
+    """val/perplexity is exp(entropy) of the histogram of every validation code (all batches, all ranks), not a
+    mean of per-batch perplexities (which would under-report the codebook's usage)."""
+    from videogpt.lightning import VQVAEModule
+    model = tiny_vqvae()
+    module = VQVAEModule(model, lr=1e-3, log_every_n_steps=1)
+    video = torch.rand(6, 3, 4, 8, 8, generator=torch.Generator().manual_seed(0)) - 0.5
+    data = [(v, 0) for v in video]
+    # 40 steps: BatchNorm's running statistics (eval mode) settle enough for the codes to differ
+    trainer = make_trainer(TrainerParams(accelerator="cpu", log_every_n_steps=1), name="t", max_steps=40,
+                           ckpt_dir=tmp_path / "c", live_dir=tmp_path / "l", val_every=40, checkpoint_every=100, seed=0)
+    trainer.fit(module, DataLoader(data, batch_size=2), DataLoader(data, batch_size=2))
+    model.eval()
+    with torch.no_grad():
+        codes = [model(video[i:i + 2])["codes"] for i in range(0, 6, 2)]
+    counts = torch.bincount(torch.cat(codes).flatten(), minlength=8).double()
+    p = counts / counts.sum()
+    pooled = float(torch.exp(-(p * torch.log(p + 1e-10)).sum()))
+    per_batch = [float(model(video[i:i + 2])["perplexity"]) for i in range(0, 6, 2)]
+    assert float(trainer.callback_metrics["val/perplexity"]) == pytest.approx(pooled, rel=1e-6)
+    assert abs(sum(per_batch) / 3 - pooled) > 1e-3 * pooled  # the two definitions differ on this data

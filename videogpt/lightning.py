@@ -24,6 +24,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from videogpt.distributed import rank_and_world
 from videogpt.fileio import write_text
 from videogpt.video import to_float
+from videogpt.vqvae import code_counts
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +94,21 @@ class VQVAEModule(pl.LightningModule):
             }, on_step=True, on_epoch=False)
         return out["loss"]
 
+    def on_validation_epoch_start(self):
+        self.val_code_counts = torch.zeros(self.model.config.n_codes, device=self.device)
+
     def validation_step(self, batch, batch_idx):
         out = self.model(as_video(batch[0]))
-        self.log_dict({"val/recon_loss": out["recon_loss"], "val/commitment_loss": out["commitment_loss"],
-                       "val/perplexity": out["perplexity"]}, on_step=False, on_epoch=True, sync_dist=True)
+        self.val_code_counts += code_counts(out["codes"].flatten(), self.model.config.n_codes)
+        self.log_dict({"val/recon_loss": out["recon_loss"], "val/commitment_loss": out["commitment_loss"]},
+                      on_step=False, on_epoch=True, sync_dist=True)
+
+    def on_validation_epoch_end(self):
+        # The perplexity of all validation codes of all ranks together: a mean of per-batch or per-rank
+        # perplexities would under-report the codebook's usage.
+        counts = self.trainer.strategy.reduce(self.val_code_counts, reduce_op="sum")
+        p = counts / counts.sum()
+        self.log("val/perplexity", torch.exp(-(p * torch.log(p + 1e-10)).sum()))
 
     def on_save_checkpoint(self, checkpoint):
         self.guard.check(self.global_step, "train_vqvae", self.trainer.strategy)

@@ -354,7 +354,7 @@ def _no_autocast(t: torch.Tensor):
     return torch.autocast(device_type="cpu" if t.device.type == "meta" else t.device.type, enabled=False)
 
 
-def _counts(idx: torch.Tensor, n_codes: int) -> torch.Tensor:
+def code_counts(idx: torch.Tensor, n_codes: int) -> torch.Tensor:
     """float32 (K,) histogram of code indices. index_add rather than bincount: a fixed output shape
     (bincount's depends on the data), which torch.compile and meta tensors need."""
     return torch.zeros(n_codes, device=idx.device).index_add_(0, idx, torch.ones(idx.shape, device=idx.device))
@@ -416,7 +416,7 @@ class Codebook(nn.Module):
     @torch.no_grad()
     def _ema_update(self, flat: torch.Tensor, idx: torch.Tensor) -> None:
         # Counts and sums per code (index_add instead of a (M, K) one-hot matmul: same numbers, O(M D)).
-        n = _counts(idx, self.n_codes)
+        n = code_counts(idx, self.n_codes)
         s = torch.zeros_like(self.z_avg).index_add_(0, idx, flat)
         if _ddp():
             dist.all_reduce(n)
@@ -463,7 +463,7 @@ class Codebook(nn.Module):
             if self.training:
                 self._ema_update(flat.detach(), idx)
             quantized = z + (e - z).detach()  # straight-through: forward = e, gradient d/dz = identity
-            p = _counts(idx, self.n_codes) / idx.numel()
+            p = code_counts(idx, self.n_codes) / idx.numel()
             perplexity = torch.exp(-(p * torch.log(p + 1e-10)).sum())
         return dict(quantized=quantized, codes=idx.view(B, t, h, w), commitment=commitment, perplexity=perplexity)
 
@@ -560,7 +560,7 @@ class VQVAE(nn.Module, SavedModel):
         return self.decode_latents(self.embed(codes).permute(0, 4, 1, 2, 3))
 
     def forward(self, x: torch.Tensor) -> dict:
-        """Training/validation step on video x: dict(loss, recon_loss, commitment_loss, perplexity, recon).
+        """Training/validation step on video x: dict(loss, recon_loss, commitment_loss, perplexity, recon, codes).
         recon_loss = MSE / 0.06; commitment_loss = beta * mean((z - sg(e))^2); loss = their sum."""
         self._check_video(x)
         pos = self._pos(self.latent_shape(x.shape[2:]))
@@ -570,7 +570,7 @@ class VQVAE(nn.Module, SavedModel):
         recon_loss = F.mse_loss(recon.float(), x.float()) / DATA_VARIANCE
         commitment_loss = self.config.beta * vq["commitment"]
         return dict(loss=recon_loss + commitment_loss, recon_loss=recon_loss, commitment_loss=commitment_loss,
-                    perplexity=vq["perplexity"], recon=recon)
+                    perplexity=vq["perplexity"], recon=recon, codes=vq["codes"])
 
     # ---- accounting
 
