@@ -337,3 +337,16 @@ def test_validation_perplexity_is_that_of_the_pooled_codes(tmp_path):
     per_batch = [float(model(video[i:i + 2])["perplexity"]) for i in range(0, 6, 2)]
     assert float(trainer.callback_metrics["val/perplexity"]) == pytest.approx(pooled, rel=1e-6)
     assert abs(sum(per_batch) / 3 - pooled) > 1e-3 * pooled  # the two definitions differ on this data
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_trainer_deterministic_param_reaches_torch(tmp_path, deterministic):
+    """trainer.deterministic: true (the default) turns on torch's deterministic algorithms for the run (CPU bytes
+    repeatable); false leaves them off."""
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        make_trainer(TrainerParams(accelerator="cpu", deterministic=deterministic), name="t", max_steps=1,
+                     ckpt_dir=tmp_path / "c", live_dir=tmp_path / "l", val_every=1, checkpoint_every=1, seed=0)
+        assert torch.are_deterministic_algorithms_enabled() == deterministic
+    finally:
+        torch.use_deterministic_algorithms(before)
