@@ -133,7 +133,7 @@ def run_modules(clips: str, out: Path, steps: int) -> None:
     trainer = vqvae_run("vqvae")
 
     trainer = prior_run(vq_cfg, out, steps)
-    from videogpt.metrics.reports import bits_per_dim
+    from videogpt.reports import bits_per_dim
     bits = bits_per_dim(trainer.lightning_module.model,
                         DataLoader(RandomTokens(32, vq_cfg.latent_shape, vq_cfg.n_codes), batch_size=BATCH))
     (out / f"bits_rank{trainer.global_rank}.json").write_text(json.dumps(bits))
@@ -196,7 +196,7 @@ def run_stage(clips: str, out: Path, steps: int) -> None:
         return trainer
 
     training.make_trainer = make_trainer
-    import videogpt.metrics.reports as reports
+    import videogpt.reports as reports
     real_my_batches = reports.my_batches
 
     def my_batches(loader):  # records which test batches this rank's share of the report computes

@@ -156,7 +156,7 @@ def test_end_of_training_report_is_shared_by_the_ranks_and_equals_one_rank(stage
 
     from videogpt.checkpoint import load_vqvae
     from videogpt.data.dataset import ClipDataset
-    from videogpt.metrics.reports import reconstruction_report
+    from videogpt.reports import reconstruction_report
 
     out, tmp = stage_run, stage_run.parent
     shares = [json.loads((out / f"report_batches_rank{r}.json").read_text()) for r in (0, 1)]
@@ -179,7 +179,7 @@ def test_bits_per_dim_under_ddp_equals_one_rank(ddp_run):
     from torch.utils.data import DataLoader
 
     from ddp_worker import BATCH, RandomTokens
-    from videogpt.metrics.reports import bits_per_dim
+    from videogpt.reports import bits_per_dim
     from videogpt.prior import Prior, PriorConfig
 
     ranks = [json.loads((ddp_run / f"bits_rank{r}.json").read_text()) for r in (0, 1)]

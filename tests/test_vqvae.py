@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from videogpt.config import VQVAEParams
-from videogpt.checkpoint import load_model_files, save_model
+from videogpt.saved import load_model_files, save_model
 from videogpt.position import BroadcastPosEmbed as PositionEmbedding
 from videogpt.vqvae import (AxialAttention, Codebook, SamePadConv3d, SamePadConvTranspose3d, VQVAE, VQVAEConfig,
                             count_parameters)

@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from videogpt.checkpoint import SavedModel
+from videogpt.saved import SavedModel
 from videogpt.position import BroadcastPosEmbed
 from videogpt.resnet3d import DOWNSAMPLE, ResNet3d
 

@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from videogpt.checkpoint import SavedModel
+from videogpt.saved import SavedModel
 from videogpt.position import BroadcastPosEmbed
 
 # Mean squared error is divided by this (about the pixel variance of [-0.5, 0.5] video data):
@@ -474,7 +474,7 @@ class Codebook(nn.Module):
 
 class VQVAE(nn.Module, SavedModel):
     """The video tokenizer. `VQVAE.from_pretrained(folder or hub id)` / `save_pretrained(folder)` load and save
-    it (videogpt.checkpoint)."""
+    it (videogpt.saved)."""
 
     card_title = "VideoGPT VQ-VAE"
 
