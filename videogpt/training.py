@@ -18,11 +18,11 @@ from videogpt.config import Params, ParamsError, TrainerParams, to_dict
 from videogpt.data.clip_store import check_clip_shape, read_actions
 from videogpt.data.dataset import ClipDataset
 from videogpt.distributed import inference_device
-from videogpt.reports import (bits_per_dim, bits_protocol, recon_protocol, reconstruction_report,
-                                     save_reconstruction_picture, unigram_entropy_bits)
 from videogpt.fileio import write_json
 from videogpt.lightning import PriorModule, VQVAEModule, finish_resume, make_trainer, prepare_resume
 from videogpt.prior import ACTION_CONDITIONS, Prior, PriorConfig
+from videogpt.reports import (bits_per_dim, bits_protocol, recon_protocol, reconstruction_report,
+                              save_reconstruction_picture, unigram_entropy_bits)
 from videogpt.saved import fingerprint, save_model
 from videogpt.tokens import open_token_store, prior_dataset
 from videogpt.vqvae import VQVAE, VQVAEConfig
