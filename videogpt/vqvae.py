@@ -279,8 +279,12 @@ def _run_block(block: nn.Module, x: torch.Tensor, pos: torch.Tensor | None, chec
     leaves the same state as a plain one."""
     if not (checkpointed and torch.is_grad_enabled()):
         return block(x, pos)
-    return checkpoint(block, x, pos, use_reentrant=False,
-                      context_fn=lambda: (nullcontext(), _buffers_kept(block)))
+    return _checkpointed(block, x, pos)
+
+
+@torch.compiler.disable  # dynamo cannot trace a checkpoint with a custom context_fn: under torch.compile these
+def _checkpointed(block: nn.Module, x: torch.Tensor, pos: torch.Tensor | None) -> torch.Tensor:  # run eagerly
+    return checkpoint(block, x, pos, use_reentrant=False, context_fn=lambda: (nullcontext(), _buffers_kept(block)))
 
 
 # --------------------------------------------------------------------------------------------
