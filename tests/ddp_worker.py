@@ -9,7 +9,7 @@ Lightning's DDP launcher starts rank 1 by re-executing this script (same argv, L
 runs under the __main__ guard and rank 0 waits for rank 1 before it exits.
 
 Mode `modules` (VQVAEModule / PriorModule + make_trainer, as the stages build them), three runs in order:
-  vqvae        - the VQ-VAE; BatchNorm synchronised only where torch supports it (CUDA);
+  vqvae        - the VQ-VAE (CPU ranks: BatchNorm statistics are not synchronised, SyncBatchNorm is CUDA-only);
   prior        - the prior, on random token grids;
   vqvae_nosync - the VQ-VAE run again with the codebook's own DDP calls switched off (videogpt.vqvae._ddp
                  patched to False): a control showing that the comparison detects a codebook that is not
@@ -127,8 +127,8 @@ def run_modules(clips: str, out: Path, steps: int) -> None:
         torch.manual_seed(0)  # the stage seeds before building the model: same init on every rank
         module = VQVAEModule(VQVAE(vq_cfg), lr=1e-3, log_every_n_steps=1)
         loader = DataLoader(ClipDataset(clips, "train"), batch_size=BATCH, shuffle=True, drop_last=True)
-        # torch's SyncBatchNorm is CUDA-only ("SyncBatchNorm layers only work with GPU modules")
-        return fit(name, module, loader, out, steps, sync_batchnorm=torch.cuda.is_available())
+        # The ranks run on the CPU (accelerator="cpu") also on a GPU host: no SyncBatchNorm, which is CUDA-only
+        return fit(name, module, loader, out, steps)
 
     trainer = vqvae_run("vqvae")
 
