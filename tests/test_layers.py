@@ -1,6 +1,7 @@
 """The layering: the `videogpt` library stands alone (it never imports the pipeline glue, the stages or the
 benchmarks), and every stage script stays a thin script."""
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -88,12 +89,17 @@ def library_modules() -> list[str]:
     return names
 
 
+@functools.lru_cache(maxsize=None)
+def cached_closure(module: str) -> frozenset[str]:
+    return frozenset(library_closure(module))
+
+
 @pytest.mark.parametrize("module", library_modules())
 def test_no_library_module_imports_itself_back(module):
     """No import circle inside the library, counting imports inside functions too (the way circles used to be
     hidden): e.g. the models import videogpt.saved for SavedModel, and the loaders that name the models
     (videogpt.checkpoint) sit above them."""
-    back = sorted(d for d in library_closure(module) - {module} if module in library_closure(d))
+    back = sorted(d for d in cached_closure(module) - {module} if module in cached_closure(d))
     assert not back, f"{module} is imported back by {back}"
 
 
