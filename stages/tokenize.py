@@ -6,7 +6,8 @@ from pipeline import paths
 
 def main():
     params = start()
-    from videogpt.checkpoint import fingerprint, load_vqvae
+    from videogpt.checkpoint import load_vqvae
+    from videogpt.saved import fingerprint
     from videogpt.distributed import inference_device, init_from_env
     from videogpt.tokens import build_token_store
     init_from_env()  # under torchrun/srun each rank encodes its own blocks

@@ -3,22 +3,29 @@ then every rank saves its full state (parameters and buffers) for the test to co
 
     python tests/ddp_worker.py modules <clip store> <out dir> <steps>
     python tests/ddp_worker.py stage   <clip store> <out dir> <steps>
+    python tests/ddp_worker.py nan     <clip store> <out dir> <steps>
 
 Lightning's DDP launcher starts rank 1 by re-executing this script (same argv, LOCAL_RANK=1), so everything
 runs under the __main__ guard and rank 0 waits for rank 1 before it exits.
 
 Mode `modules` (VQVAEModule / PriorModule + make_trainer, as the stages build them), three runs in order:
-  vqvae        - the VQ-VAE; BatchNorm synchronised only where torch supports it (CUDA);
+  vqvae        - the VQ-VAE (CPU ranks: BatchNorm statistics are not synchronised, SyncBatchNorm is CUDA-only);
   prior        - the prior, on random token grids;
   vqvae_nosync - the VQ-VAE run again with the codebook's own DDP calls switched off (videogpt.vqvae._ddp
                  patched to False): a control showing that the comparison detects a codebook that is not
                  synchronised. The test expects its codebook to differ between ranks.
 Mode `stage`: the real videogpt.training.train_vqvae (the train_vqvae stage's code) with trainer.devices=2,
 strategy=ddp, accelerator=cpu; make_trainer is wrapped only to add the callback that saves each rank's state.
-Each rank also records a checksum of every batch it trained on (the ranks must see different data).
+Each rank also records a checksum of every batch it trained on (the ranks must see different data), and the
+indices of the test batches its share of the end-of-training report computed (report_batches_rank<r>.json).
+In mode `modules`, after the prior's run every rank computes bits/dim of the random grids together
+(bits_rank<r>.json), for the test to compare with one rank alone.
+Mode `nan`: the prior's run where only rank 1's loss turns NaN at step 2; both ranks must stop with
+NonFiniteLossError (instead of rank 0 waiting for rank 1 in the next all-reduce).
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -69,6 +76,9 @@ class SaveState(Callback):
         self.name, self.out = name, out
         self.sums = BatchChecksums()
 
+    def on_train_start(self, trainer, pl_module):
+        self.rng_at_start = torch.get_rng_state()  # what dropout draws from
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self.sums.on_train_batch_start(trainer, pl_module, batch, batch_idx)
 
@@ -76,7 +86,8 @@ class SaveState(Callback):
         state = {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}
         self.out.mkdir(parents=True, exist_ok=True)
         torch.save({"state": state, "batch_sums": self.sums.sums, "global_step": trainer.global_step,
-                    "world_size": trainer.world_size}, self.out / f"{self.name}_rank{trainer.global_rank}.pt")
+                    "world_size": trainer.world_size, "rng_at_start": self.rng_at_start},
+                   self.out / f"{self.name}_rank{trainer.global_rank}.pt")
         trainer.strategy.barrier()
 
 
@@ -106,8 +117,7 @@ def tiny_vqvae(clips: str):
 
 def run_modules(clips: str, out: Path, steps: int) -> None:
     from videogpt.data.dataset import ClipDataset
-    from videogpt.lightning import PriorModule, VQVAEModule
-    from videogpt.prior import Prior, PriorConfig
+    from videogpt.lightning import VQVAEModule
     from videogpt.vqvae import VQVAE
     import videogpt.vqvae as vqvae_mod
 
@@ -117,10 +127,25 @@ def run_modules(clips: str, out: Path, steps: int) -> None:
         torch.manual_seed(0)  # the stage seeds before building the model: same init on every rank
         module = VQVAEModule(VQVAE(vq_cfg), lr=1e-3, log_every_n_steps=1)
         loader = DataLoader(ClipDataset(clips, "train"), batch_size=BATCH, shuffle=True, drop_last=True)
-        # torch's SyncBatchNorm is CUDA-only ("SyncBatchNorm layers only work with GPU modules")
-        return fit(name, module, loader, out, steps, sync_batchnorm=torch.cuda.is_available())
+        # The ranks run on the CPU (accelerator="cpu") also on a GPU host: no SyncBatchNorm, which is CUDA-only
+        return fit(name, module, loader, out, steps)
 
     trainer = vqvae_run("vqvae")
+
+    trainer = prior_run(vq_cfg, out, steps)
+    from videogpt.reports import bits_per_dim
+    bits = bits_per_dim(trainer.lightning_module.model,
+                        DataLoader(RandomTokens(32, vq_cfg.latent_shape, vq_cfg.n_codes), batch_size=BATCH))
+    (out / f"bits_rank{trainer.global_rank}.json").write_text(json.dumps(bits))
+
+    vqvae_mod._ddp = lambda: False  # control: the codebook no longer all-reduces / broadcasts
+    vqvae_run("vqvae_nosync")
+    wait_for_children(trainer)
+
+
+def prior_run(vq_cfg, out: Path, steps: int, name: str = "prior", nan_on_rank1_at: int | None = None):
+    from videogpt.lightning import PriorModule
+    from videogpt.prior import Prior, PriorConfig
 
     torch.manual_seed(0)
     p_cfg = PriorConfig(latent_shape=vq_cfg.latent_shape, n_codes=vq_cfg.n_codes, embedding_dim=vq_cfg.embedding_dim,
@@ -129,10 +154,20 @@ def run_modules(clips: str, out: Path, steps: int) -> None:
     module = PriorModule(prior, lr=1e-3, weight_decay=0.01, warmup_steps=0, max_steps=steps, log_every_n_steps=1)
     loader = DataLoader(RandomTokens(32, p_cfg.latent_shape, p_cfg.n_codes), batch_size=BATCH, shuffle=True,
                         drop_last=True)
-    fit("prior", module, loader, out, steps)
+    if nan_on_rank1_at is not None:
+        real_loss = module.loss_fn
 
-    vqvae_mod._ddp = lambda: False  # control: the codebook no longer all-reduces / broadcasts
-    vqvae_run("vqvae_nosync")
+        def loss_fn(*args, **kwargs):
+            loss = real_loss(*args, **kwargs)
+            bad = int(os.environ.get("LOCAL_RANK", "0")) == 1 and module.global_step + 1 >= nan_on_rank1_at
+            return loss * float("nan") if bad else loss
+
+        module.loss_fn = loss_fn
+    return fit(name, module, loader, out, steps)
+
+
+def run_nan(clips: str, out: Path, steps: int) -> None:
+    trainer = prior_run(tiny_vqvae(clips), out, steps, name="prior_nan", nan_on_rank1_at=2)
     wait_for_children(trainer)
 
 
@@ -148,7 +183,7 @@ def run_stage(clips: str, out: Path, steps: int) -> None:
         "vqvae": {"n_hiddens": cfg.n_hiddens, "res_hiddens": cfg.res_hiddens, "n_res_layers": cfg.n_res_layers,
                   "downsample": list(cfg.downsample), "n_codes": cfg.n_codes, "embedding_dim": cfg.embedding_dim,
                   "n_heads": cfg.n_heads, "max_steps": steps, "batch_size": BATCH, "checkpoint_every": 10_000,
-                  "val_every": 10_000},
+                  "val_every": steps},  # one validation at the end: its metrics are reduced across the ranks
         "trainer": {"accelerator": "cpu", "devices": 2, "strategy": "ddp", "log_every_n_steps": 1},
     })
     made = []
@@ -161,6 +196,17 @@ def run_stage(clips: str, out: Path, steps: int) -> None:
         return trainer
 
     training.make_trainer = make_trainer
+    import videogpt.reports as reports
+    real_my_batches = reports.my_batches
+
+    def my_batches(loader):  # records which test batches this rank's share of the report computes
+        seen = []
+        for i, batch in real_my_batches(loader):
+            seen.append(i)
+            yield i, batch
+        (out / f"report_batches_rank{torch.distributed.get_rank()}.json").write_text(json.dumps(seen))
+
+    reports.my_batches = my_batches
     manifest = out / "manifest.csv"
     out.mkdir(parents=True, exist_ok=True)
     manifest.write_text("clip\n")
@@ -173,4 +219,4 @@ def run_stage(clips: str, out: Path, steps: int) -> None:
 if __name__ == "__main__":
     torch.set_num_threads(1)
     mode, clips, out, steps = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
-    {"modules": run_modules, "stage": run_stage}[mode](clips, out, steps)
+    {"modules": run_modules, "stage": run_stage, "nan": run_nan}[mode](clips, out, steps)

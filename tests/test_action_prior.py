@@ -10,12 +10,13 @@ import torch
 import zarr
 from test_adapters import bair_record, write_tfrecord
 
-from videogpt.checkpoint import fingerprint, load_prior, load_vqvae
+from videogpt.checkpoint import load_prior, load_vqvae
 from videogpt.config import DefaultDataParams, parse, to_dict
 from videogpt.data.clip_store import build_clip_store, read_actions
 from videogpt.data.moving_digits import make_video_and_actions, video_digits, write_moving_digits
 from videogpt.generate import read_samples, run_sample_stage
 from videogpt.sampling import sample, sample_tokens, window_starts
+from videogpt.saved import fingerprint
 from videogpt.tokens import build_token_store
 from videogpt.video import to_float
 from videogpt.training import train_prior, train_vqvae

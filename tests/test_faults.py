@@ -140,21 +140,19 @@ def test_malicious_checkpoint_is_refused_without_running_code(workdir):
 
 
 def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(clips_dir, tmp_path, monkeypatch):
-    from videogpt import training
-    from videogpt.data.dataset import ClipDataset
+    from videogpt import lightning, training
     from videogpt.lightning import NonFiniteLossError
 
     params = parse(yaml.safe_load((clips_dir / "params.yaml").read_text()) |
                    {"vqvae": TINY["vqvae"] | {"max_steps": 20, "checkpoint_every": 2, "val_every": 100}})
-    original = ClipDataset.__getitem__
+    original = lightning.as_video  # where the module turns the loader's uint8 clips into float video
     calls = {"n": 0}
 
-    def poisoned(self, i):  # the fault: after 4 batches the data turn into NaN
+    def poisoned(video):  # the fault: after 4 batches the data turn into NaN
         calls["n"] += 1
-        video, label = original(self, i)
-        return (video * float("nan") if calls["n"] > 4 * 4 else video), label
+        return original(video) * (float("nan") if calls["n"] > 4 else 1.0)
 
-    monkeypatch.setattr(ClipDataset, "__getitem__", poisoned)
+    monkeypatch.setattr(lightning, "as_video", poisoned)
     ckpt_dir = tmp_path / "ckpt"
     with pytest.raises(NonFiniteLossError, match="NaN or inf"):
         training.train_vqvae(params, clips_path=clips_dir / "data/clips.zarr",

@@ -1,6 +1,7 @@
 """The layering: the `videogpt` library stands alone (it never imports the pipeline glue, the stages or the
 benchmarks), and every stage script stays a thin script."""
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,32 @@ def test_bench_scripts_import_names_that_exist(path):
             missing += [f"{node.module}.{a.name}" for a in node.names if not hasattr(module, a.name)
                         and importlib.util.find_spec(f"{node.module}.{a.name}") is None]
     assert not missing, f"{path.name} imports names the library does not have: {missing}"
+
+
+def library_modules() -> list[str]:
+    names = []
+    for path in sorted((ROOT / "videogpt").rglob("*.py")):
+        rel = path.relative_to(ROOT).with_suffix("")
+        names.append(".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts))
+    return names
+
+
+@functools.lru_cache(maxsize=None)
+def cached_closure(module: str) -> frozenset[str]:
+    return frozenset(library_closure(module))
+
+
+@pytest.mark.parametrize("module", library_modules())
+def test_no_library_module_imports_itself_back(module):
+    """No import circle inside the library, counting imports inside functions too (the way circles used to be
+    hidden): e.g. the models import videogpt.saved for SavedModel, and the loaders that name the models
+    (videogpt.checkpoint) sit above them."""
+    back = sorted(d for d in cached_closure(module) - {module} if module in cached_closure(d))
+    assert not back, f"{module} is imported back by {back}"
+
+
+def test_metrics_package_does_not_reach_the_models():
+    """The metrics measure videos and features; what judges the models (running them) is videogpt.reports."""
+    for module in [m for m in library_modules() if m.startswith("videogpt.metrics")]:
+        reached = library_closure(module) & {"videogpt.vqvae", "videogpt.prior", "videogpt.sampling"}
+        assert not reached, f"{module} reaches {sorted(reached)}"

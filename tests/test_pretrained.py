@@ -16,7 +16,7 @@ import torch
 
 from pipeline import publish
 from videogpt import VQVAE, Prior, VideoGPT
-from videogpt.checkpoint import fingerprint, save_model
+from videogpt.saved import fingerprint, save_model
 from videogpt.prior import PriorConfig
 from videogpt.vqvae import VQVAEConfig
 

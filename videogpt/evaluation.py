@@ -1,5 +1,5 @@
 """The evaluate stage's procedures: real-set I3D statistics, FVD / R-FVD / FVD*, and the models' reports
-(videogpt.metrics.reports) on the FVD trials' real subsets, gathered into metrics/eval.json.
+(videogpt.reports) on the FVD trials' real subsets, gathered into metrics/eval.json.
 
 Every number is written beside its protocol (which clips, how many, frames, resolution, resize,
 weights sha256), because FVD from different protocols is not comparable. Without I3D weights
@@ -26,7 +26,7 @@ from videogpt.metrics.frechet import frechet_distance, gaussian_stats, load_stat
 from videogpt.metrics.i3d import i3d_features, load_i3d
 from videogpt.metrics.protocol import MIN_FRAMES, generated_to_uint8, real_to_uint8
 from videogpt.metrics.protocol import protocol as i3d_protocol
-from videogpt.metrics.reports import bits_per_dim, bits_protocol, clip_mse, recon_protocol, recon_scores
+from videogpt.reports import bits_per_dim, bits_protocol, clip_mse, recon_protocol, recon_scores
 from videogpt.metrics.trials import real_subsets, trial_summary
 from videogpt.tokens import open_token_store, prior_dataset
 from videogpt.video import to_float

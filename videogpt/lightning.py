@@ -21,6 +21,11 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
+from videogpt.distributed import rank_and_world
+from videogpt.fileio import write_text
+from videogpt.video import to_float
+from videogpt.vqvae import code_counts
+
 log = logging.getLogger(__name__)
 
 RUN_KEY_FILE = "run_key.json"
@@ -46,12 +51,23 @@ class _FiniteGuard:
         ok = torch.isfinite(loss.detach())
         self.flag = ok if self.flag is None else self.flag & ok
 
-    def check(self, step: int, what: str):
-        if self.flag is not None and not bool(self.flag):
+    def check(self, step: int, what: str, strategy=None):
+        """Raise if a loss since the last check was not finite, on this rank or (given the strategy) on any
+        other: every rank stops together instead of the others waiting forever in the next collective."""
+        ok = self.flag is None or bool(self.flag)
+        if strategy is not None:
+            ok = strategy.reduce_boolean_decision(ok, all=True)
+        if not ok:
             raise NonFiniteLossError(
                 f"{what}: the training loss became NaN or inf at or before step {step}; training stopped. "
                 "The last good checkpoint is kept; lower the learning rate or check the data.")
         self.flag = None
+
+
+def as_video(batch_video: torch.Tensor) -> torch.Tensor:
+    """A loader's clips as the VQ-VAE's float video: uint8 (B, T, H, W, 3) clips (ClipDataset(uint8=True)) are
+    converted here, on the device they were copied to; float video passes as it is."""
+    return to_float(batch_video) if batch_video.dtype == torch.uint8 else batch_video
 
 
 class VQVAEModule(pl.LightningModule):
@@ -65,11 +81,10 @@ class VQVAEModule(pl.LightningModule):
         self.guard = _FiniteGuard()
 
     def training_step(self, batch, batch_idx):
-        video, _ = batch
-        out = self.forward_fn(video)
+        out = self.forward_fn(as_video(batch[0]))
         self.guard.update(out["loss"])
         if (self.global_step + 1) % self.log_every == 0:  # the steps Lightning writes to the logger
-            self.guard.check(self.global_step, "train_vqvae")
+            self.guard.check(self.global_step, "train_vqvae", self.trainer.strategy)
             self.log_dict({
                 "train/loss": out["loss"].detach(),
                 "train/recon_loss": out["recon_loss"].detach(),
@@ -79,14 +94,24 @@ class VQVAEModule(pl.LightningModule):
             }, on_step=True, on_epoch=False)
         return out["loss"]
 
+    def on_validation_epoch_start(self):
+        self.val_code_counts = torch.zeros(self.model.config.n_codes, device=self.device)
+
     def validation_step(self, batch, batch_idx):
-        video, _ = batch
-        out = self.model(video)
-        self.log_dict({"val/recon_loss": out["recon_loss"], "val/commitment_loss": out["commitment_loss"],
-                       "val/perplexity": out["perplexity"]}, on_step=False, on_epoch=True, sync_dist=True)
+        out = self.model(as_video(batch[0]))
+        self.val_code_counts += code_counts(out["codes"].flatten(), self.model.config.n_codes)
+        self.log_dict({"val/recon_loss": out["recon_loss"], "val/commitment_loss": out["commitment_loss"]},
+                      on_step=False, on_epoch=True, sync_dist=True)
+
+    def on_validation_epoch_end(self):
+        # The perplexity of all validation codes of all ranks together: a mean of per-batch or per-rank
+        # perplexities would under-report the codebook's usage.
+        counts = self.trainer.strategy.reduce(self.val_code_counts, reduce_op="sum")
+        p = counts / counts.sum()
+        self.log("val/perplexity", torch.exp(-(p * torch.log(p + 1e-10)).sum()))
 
     def on_save_checkpoint(self, checkpoint):
-        self.guard.check(self.global_step, "train_vqvae")
+        self.guard.check(self.global_step, "train_vqvae", self.trainer.strategy)
         _save_rng(checkpoint)
 
     def on_load_checkpoint(self, checkpoint):
@@ -115,7 +140,7 @@ class PriorModule(pl.LightningModule):
         loss = self._loss(batch)
         self.guard.update(loss)
         if (self.global_step + 1) % self.log_every == 0:  # the steps Lightning writes to the logger
-            self.guard.check(self.global_step, "train_prior")
+            self.guard.check(self.global_step, "train_prior", self.trainer.strategy)
             self.log("train/bits_per_dim", loss.detach() / math.log(2), on_step=True, on_epoch=False)
             self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
         return loss
@@ -125,7 +150,7 @@ class PriorModule(pl.LightningModule):
         self.log("val/bits_per_dim", loss / math.log(2), on_step=False, on_epoch=True, sync_dist=True)
 
     def on_save_checkpoint(self, checkpoint):
-        self.guard.check(self.global_step, "train_prior")
+        self.guard.check(self.global_step, "train_prior", self.trainer.strategy)
         _save_rng(checkpoint)
 
     def on_load_checkpoint(self, checkpoint):
@@ -150,15 +175,42 @@ def cosine_lr_factor(step: int, warmup_steps: int, max_steps: int) -> float:
 
 
 def _save_rng(checkpoint: dict):
-    # Only tensors and python primitives: the checkpoint must load with weights_only=True.
-    checkpoint["rng"] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    """Every rank's generator states (the ranks draw different dropout masks: RankSeed), so that each rank of a
+    resumed run continues its own stream. Only tensors and python primitives: the checkpoint must load with
+    weights_only=True."""
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    states = [state]
+    if rank_and_world()[1] > 1:
+        states = [None] * rank_and_world()[1]
+        torch.distributed.all_gather_object(states, state)
+    checkpoint["rng"] = {"ranks": states}
 
 
 def _load_rng(checkpoint: dict):
     rng = checkpoint.get("rng")
     if rng:
-        torch.set_rng_state(rng["torch"])
-        random.setstate(rng["python"])
+        states = rng["ranks"] if "ranks" in rng else [rng]  # the latter: checkpoints of one rank's state
+        rank = rank_and_world()[0]
+        state = states[rank] if rank < len(states) else states[0]
+        torch.set_rng_state(state["torch"])
+        random.setstate(state["python"])
+        if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class RankSeed(Callback):
+    """Rank r > 0 re-seeds with seed + r once the process group exists (the model, built before, is the same on
+    every rank): its dropout masks and other draws differ from the other ranks'. Rank 0 keeps the run's seed and
+    stream, so a one-device run is unchanged."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def setup(self, trainer, pl_module, stage):
+        if trainer.global_rank > 0:
+            pl.seed_everything(self.seed + trainer.global_rank, workers=True, verbose=False)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -199,11 +251,22 @@ def quiet_lightning():
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
 
 
+def launched_as_rank_zero() -> bool:
+    """Whether this process is global rank 0, read from the launcher's environment before any process group
+    exists: torchrun's RANK, SLURM's SLURM_PROCID, and LOCAL_RANK / NODE_RANK of the processes Lightning starts."""
+    return all(int(os.environ.get(k, "0")) == 0 for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
 def prepare_resume(ckpt_dir: str | Path, run_key: dict) -> str | None:
     """Return the checkpoint to resume from, or None (and clear stale checkpoints) to start fresh.
 
     `run_key` holds everything that defines the run (params of the stage, fingerprints of its
     inputs). A checkpoint made under a different key is deleted: changed params start over.
+
+    Only rank 0 deletes and writes; the other ranks only read, and reach the same answer whenever they look:
+    rank 0 deletes a stale last.ckpt before it writes the new key (atomically), so the new key is never seen
+    beside an old checkpoint. No rank trains (or writes a checkpoint) before all have joined the process group,
+    that is, before every rank has passed this point: that is the barrier.
     """
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -212,9 +275,11 @@ def prepare_resume(ckpt_dir: str | Path, run_key: dict) -> str | None:
     last = ckpt_dir / LAST
     if same and last.is_file():
         return str(last)
+    if not launched_as_rank_zero():
+        return None
     for child in ckpt_dir.iterdir():
         shutil.rmtree(child) if child.is_dir() else child.unlink()
-    key_file.write_text(json.dumps(run_key, indent=2, sort_keys=True))
+    write_text(key_file, json.dumps(run_key, indent=2, sort_keys=True))
     return None
 
 
@@ -237,20 +302,25 @@ def make_trainer(trainer_params, *, name: str, max_steps: int, ckpt_dir, live_di
     pl.seed_everything(seed, workers=True, verbose=False)
     tp = trainer_params
     precision = "32-true" if tp.precision in ("32", "32-true") else tp.precision
-    # Bitwise determinism on CPU; on CUDA some kernels (embedding/scatter backward, flash attention)
-    # have no deterministic version, so only warn there.
-    deterministic = True if not torch.cuda.is_available() or tp.accelerator == "cpu" else "warn"
+    # trainer.deterministic: bitwise determinism on CPU; on CUDA some kernels (embedding/scatter backward,
+    # flash attention) have no deterministic version, so there it only warns. Off, cuDNN autotunes its kernels.
+    on_cpu = not torch.cuda.is_available() or tp.accelerator == "cpu"
+    deterministic = "warn" if tp.deterministic and not on_cpu else tp.deterministic
     logger = DVCLiveLogger(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)
     callbacks = [
         ModelCheckpoint(dirpath=str(ckpt_dir), filename="step{step}", every_n_train_steps=checkpoint_every,
                         save_last=True, save_top_k=0, enable_version_counter=False),
         StepLogger(name, every=tp.log_every_n_steps),
+        RankSeed(seed),
     ]
     kwargs = dict(
         accelerator=tp.accelerator, devices=tp.devices, num_nodes=tp.num_nodes, strategy=tp.strategy,
         precision=precision, max_steps=max_steps, max_epochs=-1, logger=logger, callbacks=callbacks,
         plugins=[AtomicCheckpointIO()], gradient_clip_val=gradient_clip_val, deterministic=deterministic,
-        val_check_interval=val_every, check_val_every_n_epoch=None, log_every_n_steps=tp.log_every_n_steps,
+        benchmark=not tp.deterministic, accumulate_grad_batches=tp.accumulate_grad_batches,
+        # Lightning counts val_check_interval in batches, max_steps and checkpoints in optimizer steps
+        val_check_interval=val_every * tp.accumulate_grad_batches, check_val_every_n_epoch=None,
+        log_every_n_steps=tp.log_every_n_steps,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
         limit_val_batches=8, default_root_dir=str(ckpt_dir),
     )

@@ -7,7 +7,7 @@
     again = model.decode(codes)                    # uint8 (4, T, H, W, 3): the VQ-VAE's reconstruction
 
 On disk and on the Hub a VideoGPT is a folder holding `vqvae/` and `prior/` (each a `VQVAE` / `Prior` saved
-by videogpt.checkpoint), as the pipeline's `models/` does, and a README.md model card.
+by videogpt.saved), as the pipeline's `models/` does, and a README.md model card.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from videogpt.checkpoint import Pretrained
+from videogpt.saved import Pretrained
 from videogpt.prior import Prior
 from videogpt.sampling import sample, tokens_to_videos, videos_to_tokens
 from videogpt.vqvae import VQVAE

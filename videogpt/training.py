@@ -13,16 +13,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from videogpt.checkpoint import fingerprint, load_vqvae, save_model
-from videogpt.config import Params, ParamsError, to_dict
+from videogpt.checkpoint import load_vqvae
+from videogpt.config import Params, ParamsError, PriorParams, TrainerParams, VQVAEParams, to_dict
 from videogpt.data.clip_store import check_clip_shape, read_actions
 from videogpt.data.dataset import ClipDataset
 from videogpt.distributed import inference_device
-from videogpt.metrics.reports import (bits_per_dim, bits_protocol, recon_protocol, reconstruction_report,
-                                     save_reconstruction_picture, unigram_entropy_bits)
 from videogpt.fileio import write_json
 from videogpt.lightning import PriorModule, VQVAEModule, finish_resume, make_trainer, prepare_resume
 from videogpt.prior import ACTION_CONDITIONS, Prior, PriorConfig
+from videogpt.reports import (bits_per_dim, bits_protocol, recon_protocol, reconstruction_report,
+                              save_reconstruction_picture, unigram_entropy_bits)
+from videogpt.saved import fingerprint, save_model
 from videogpt.tokens import open_token_store, prior_dataset
 from videogpt.vqvae import VQVAE, VQVAEConfig, count_parameters
 
@@ -36,13 +37,29 @@ def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
-def _without_seed(section) -> dict:
-    """A training section's params for its run key, whose "seed" entry holds the resolved seed."""
-    return {k: v for k, v in to_dict(section).items() if k != "seed"}
+# Keys added after runs were first keyed: a run key lists them only when they differ from their defaults, so a run
+# at the defaults keeps its key (its checkpoints still resume, the VQ-VAE's config.json keeps its bytes). A training's
+# own seed enters the key resolved, as "seed", whatever its section says.
+LATER_KEYS = {TrainerParams: ("accumulate_grad_batches", "checkpoint_activations", "deterministic"),
+              VQVAEParams: ("seed",), PriorParams: ("seed",)}
+
+
+def run_key_section(section) -> dict:
+    """A params section as a run key holds it: the later keys (LATER_KEYS) only off their defaults."""
+    later, default = LATER_KEYS.get(type(section), ()), type(section)()
+    return {k: v for k, v in to_dict(section).items() if k not in later or v != getattr(default, k)}
 
 
 class UnsafeCheckpointError(RuntimeError):
     pass
+
+
+def same_buffers_as_rank0(model: torch.nn.Module) -> None:
+    """Every rank's buffers := rank 0's (the saved model's). Without SyncBatchNorm (CPU DDP) each rank's last step
+    updated its BatchNorm statistics from its own batch, and the ranks' shares of a report must use one model."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        for b in model.buffers():
+            torch.distributed.broadcast(b, 0)
 
 
 def fit(trainer, module, train_dl, val_dl, resume_from) -> None:
@@ -62,20 +79,22 @@ def train_vqvae(params: Params, *, clips_path, manifest_path, model_dir, ckpt_di
     input_shape = check_clip_shape(clips_path, params.data.resolution, params.data.sequence_length)
     cfg = VQVAEConfig.from_params(params.vqvae, input_shape)
     vp, tp = params.vqvae, params.trainer
-    train_ds = ClipDataset(clips_path, "train", hflip=params.data.hflip)
+    # Training and validation batches travel as uint8 and become float on the device (VQVAEModule)
+    train_ds = ClipDataset(clips_path, "train", hflip=params.data.hflip, uint8=True)
     if len(train_ds) < vp.batch_size:
         raise ParamsError(f"vqvae.batch_size: {vp.batch_size} exceeds the {len(train_ds)} training clips")
     val_ds = ClipDataset(clips_path, "test")
     train_dl = _loader(train_ds, vp.batch_size, vp.num_workers, shuffle=True, drop_last=True)
-    val_dl = _loader(val_ds, vp.batch_size, vp.num_workers, shuffle=False)
+    val_dl = _loader(ClipDataset(clips_path, "test", uint8=True), vp.batch_size, vp.num_workers, shuffle=False)
 
     seed = params.training_seed("vqvae")
-    run_key = {"params": {"seed": seed, "vqvae": _without_seed(vp), "data": to_dict(params.data),
-                          "trainer": to_dict(tp)},
+    run_key = {"params": {"seed": seed, "vqvae": run_key_section(vp), "data": to_dict(params.data),
+                          "trainer": run_key_section(tp)},
                "clips": hashlib.sha256(Path(manifest_path).read_bytes()).hexdigest()}
     resume_from = prepare_resume(ckpt_dir, run_key)
     torch.manual_seed(seed)
     model = VQVAE(cfg)
+    model.set_activation_checkpointing(tp.checkpoint_activations)
     module = VQVAEModule(model, lr=vp.lr, log_every_n_steps=tp.log_every_n_steps, compile=tp.compile)
     # BatchNorm statistics are synchronised across GPUs under DDP (as the paper's code does); torch's
     # SyncBatchNorm has no CPU implementation, so CPU ranks keep their own running statistics.
@@ -83,11 +102,14 @@ def train_vqvae(params: Params, *, clips_path, manifest_path, model_dir, ckpt_di
                            val_every=vp.val_every, checkpoint_every=vp.checkpoint_every, seed=seed,
                            sync_batchnorm=tp.devices * tp.num_nodes > 1 and inference_device(tp).type == "cuda")
     fit(trainer, module, train_dl, val_dl, resume_from)
+    # Lightning hands the model back on the CPU; the report runs on the run's device, shared by its ranks
+    model = model.to(trainer.strategy.root_device).eval()
+    same_buffers_as_rank0(model)
+    if trainer.is_global_zero:
+        save_model(model_dir, model, cfg, meta={"steps": trainer.global_step, "run_key": _digest(run_key)})
+    report = reconstruction_report(model, _loader(val_ds, vp.batch_size, vp.num_workers, shuffle=False), cfg.n_codes)
     if not trainer.is_global_zero:
         return {}
-    model = model.cpu().eval()
-    save_model(model_dir, model, cfg, meta={"steps": trainer.global_step, "run_key": _digest(run_key)})
-    report = reconstruction_report(model, _loader(val_ds, vp.batch_size, 0, shuffle=False), cfg.n_codes)
     save_reconstruction_picture(model, val_ds, picture_path)
     report["ema_codes_used"] = float(model.codebook.usage())
     report["steps"] = trainer.global_step
@@ -146,25 +168,28 @@ def train_prior(params: Params, *, vqvae_dir, tokens_path, clips_path, model_dir
                                   action_shape=actions[0] if actions else None)
 
     seed = params.training_seed("prior")
-    run_key = {"params": {"seed": seed, "prior": _without_seed(pp), "trainer": to_dict(tp)}, "vqvae": fp}
+    run_key = {"params": {"seed": seed, "prior": run_key_section(pp), "trainer": run_key_section(tp)}, "vqvae": fp}
     resume_from = prepare_resume(ckpt_dir, run_key)
     torch.manual_seed(seed)
     model = Prior(cfg, vqvae.codebook.embeddings.detach().clone())
     if actions:
         model.set_action_stats(*actions[1:])
+    model.set_activation_checkpointing(tp.checkpoint_activations)
     module = PriorModule(model, lr=pp.lr, weight_decay=pp.weight_decay, warmup_steps=pp.warmup_steps,
                          max_steps=pp.max_steps, log_every_n_steps=tp.log_every_n_steps, compile=tp.compile)
     trainer = make_trainer(tp, name="train_prior", max_steps=pp.max_steps, ckpt_dir=ckpt_dir, live_dir=live_dir,
                            val_every=pp.val_every, checkpoint_every=pp.checkpoint_every, seed=seed)
     fit(trainer, module, _loader(train_ds, pp.batch_size, pp.num_workers, shuffle=True, drop_last=True),
         _loader(val_ds, pp.batch_size, pp.num_workers, shuffle=False), resume_from)
+    model = model.to(trainer.strategy.root_device).eval()  # as in train_vqvae
+    if trainer.is_global_zero:
+        save_model(model_dir, model, cfg, meta={"steps": trainer.global_step, "vqvae_fingerprint": fp,
+                                                "class_names": list(root.attrs.get("class_names", []))})
+    val_bits = bits_per_dim(model, _loader(val_ds, pp.batch_size, pp.num_workers, shuffle=False))
     if not trainer.is_global_zero:
         return {}
-    model = model.cpu().eval()
-    save_model(model_dir, model, cfg, meta={"steps": trainer.global_step, "vqvae_fingerprint": fp,
-                                            "class_names": list(root.attrs.get("class_names", []))})
     report = {
-        "val_bits_per_dim": bits_per_dim(model, _loader(val_ds, pp.batch_size, 0, shuffle=False)),
+        "val_bits_per_dim": val_bits,
         "train_unigram_entropy_bits": unigram_entropy_bits(train_ds.tokens, cfg.n_codes),
         "n_params": model.num_params(),
         "steps": trainer.global_step,

@@ -13,17 +13,20 @@ from videogpt.video import to_float
 
 
 class ClipDataset(Dataset):
-    """Clips of one split as (float (3, T, H, W) in [-0.5, 0.5], int label); label -1 = unlabeled.
+    """Clips of one split as (float (3, T, H, W) in [-0.5, 0.5], int label); label -1 = unlabeled. With
+    uint8=True the clip comes as stored, uint8 (T, H, W, 3), for a consumer that converts it on its own device
+    (videogpt.video.to_float): a quarter of the bytes through worker processes, pinned memory and the copy.
 
     The Zarr array is opened lazily, once per process, so the dataset can be handed to DataLoader
     workers (fork or spawn) without sharing a handle. `hflip` flips half the clips left-right, drawing
     from torch's RNG so that seeded workers (Lightning's seed_everything(workers=True)) repeat the flips.
     """
 
-    def __init__(self, store_path: str | Path, split: str, hflip: bool = False):
+    def __init__(self, store_path: str | Path, split: str, hflip: bool = False, uint8: bool = False):
         self.store_path = Path(store_path)
         self.split = split
         self.hflip = hflip
+        self.uint8 = uint8
         self.labels = read_labels(store_path, split)  # small: one int per clip
         self._clips = None
         self._pid = None
@@ -48,7 +51,7 @@ class ClipDataset(Dataset):
         except Exception as e:
             raise RuntimeError(f"{self.store_path}/{self.split}/clips: clip {index} is unreadable "
                                f"(corrupt or missing shard?): {type(e).__name__}: {e}") from e
-        video = to_float(clip)
+        video = torch.as_tensor(clip) if self.uint8 else to_float(clip)
         if self.hflip and torch.rand(()) < 0.5:
-            video = video.flip(-1)
+            video = video.flip(-2 if self.uint8 else -1)  # the W axis
         return video, int(self.labels[index])

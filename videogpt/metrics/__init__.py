@@ -1,4 +1,4 @@
-"""Evaluation metrics: the models' own reports (videogpt.metrics.reports: reconstruction, bits/dim), I3D
+"""Evaluation metrics (the models' own reports, which run the models, are videogpt.reports): I3D
 features (videogpt.metrics.i3d), the two published I3D protocol flavours (videogpt.metrics.protocol), the
 Fréchet distance (videogpt.metrics.frechet), FVD trials (videogpt.metrics.trials) and TGANv2's UCF-101 C3D with the
 Inception Score (videogpt.metrics.c3d).
