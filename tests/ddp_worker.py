@@ -118,7 +118,7 @@ def run_modules(clips: str, out: Path, steps: int) -> None:
         module = VQVAEModule(VQVAE(vq_cfg), lr=1e-3, log_every_n_steps=1)
         loader = DataLoader(ClipDataset(clips, "train"), batch_size=BATCH, shuffle=True, drop_last=True)
         # torch's SyncBatchNorm is CUDA-only ("SyncBatchNorm layers only work with GPU modules")
-        return fit(name, module, loader, out, steps, sync_batchnorm=torch.cuda.is_available())
+        return fit(name, module, loader, out, steps, sync_batchnorm=False)  # CPU ranks: CUDA-only SyncBatchNorm off
 
     trainer = vqvae_run("vqvae")
 

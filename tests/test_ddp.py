@@ -87,7 +87,7 @@ def differing(a: dict, b: dict, *, bn_stats: bool) -> dict:
 
 def assert_in_sync(r0: dict, r1: dict, what: str) -> None:
     s0, s1 = r0["state"], r1["state"]
-    bad = differing(s0, s1, bn_stats=torch.cuda.is_available())
+    bad = differing(s0, s1, bn_stats=False)  # the worker runs on CPU: BatchNorm statistics are per rank
     assert not bad, f"{what}: state differs between ranks after {STEPS} DDP steps: {bad}"
 
 
