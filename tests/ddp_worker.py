@@ -15,10 +15,14 @@ Mode `modules` (VQVAEModule / PriorModule + make_trainer, as the stages build th
                  synchronised. The test expects its codebook to differ between ranks.
 Mode `stage`: the real videogpt.training.train_vqvae (the train_vqvae stage's code) with trainer.devices=2,
 strategy=ddp, accelerator=cpu; make_trainer is wrapped only to add the callback that saves each rank's state.
-Each rank also records a checksum of every batch it trained on (the ranks must see different data).
+Each rank also records a checksum of every batch it trained on (the ranks must see different data), and the
+indices of the test batches its share of the end-of-training report computed (report_batches_rank<r>.json).
+In mode `modules`, after the prior's run every rank computes bits/dim of the random grids together
+(bits_rank<r>.json), for the test to compare with one rank alone.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -129,7 +133,10 @@ def run_modules(clips: str, out: Path, steps: int) -> None:
     module = PriorModule(prior, lr=1e-3, weight_decay=0.01, warmup_steps=0, max_steps=steps, log_every_n_steps=1)
     loader = DataLoader(RandomTokens(32, p_cfg.latent_shape, p_cfg.n_codes), batch_size=BATCH, shuffle=True,
                         drop_last=True)
-    fit("prior", module, loader, out, steps)
+    trainer = fit("prior", module, loader, out, steps)
+    from videogpt.metrics.reports import bits_per_dim
+    bits = bits_per_dim(prior, DataLoader(RandomTokens(32, p_cfg.latent_shape, p_cfg.n_codes), batch_size=BATCH))
+    (out / f"bits_rank{trainer.global_rank}.json").write_text(json.dumps(bits))
 
     vqvae_mod._ddp = lambda: False  # control: the codebook no longer all-reduces / broadcasts
     vqvae_run("vqvae_nosync")
@@ -161,6 +168,17 @@ def run_stage(clips: str, out: Path, steps: int) -> None:
         return trainer
 
     training.make_trainer = make_trainer
+    import videogpt.metrics.reports as reports
+    real_my_batches = reports.my_batches
+
+    def my_batches(loader):  # records which test batches this rank's share of the report computes
+        seen = []
+        for i, batch in real_my_batches(loader):
+            seen.append(i)
+            yield i, batch
+        (out / f"report_batches_rank{torch.distributed.get_rank()}.json").write_text(json.dumps(seen))
+
+    reports.my_batches = my_batches
     manifest = out / "manifest.csv"
     out.mkdir(parents=True, exist_ok=True)
     manifest.write_text("clip\n")

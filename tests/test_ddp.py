@@ -127,12 +127,64 @@ def test_control_without_codebook_sync_diverges(ddp_run):
     assert {"codebook.embeddings", "codebook.N", "codebook.z_avg"} <= bad.keys(), bad
 
 
-def test_train_vqvae_stage_under_cpu_ddp(ddp_env):
-    """The train_vqvae stage function itself with trainer.devices=2, strategy=ddp, accelerator=cpu: it runs,
-    and its two ranks end in sync."""
+@pytest.fixture(scope="module")
+def stage_run(ddp_env):
     tmp, env = ddp_env
     check_ok(run_worker("stage", tmp, env), "train_vqvae under CPU DDP")
+    return tmp / "stage"
+
+
+def test_train_vqvae_stage_under_cpu_ddp(stage_run):
+    """The train_vqvae stage function itself with trainer.devices=2, strategy=ddp, accelerator=cpu: it runs,
+    and its two ranks end in sync."""
+    tmp = stage_run.parent
     r0, r1 = load_ranks(tmp / "stage", "stage_vqvae")
     assert r0["batch_sums"] != r1["batch_sums"]
     assert_in_sync(r0, r1, "train_vqvae")
     assert (tmp / "stage" / "model" / "model.safetensors").is_file()
+
+
+def test_end_of_training_report_is_shared_by_the_ranks_and_equals_one_rank(stage_run):
+    """train_vqvae's reconstruction report under 2-rank DDP: each rank computed every other test batch, and the
+    combined numbers equal the report one process computes alone with the saved model (counts-derived values
+    bitwise, means within 1e-6)."""
+    import json
+
+    from torch.utils.data import DataLoader
+
+    from videogpt.checkpoint import load_vqvae
+    from videogpt.data.dataset import ClipDataset
+    from videogpt.metrics.reports import reconstruction_report
+
+    out, tmp = stage_run, stage_run.parent
+    shares = [json.loads((out / f"report_batches_rank{r}.json").read_text()) for r in (0, 1)]
+    test = ClipDataset(tmp / "clips.zarr", "test")
+    n_batches = -(-len(test) // 4)  # ddp_worker.BATCH
+    assert sorted(shares[0] + shares[1]) == list(range(n_batches)) and len(shares[0]) == len(shares[1])
+    two = json.loads((out / "metrics.json").read_text())
+    one = reconstruction_report(load_vqvae(out / "model"), DataLoader(test, batch_size=4), 16)
+    for key in ("perplexity", "codes_used", "n_clips"):
+        assert two[key] == one[key], key
+    for key in ("nmse", "psnr"):
+        assert abs(two[key] - one[key]) <= 1e-6 * abs(one[key]), key
+
+
+def test_bits_per_dim_under_ddp_equals_one_rank(ddp_run):
+    """Both ranks computed bits/dim together after the prior's DDP run; it equals one process's value with rank 0's
+    saved weights, and both ranks returned it."""
+    import json
+
+    from torch.utils.data import DataLoader
+
+    from ddp_worker import BATCH, RandomTokens
+    from videogpt.metrics.reports import bits_per_dim
+    from videogpt.prior import Prior, PriorConfig
+
+    ranks = [json.loads((ddp_run / f"bits_rank{r}.json").read_text()) for r in (0, 1)]
+    state = load_ranks(ddp_run, "prior")[0]["state"]
+    cfg = PriorConfig(latent_shape=(2, 4, 4), n_codes=16, embedding_dim=8, n_layer=2, n_head=2, n_embd=24)
+    prior = Prior(cfg, state["codebook"])
+    prior.load_state_dict(state)
+    one = bits_per_dim(prior, DataLoader(RandomTokens(32, cfg.latent_shape, cfg.n_codes), batch_size=BATCH))
+    assert ranks[0] == ranks[1]
+    assert abs(ranks[0] - one) <= 1e-6 * one

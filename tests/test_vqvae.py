@@ -102,6 +102,7 @@ def test_ema_update_and_laplace_smoothing_hand_computed():
     cb.z_avg.copy_(torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0]]))
     cb.N.copy_(torch.tensor([2.0, 2.0, 2.0]))
     cb.initialized.fill_(True)
+    cb.needs_init = False  # forward reads this copy of the flag (no host sync)
     z = _as_z([[0.1, 0.0], [0.9, 0.1], [1.1, -0.1], [0.0, 2.0]])  # nearest codes 0, 1, 1, 2
     out = cb(z)
     assert out["codes"].flatten().tolist() == [0, 1, 1, 2]
@@ -130,6 +131,7 @@ def test_dead_code_restarted_from_batch_and_stats_not_reset():
     cb.z_avg.copy_(cb.embeddings * 5)
     cb.N.copy_(torch.tensor([5.0, 5.0, 5.0, 0.0]))  # code 3: dead
     cb.initialized.fill_(True)
+    cb.needs_init = False  # forward reads this copy of the flag (no host sync)
     vectors = [[0.1, 0.0], [0.9, 0.1], [0.0, 0.8], [0.2, 0.1], [1.2, 0.0], [0.1, 1.1]]  # M=6 >= K: no noise
     cb(_as_z(vectors))
     batch = torch.tensor(vectors)

@@ -237,9 +237,10 @@ def make_trainer(trainer_params, *, name: str, max_steps: int, ckpt_dir, live_di
     pl.seed_everything(seed, workers=True, verbose=False)
     tp = trainer_params
     precision = "32-true" if tp.precision in ("32", "32-true") else tp.precision
-    # Bitwise determinism on CPU; on CUDA some kernels (embedding/scatter backward, flash attention)
-    # have no deterministic version, so only warn there.
-    deterministic = True if not torch.cuda.is_available() or tp.accelerator == "cpu" else "warn"
+    # trainer.deterministic: bitwise determinism on CPU; on CUDA some kernels (embedding/scatter backward,
+    # flash attention) have no deterministic version, so there it only warns. Off, cuDNN autotunes its kernels.
+    on_cpu = not torch.cuda.is_available() or tp.accelerator == "cpu"
+    deterministic = "warn" if tp.deterministic and not on_cpu else tp.deterministic
     logger = DVCLiveLogger(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None)
     callbacks = [
         ModelCheckpoint(dirpath=str(ckpt_dir), filename="step{step}", every_n_train_steps=checkpoint_every,
@@ -250,7 +251,10 @@ def make_trainer(trainer_params, *, name: str, max_steps: int, ckpt_dir, live_di
         accelerator=tp.accelerator, devices=tp.devices, num_nodes=tp.num_nodes, strategy=tp.strategy,
         precision=precision, max_steps=max_steps, max_epochs=-1, logger=logger, callbacks=callbacks,
         plugins=[AtomicCheckpointIO()], gradient_clip_val=gradient_clip_val, deterministic=deterministic,
-        val_check_interval=val_every, check_val_every_n_epoch=None, log_every_n_steps=tp.log_every_n_steps,
+        benchmark=not tp.deterministic, accumulate_grad_batches=tp.accumulate_grad_batches,
+        # Lightning counts val_check_interval in batches, max_steps and checkpoints in optimizer steps
+        val_check_interval=val_every * tp.accumulate_grad_batches, check_val_every_n_epoch=None,
+        log_every_n_steps=tp.log_every_n_steps,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
         limit_val_batches=8, default_root_dir=str(ckpt_dir),
     )

@@ -26,6 +26,7 @@ from typing import NamedTuple, Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from videogpt.checkpoint import SavedModel
 from videogpt.position import BroadcastPosEmbed
@@ -230,6 +231,8 @@ def dropout_keep_mask(shape, p: float, device=None) -> torch.Tensor:
     threshold = -2 ** 31 + round(p * 2 ** 32)  # P(uniform int32 >= threshold) = 1 - p
     if threshold >= 2 ** 31:  # p = 1: nothing is kept (and the threshold is past the int32 range)
         return torch.zeros(shape, dtype=torch.bool, device=device)
+    if torch.compiler.is_compiling():  # in-place random_ breaks the graph; compiled code draws its own numbers
+        return torch.rand(shape, device=device) >= p
     n = math.prod(shape)
     words = torch.empty((n + 1) // 2, dtype=torch.int64, device=device).random_(-2 ** 63, None)
     return words.view(torch.int32)[:n].view(shape) >= threshold
@@ -427,10 +430,17 @@ class Prior(nn.Module, SavedModel):
         self.head = nn.Linear(D, cfg.n_codes, bias=False)
         # Zero head: every code is equally likely at init (loss = ln K), a calm start for training.
         nn.init.zeros_(self.head.weight)
+        self.checkpoint_blocks = False  # set_activation_checkpointing
 
     @classmethod
     def from_saved(cls, config: dict, state: dict) -> "Prior":
         return cls(PriorConfig(**config), state["codebook"])
+
+    def set_activation_checkpointing(self, on: bool) -> None:
+        """In `forward`, keep only each block's input and recompute its activations in the backward pass
+        (trainer.checkpoint_activations; torch.utils.checkpoint replays the dropout masks): the same
+        gradients, about 1/n_layer of the activation memory, one more forward pass of compute."""
+        self.checkpoint_blocks = bool(on)
 
     def check_codebook(self, vqvae) -> None:
         """A prior predicts the codes of one VQ-VAE: refuse to pair it with another."""
@@ -521,7 +531,10 @@ class Prior(nn.Module, SavedModel):
         x = torch.cat([self.sos.to(x.dtype).expand(B, 1, -1), x[:, :-1]], dim=1)
         x = x + self.pos_emb().reshape(L, -1)
         for block, kv in zip(self.blocks, kvs):
-            x = block(x, c, kv)
+            if self.checkpoint_blocks and torch.is_grad_enabled():
+                x = checkpoint(block, x, c, kv, use_reentrant=False)
+            else:
+                x = block(x, c, kv)
         logits = self.head(self.norm_out(x, c))
         return logits.view(B, *cfg.latent_shape, cfg.n_codes)
 

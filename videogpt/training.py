@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from videogpt.checkpoint import fingerprint, load_vqvae, save_model
-from videogpt.config import Params, ParamsError, to_dict
+from videogpt.config import Params, ParamsError, TrainerParams, to_dict
 from videogpt.data.clip_store import check_clip_shape, read_actions
 from videogpt.data.dataset import ClipDataset
 from videogpt.distributed import inference_device
@@ -36,8 +36,26 @@ def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
+# Trainer keys added after runs were first keyed: a run key lists them only when they differ from their defaults,
+# so a run at the defaults keeps its key (its checkpoints still resume, the VQ-VAE's config.json its bytes).
+LATER_TRAINER_KEYS = ("accumulate_grad_batches", "checkpoint_activations", "deterministic")
+
+
+def trainer_run_key(tp: TrainerParams) -> dict:
+    default = TrainerParams()
+    return {k: v for k, v in to_dict(tp).items() if k not in LATER_TRAINER_KEYS or v != getattr(default, k)}
+
+
 class UnsafeCheckpointError(RuntimeError):
     pass
+
+
+def same_buffers_as_rank0(model: torch.nn.Module) -> None:
+    """Every rank's buffers := rank 0's (the saved model's). Without SyncBatchNorm (CPU DDP) each rank's last step
+    updated its BatchNorm statistics from its own batch, and the ranks' shares of a report must use one model."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        for b in model.buffers():
+            torch.distributed.broadcast(b, 0)
 
 
 def fit(trainer, module, train_dl, val_dl, resume_from) -> None:
@@ -65,11 +83,12 @@ def train_vqvae(params: Params, *, clips_path, manifest_path, model_dir, ckpt_di
     val_dl = _loader(val_ds, vp.batch_size, vp.num_workers, shuffle=False)
 
     run_key = {"params": {"seed": params.seed, "vqvae": to_dict(vp), "data": to_dict(params.data),
-                          "trainer": to_dict(tp)},
+                          "trainer": trainer_run_key(tp)},
                "clips": hashlib.sha256(Path(manifest_path).read_bytes()).hexdigest()}
     resume_from = prepare_resume(ckpt_dir, run_key)
     torch.manual_seed(params.seed)
     model = VQVAE(cfg)
+    model.set_activation_checkpointing(tp.checkpoint_activations)
     module = VQVAEModule(model, lr=vp.lr, log_every_n_steps=tp.log_every_n_steps, compile=tp.compile)
     # BatchNorm statistics are synchronised across GPUs under DDP (as the paper's code does); torch's
     # SyncBatchNorm has no CPU implementation, so CPU ranks keep their own running statistics.
@@ -77,11 +96,14 @@ def train_vqvae(params: Params, *, clips_path, manifest_path, model_dir, ckpt_di
                            val_every=vp.val_every, checkpoint_every=vp.checkpoint_every, seed=params.seed,
                            sync_batchnorm=tp.devices * tp.num_nodes > 1 and inference_device(tp).type == "cuda")
     fit(trainer, module, train_dl, val_dl, resume_from)
+    # Lightning hands the model back on the CPU; the report runs on the run's device, shared by its ranks
+    model = model.to(trainer.strategy.root_device).eval()
+    same_buffers_as_rank0(model)
+    if trainer.is_global_zero:
+        save_model(model_dir, model, cfg, meta={"steps": trainer.global_step, "run_key": _digest(run_key)})
+    report = reconstruction_report(model, _loader(val_ds, vp.batch_size, vp.num_workers, shuffle=False), cfg.n_codes)
     if not trainer.is_global_zero:
         return {}
-    model = model.cpu().eval()
-    save_model(model_dir, model, cfg, meta={"steps": trainer.global_step, "run_key": _digest(run_key)})
-    report = reconstruction_report(model, _loader(val_ds, vp.batch_size, 0, shuffle=False), cfg.n_codes)
     save_reconstruction_picture(model, val_ds, picture_path)
     report["ema_codes_used"] = float(model.codebook.usage())
     report["steps"] = trainer.global_step
@@ -138,25 +160,28 @@ def train_prior(params: Params, *, vqvae_dir, tokens_path, clips_path, model_dir
     cfg = PriorConfig.from_params(pp, vqvae.config, n_classes=n_classes, frame_shape=frame_shape,
                                   action_shape=actions[0] if actions else None)
 
-    run_key = {"params": {"seed": params.seed, "prior": to_dict(pp), "trainer": to_dict(tp)}, "vqvae": fp}
+    run_key = {"params": {"seed": params.seed, "prior": to_dict(pp), "trainer": trainer_run_key(tp)}, "vqvae": fp}
     resume_from = prepare_resume(ckpt_dir, run_key)
     torch.manual_seed(params.seed)
     model = Prior(cfg, vqvae.codebook.embeddings.detach().clone())
     if actions:
         model.set_action_stats(*actions[1:])
+    model.set_activation_checkpointing(tp.checkpoint_activations)
     module = PriorModule(model, lr=pp.lr, weight_decay=pp.weight_decay, warmup_steps=pp.warmup_steps,
                          max_steps=pp.max_steps, log_every_n_steps=tp.log_every_n_steps, compile=tp.compile)
     trainer = make_trainer(tp, name="train_prior", max_steps=pp.max_steps, ckpt_dir=ckpt_dir, live_dir=live_dir,
                            val_every=pp.val_every, checkpoint_every=pp.checkpoint_every, seed=params.seed)
     fit(trainer, module, _loader(train_ds, pp.batch_size, pp.num_workers, shuffle=True, drop_last=True),
         _loader(val_ds, pp.batch_size, pp.num_workers, shuffle=False), resume_from)
+    model = model.to(trainer.strategy.root_device).eval()  # as in train_vqvae
+    if trainer.is_global_zero:
+        save_model(model_dir, model, cfg, meta={"steps": trainer.global_step, "vqvae_fingerprint": fp,
+                                                "class_names": list(root.attrs.get("class_names", []))})
+    val_bits = bits_per_dim(model, _loader(val_ds, pp.batch_size, pp.num_workers, shuffle=False))
     if not trainer.is_global_zero:
         return {}
-    model = model.cpu().eval()
-    save_model(model_dir, model, cfg, meta={"steps": trainer.global_step, "vqvae_fingerprint": fp,
-                                            "class_names": list(root.attrs.get("class_names", []))})
     report = {
-        "val_bits_per_dim": bits_per_dim(model, _loader(val_ds, pp.batch_size, 0, shuffle=False)),
+        "val_bits_per_dim": val_bits,
         "train_unigram_entropy_bits": unigram_entropy_bits(train_ds.tokens, cfg.n_codes),
         "n_params": model.num_params(),
         "steps": trainer.global_step,

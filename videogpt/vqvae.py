@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from videogpt.checkpoint import SavedModel
 from videogpt.position import BroadcastPosEmbed
@@ -168,6 +170,21 @@ class SamePadConvTranspose3d(nn.Module):
 # --------------------------------------------------------------------------------------------
 # Attention at the latent resolution
 
+# CUDA launches the flash and memory-efficient SDPA kernels with the batch as a grid dimension, which has at most
+# 65,535 blocks; past it they fail with "invalid configuration argument" (PyTorch issues 142228, 146704).
+SDPA_MAX_BATCH = 65_535
+
+
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """F.scaled_dot_product_attention of (B', heads, L, head_dim) q, k, v, in slices of at most SDPA_MAX_BATCH
+    along B' (each batch entry attends on its own, so slicing changes nothing). Axial attention folds two latent
+    axes and the batch into B': along t at 32x32 latents, a batch of 64 clips is 65,536."""
+    n = q.shape[0]
+    if n <= SDPA_MAX_BATCH:
+        return F.scaled_dot_product_attention(q, k, v)
+    return torch.cat([F.scaled_dot_product_attention(q[i:i + SDPA_MAX_BATCH], k[i:i + SDPA_MAX_BATCH],
+                                                     v[i:i + SDPA_MAX_BATCH]) for i in range(0, n, SDPA_MAX_BATCH)])
+
 
 class AxialAttention(nn.Module):
     """Three independent multi-head self-attentions, along T, along H and along W (each position attends
@@ -212,7 +229,7 @@ class AxialAttention(nn.Module):
         moved = qkv.movedim(axis, 5).movedim(3, 0)  # (3, B, a, b, heads, L, head_dim)
         _, B, a, b, heads, L, hd = moved.shape
         q, k, v = moved.reshape(3, B * a * b, heads, L, hd)
-        y = F.scaled_dot_product_attention(q, k, v)  # (B', heads, L, hd)
+        y = _sdpa(q, k, v)  # (B', heads, L, hd)
         return y.transpose(1, 2).reshape(B, a, b, L, heads * hd).movedim(3, axis)
 
 
@@ -242,6 +259,30 @@ class AttentionResidualBlock(nn.Module):
         return x + h
 
 
+@contextmanager
+def _buffers_kept(module: nn.Module):
+    """Puts module's buffers back as they were on entry when the block exits, also by an exception (the
+    recomputation of torch.utils.checkpoint stops early by raising one)."""
+    saved = [b.clone() for b in module.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, s in zip(module.buffers(), saved):
+                b.copy_(s)
+
+
+def _run_block(block: nn.Module, x: torch.Tensor, pos: torch.Tensor | None, checkpointed: bool) -> torch.Tensor:
+    """block(x, pos); with activation checkpointing (trainer.checkpoint_activations) only x is kept for the
+    backward pass, which runs the block again (torch.utils.checkpoint, non-reentrant). That second run would
+    update BatchNorm's running statistics a second time: they are put back after it, so a checkpointed step
+    leaves the same state as a plain one."""
+    if not (checkpointed and torch.is_grad_enabled()):
+        return block(x, pos)
+    return checkpoint(block, x, pos, use_reentrant=False,
+                      context_fn=lambda: (nullcontext(), _buffers_kept(block)))
+
+
 # --------------------------------------------------------------------------------------------
 # Encoder / decoder
 
@@ -261,13 +302,14 @@ class Encoder(nn.Module):
         self.res = nn.ModuleList(AttentionResidualBlock(cfg) for _ in range(cfg.n_res_layers))
         self.norm = nn.BatchNorm3d(C)
         self.to_latent = SamePadConv3d(C, cfg.embedding_dim, 1)  # the reference's pre_vq_conv
+        self.checkpoint_blocks = False  # VQVAE.set_activation_checkpointing
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor | None) -> torch.Tensor:
         for conv in self.down:
             x = F.relu(conv(x))
         x = self.conv_last(x)
         for block in self.res:
-            x = block(x, pos)
+            x = _run_block(block, x, pos, self.checkpoint_blocks)
         return self.to_latent(F.relu(self.norm(x)))
 
 
@@ -287,11 +329,12 @@ class Decoder(nn.Module):
         # Without any resampling there is no transposed conv to produce the 3 output channels;
         # a 3x3x3 conv mirrors the encoder's conv_last (which then takes 3 channels).
         self.to_pixels = None if strides else SamePadConv3d(C, 3, 3)
+        self.checkpoint_blocks = False  # VQVAE.set_activation_checkpointing
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor | None) -> torch.Tensor:
         x = self.from_latent(x)
         for block in self.res:
-            x = block(x, pos)
+            x = _run_block(block, x, pos, self.checkpoint_blocks)
         x = F.relu(self.norm(x))
         for j, convt in enumerate(self.up):
             x = convt(x)
@@ -336,6 +379,13 @@ class Codebook(nn.Module):
         self.register_buffer("N", torch.zeros(n_codes))          # EMA count of vectors assigned per code
         self.register_buffer("z_avg", self.embeddings.clone())   # EMA sum of vectors assigned per code
         self.register_buffer("initialized", torch.tensor(False))
+        # A Python copy of `initialized` for forward to branch on: reading the buffer there would stall the GPU
+        # every step (a host sync) and break torch.compile's graph. Kept equal by _init_from and by loading.
+        self.needs_init = True
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.needs_init = not bool(self.initialized)  # one host sync per load
 
     def usage(self) -> float:
         """Fraction of codes in use (EMA count N >= 1, the restart threshold). Unlike the batch perplexity
@@ -361,6 +411,7 @@ class Codebook(nn.Module):
         self.z_avg.copy_(rows)
         self.N.fill_(1.0)
         self.initialized.fill_(True)
+        self.needs_init = False
 
     @torch.no_grad()
     def _ema_update(self, flat: torch.Tensor, idx: torch.Tensor) -> None:
@@ -380,6 +431,9 @@ class Codebook(nn.Module):
         # Dead-code restart: every code whose EMA count is below 1 gets a fresh vector from this batch.
         # N and z_avg are deliberately left alone (as in the reference), so a code stays "dead" and is
         # re-drawn each step until it is actually assigned about one vector per step.
+        # The draw (and its broadcast) happens every step, also when no code is dead: skipping it would need the
+        # dead count on the host (a sync per step) and would shift the torch RNG stream the data loader's
+        # shuffles draw from (the default run has dead codes in 163 of its 450 steps).
         rows = self._random_rows(flat)
         used = (self.N >= 1.0)[:, None]
         self.embeddings.copy_(torch.where(used, self.embeddings, rows))
@@ -400,7 +454,7 @@ class Codebook(nn.Module):
             z = z.float()
             B, D, t, h, w = z.shape
             flat = z.permute(0, 2, 3, 4, 1).reshape(-1, D)
-            if self.training and not bool(self.initialized):
+            if self.training and self.needs_init:
                 self._init_from(flat.detach())
             idx = self.codes(flat.detach())
             e = F.embedding(idx, self.embeddings).view(B, t, h, w, D).permute(0, 4, 1, 2, 3)  # a copy:
@@ -442,6 +496,11 @@ class VQVAE(nn.Module, SavedModel):
     @classmethod
     def from_saved(cls, config: dict, state: dict) -> "VQVAE":
         return cls(VQVAEConfig(**config))
+
+    def set_activation_checkpointing(self, on: bool) -> None:
+        """Recompute the residual blocks' activations in the backward pass instead of keeping them
+        (trainer.checkpoint_activations): same gradients and buffers, less memory, more compute."""
+        self.encoder.checkpoint_blocks = self.decoder.checkpoint_blocks = bool(on)
 
     # ---- shapes and checks
 

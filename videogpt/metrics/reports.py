@@ -4,14 +4,21 @@ split, how many clips, what unit), plus the real-above-reconstruction picture.
 
 Separate from videogpt.evaluation (FVD and the evaluate stage) so that the training stages do not depend on
 the FVD code: a change there retrains nothing.
+
+The reports run on the model's device. Under torch.distributed (e.g. right after a DDP training) the ranks
+share the work: batch i of the loader goes to rank i % world_size, and the per-batch results are gathered and
+combined in batch order, so every rank returns exactly the numbers one rank alone would compute.
 """
 from __future__ import annotations
 
 import math
+from typing import Iterator
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
+from videogpt.distributed import rank_and_world
 from videogpt.prior import Prior
 from videogpt.video import to_uint8
 from videogpt.visualize import contact_sheet, save_png
@@ -31,15 +38,52 @@ def recon_scores(mse) -> dict:
             "psnr": float(np.mean(10 * np.log10(1.0 / np.maximum(mse, 1e-10))))}
 
 
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def my_batches(loader: DataLoader) -> Iterator[tuple[int, object]]:
+    """(i, batch) for this rank's batches of `loader` (a DataLoader with a batch sampler): batch i goes to rank
+    i % world_size, whole, so that it is the very batch a one-rank run computes. Only these batches are read."""
+    rank, world = rank_and_world()
+    if world == 1:
+        yield from enumerate(loader)
+        return
+    batches = list(loader.batch_sampler)
+    mine = DataLoader(loader.dataset, batch_sampler=batches[rank::world], num_workers=loader.num_workers,
+                      collate_fn=loader.collate_fn, pin_memory=loader.pin_memory)
+    yield from zip(range(rank, len(batches), world), mine)
+
+
+def in_batch_order(mine: dict) -> list:
+    """The values of {batch index: result} of every rank, in batch order (all ranks get them)."""
+    if rank_and_world()[1] > 1:
+        parts = [None] * rank_and_world()[1]
+        torch.distributed.all_gather_object(parts, mine)
+        mine = {i: r for part in parts for i, r in part.items()}
+    return [mine[i] for i in sorted(mine)]
+
+
+def _all_sum(t: torch.Tensor) -> torch.Tensor:
+    if rank_and_world()[1] > 1:
+        torch.distributed.all_reduce(t)
+    return t
+
+
 @torch.inference_mode()
 def reconstruction_report(vqvae: VQVAE, loader, n_codes: int) -> dict:
-    """NMSE (MSE / DATA_VARIANCE), PSNR on [0,1] pixels, code perplexity and fraction of codes used over a split."""
+    """NMSE (MSE / DATA_VARIANCE), PSNR on [0,1] pixels, code perplexity and fraction of codes used over a split,
+    on the VQ-VAE's device; shared by the ranks under torch.distributed (module docstring)."""
     vqvae.eval()
-    mses, counts = [], np.zeros(n_codes, np.int64)
-    for video, _ in loader:
+    device = _device(vqvae)
+    mses, counts = {}, torch.zeros(n_codes, dtype=torch.int64, device=device)
+    for i, (video, _) in my_batches(loader):
+        video = video.to(device)
         codes = vqvae.encode(video)
-        mses.extend(clip_mse(video, vqvae.decode(codes)).tolist())
-        counts += np.bincount(codes.flatten().numpy(), minlength=n_codes)
+        mses[i] = clip_mse(video, vqvae.decode(codes)).tolist()
+        counts += torch.bincount(codes.flatten(), minlength=n_codes)
+    mses = [m for batch in in_batch_order(mses) for m in batch]
+    counts = _all_sum(counts).cpu().numpy()
     p = counts / counts.sum()
     return {**recon_scores(mses), "perplexity": float(np.exp(-(p * np.log(p + 1e-10)).sum())),
             "codes_used": float((counts > 0).mean()), "n_clips": len(mses)}
@@ -61,8 +105,8 @@ def save_reconstruction_picture(vqvae: VQVAE, dataset, path, n: int = 6) -> None
     """Real (odd rows) above reconstruction (even rows) for n clips spread evenly over the split."""
     rows = []
     for i in np.linspace(0, len(dataset) - 1, num=min(n, len(dataset))).round().astype(int):
-        video = dataset[int(i)][0][None]
-        rows += [to_uint8(video[0]).numpy(), to_uint8(vqvae.decode(vqvae.encode(video))[0]).numpy()]
+        video = dataset[int(i)][0][None].to(_device(vqvae))
+        rows += [to_uint8(video[0]).cpu().numpy(), to_uint8(vqvae.decode(vqvae.encode(video))[0]).cpu().numpy()]
     save_png(path, contact_sheet(rows), upscale=2)
 
 
@@ -75,11 +119,19 @@ def unigram_entropy_bits(tokens: np.ndarray, n_codes: int) -> float:
 
 @torch.inference_mode()
 def bits_per_dim(prior: Prior, loader) -> float:
+    """Mean cross-entropy per latent token / ln 2 over the loader's token grids (batches of dicts: tokens, and
+    label / frames / actions where the prior is conditional), on the prior's device; shared by the ranks under
+    torch.distributed (module docstring)."""
     prior.eval()
-    total, n = 0.0, 0
-    for batch in loader:
+    device = _device(prior)
+    losses = {}
+    for i, batch in my_batches(loader):
+        batch = {k: v.to(device) for k, v in batch.items()}
         loss = prior.loss(batch["tokens"], label=batch.get("label"), frames=batch.get("frames"),
                           actions=batch.get("actions"))
-        total += float(loss) * len(batch["tokens"])
-        n += len(batch["tokens"])
+        losses[i] = (float(loss), len(batch["tokens"]))
+    total, n = 0.0, 0
+    for loss, size in in_batch_order(losses):  # summed in batch order: the one-rank sum, bit for bit
+        total += loss * size
+        n += size
     return total / max(n, 1) / math.log(2)
