@@ -46,7 +46,13 @@ class _ClipBatches(Dataset):
         return len(self.bounds)
 
     def __getitem__(self, i):
-        return torch.from_numpy(np.ascontiguousarray(read_clips(self.clips_path, self.split, *self.bounds[i])))
+        start, stop = self.bounds[i]
+        try:
+            clips = read_clips(self.clips_path, self.split, start, stop)
+        except Exception as e:
+            raise RuntimeError(f"{self.clips_path}/{self.split}/clips: clips [{start}:{stop}] are unreadable "
+                               f"(corrupt or missing shard?): {type(e).__name__}: {e}") from e
+        return torch.from_numpy(np.ascontiguousarray(clips))
 
 
 def _create(tmp: Path, clips_path, vqvae, run_key: dict) -> None:
