@@ -100,7 +100,8 @@ def measure_prior(cfg: PriorConfig, checkpoint: bool) -> dict:
     s = {}
     for layers in (1, 2):
         for t in (1, 2):
-            small = PriorConfig(**{**vars(cfg), "latent_shape": (t, *GRID), "n_layer": layers})
+            # attn_dropout 0: CUDA's fused kernels keep no L x L matrix with dropout either (CPU's path does)
+            small = PriorConfig(**{**vars(cfg), "latent_shape": (t, *GRID), "n_layer": layers, "attn_dropout": 0.0})
             s[layers, t] = _per_sample(lambda b: _prior_forward(small, b, checkpoint))
     per_layer = {t: s[2, t] - s[1, t] for t in (1, 2)}
     outside = {t: s[1, t] - per_layer[t] for t in (1, 2)}
@@ -116,7 +117,7 @@ def prior_activations(c: dict, cfg: PriorConfig, batch: int) -> float:
 
 def measure_vqvae(cfg: VQVAEConfig, checkpoint: bool) -> dict:
     """The VQ-VAE's activation coefficients (bytes): per input voxel a_vox, per sample a_smp."""
-    T, H, W = cfg.input_shape
+    T = cfg.input_shape[0]
     unit = 2 * max(cfg.downsample[1:])  # reduced heights and width, divisible by the downsampling
     heights = (unit, 2 * unit)
     per = {}
@@ -145,7 +146,7 @@ def n_params(model_cls, cfg, *args) -> int:
         return sum(p.numel() for p in model_cls(cfg, *args).parameters())
 
 
-def model_rows(name: str, params_count: int, activations, transient, device_bytes: float, devices: int) -> list[dict]:
+def model_rows(params_count: int, activations, transient, device_bytes: float, devices: int) -> list[dict]:
     """One row per (accumulation, checkpointing): micro-batch, peak GB, fits."""
     rows = []
     for ckpt in (False, True):
@@ -196,8 +197,8 @@ def estimate(name: str, device_gb: float) -> dict:
         block = b * (prior.seq_len * pr_c[False]["a_tok"] + pr_c[False]["a_smp"]) if ckpt else 0.0
         return logits + block
 
-    vq_rows = model_rows("vqvae", p_vq, vq_act, vq_transient, device_bytes, devices)
-    pr_rows = model_rows("prior", p_pr, pr_act, pr_transient, device_bytes, devices)
+    vq_rows = model_rows(p_vq, vq_act, vq_transient, device_bytes, devices)
+    pr_rows = model_rows(p_pr, pr_act, pr_transient, device_bytes, devices)
     per_tc = pr_c[False]["a_tok"] / prior.n_embd
     return {
         "devices": devices, "device_memory_gb": device_gb,

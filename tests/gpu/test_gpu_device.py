@@ -81,8 +81,9 @@ def test_greedy_cached_sampling_on_the_gpu_equals_the_full_forward_pass():
 
 
 @pytest.mark.parametrize("flavour", ["tf", "videogpt"])
-def test_i3d_features_on_the_gpu_match_the_cpu(flavour):
+def test_i3d_features_on_the_gpu_match_the_cpu(flavour, monkeypatch):
     from videogpt.metrics.i3d import I3D, i3d_features
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # float32 convolutions, as on the CPU
     torch.manual_seed(0)
     model = I3D(flavour=flavour)
     videos = np.random.default_rng(0).integers(0, 256, (4, 16, 64, 64, 3), dtype=np.uint8)
