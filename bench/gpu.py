@@ -330,7 +330,8 @@ def inference_rates(params, vqvae: VQVAE, prior: Prior, clips, data, device, arg
             "decode_clips_per_s": rate(lambda: vqvae.decode(codes), len(codes), "32"),
             "i3d_clips_per_s": rate(lambda: i3d(video), len(video), params.eval.precision),
             "bits_per_dim_grids_per_s": rate(lambda: prior.loss(batch["tokens"], label=batch["label"],
-                                                                frames=batch["frames"]), eb, params.eval.precision)}
+                                                                frames=batch["frames"]), len(batch["tokens"]),
+                                                     params.eval.precision)}
 
 
 def predicted_hours(name: str, params, vq_out, pr_out, sampler, rates) -> dict:
