@@ -14,7 +14,8 @@ def main():
     device = inference_device(params.trainer)
     counts = build_token_store(load_vqvae(paths.VQVAE_DIR), paths.CLIPS, paths.TOKENS,
                                fingerprint=fingerprint(paths.VQVAE_DIR), batch_size=params.tokenize.batch_size,
-                               num_workers=params.tokenize.num_workers, device=device)
+                               num_workers=params.tokenize.num_workers, device=device,
+                               precision=params.tokenize.precision)
     print(f"tokenize: {counts} clips -> {paths.TOKENS}")
 
 

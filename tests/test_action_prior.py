@@ -24,6 +24,7 @@ from videogpt.training import train_prior, train_vqvae
 
 def make_params(**sections):
     raw = to_dict(parse({}))
+    raw["trainer"]["accelerator"] = "cpu"  # the test compares CPU results, on a GPU host too
     for name, values in sections.items():
         raw[name].update(values)
     return parse(raw)

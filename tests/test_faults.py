@@ -29,7 +29,7 @@ TINY = {
     "prior": {"n_layer": 1, "n_head": 2, "n_embd": 16, "dropout": 0.2, "attn_dropout": 0.3, "lr": 3e-4,
               "warmup_steps": 0, "max_steps": 6, "batch_size": 4, "checkpoint_every": 3, "val_every": 3},
     "eval": {"n_real": 3, "n_trials": 2},
-    "trainer": {"log_every_n_steps": 1},
+    "trainer": {"accelerator": "cpu", "log_every_n_steps": 1},  # CPU bytes on a GPU host too
 }
 
 

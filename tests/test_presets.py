@@ -14,7 +14,7 @@ PRESETS = ROOT / "params/presets"
 
 COMMON = {  # every preset
     "data.resolution": 64, "data.sequence_length": 16, "vqvae.n_hiddens": 240, "vqvae.res_hiddens": 128,
-    "vqvae.beta": 0.25, "vqvae.lr": 7e-4, "vqvae.batch_size": 32, "prior.lr": 3e-4, "prior.batch_size": 32,
+    "vqvae.beta": 0.25, "vqvae.lr": 7e-4, "prior.lr": 3e-4,
     "trainer.precision": "bf16-mixed", "eval.n_real": 256, "eval.n_trials": 10, "eval.i3d_protocol": "videogpt",
 }
 PAPER = {
@@ -61,6 +61,10 @@ def test_preset_is_complete_valid_and_has_the_paper_values(name):
     expected = COMMON | PAPER[name]
     latent = expected.pop("latent")
     assert {key: get(params, key) for key in expected} == expected
+    # the paper's batch of 32 per optimizer step: batch_size x accumulation x devices (bench.gpu_memory: fits 80 GB)
+    t = params.trainer
+    assert params.vqvae.batch_size * t.accumulate_grad_batches * t.devices * t.num_nodes == 32
+    assert params.prior.batch_size * t.accumulate_grad_batches * t.devices * t.num_nodes == 32
     shape = (params.data.sequence_length, params.data.resolution, params.data.resolution)
     assert tuple(s // f for s, f in zip(shape, params.vqvae.downsample)) == latent
     # the model configurations accept them (checks the models' own constraints, builds nothing)

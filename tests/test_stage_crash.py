@@ -45,7 +45,7 @@ TINY = {
               "checkpoint_every": 3, "val_every": 6},
     "sample": {"n_samples": 2, "batch_size": 2},
     "eval": {"n_real": 4, "batch_size": 2},
-    "trainer": {"log_every_n_steps": 2},
+    "trainer": {"accelerator": "cpu", "log_every_n_steps": 2},  # CPU bytes on a GPU host too
 }
 pytestmark = pytest.mark.slow  # ~3 CPU-minutes, some 10 minutes on a busy 2-core box: run by .ci/run, not by `pytest`
 SHARD_CLIPS = 2  # preprocess writes a shard (and its progress record) every 2 clips: 6 shards here

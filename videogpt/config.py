@@ -90,10 +90,16 @@ class VQVAEParams:
                              lo=0)
 
 
+# Inference precision of tokenize, the I3D and bits/dim (videogpt.distributed.inference_autocast): bf16 autocast
+# or none. The codebook's distances and the Frechet distance stay float32/float64 either way.
+InferencePrecision = Literal["32", "bf16"]
+
+
 @dataclass(frozen=True)
 class TokenizeParams:
     batch_size: int = _f(64, "clips per VQ-VAE encode batch", lo=1)
     num_workers: int = _f(0, "DataLoader workers reading the clip store", lo=0)
+    precision: InferencePrecision = _f("32", "encoder precision: 32 or bf16 autocast (nearest-code search in float32)")
 
 
 @dataclass(frozen=True)
@@ -147,6 +153,8 @@ class EvalParams:
         "tf", "I3D feature protocol: tf = the original FVD (BN eps 1e-3, TF1 resize); videogpt = the "
               "VideoGPT/TATS PyTorch port behind their published FVDs (eps 1e-5, short-side resize + crop)")
     batch_size: int = _f(16, "clips per I3D / VQ-VAE batch", lo=1)
+    precision: InferencePrecision = _f("32", "I3D and bits/dim precision: 32 or bf16 autocast (statistics and "
+                                             "Frechet distance in float64)")
 
 
 @dataclass(frozen=True)

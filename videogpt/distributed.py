@@ -1,13 +1,15 @@
-"""Where the non-training stages run: the inference device, and sharing the work across ranks (torchrun /
-srun).
+"""Where the non-training stages run: the inference device, how inputs get there and at what precision, and
+sharing the work across ranks (torchrun / srun).
 
 Training goes through Lightning's strategies; tokenize, sample and evaluate use these helpers: without a
-process group everything degrades to rank 0 of 1.
+process group everything degrades to rank 0 of 1. Every inference input reaches its device through
+`to_device` (uint8 clips travel as uint8 and are converted on the device), so a test can record where
+tensors went by replacing that one function.
 """
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -17,6 +19,25 @@ def inference_device(trainer_params) -> torch.device:
     """The device for the non-training stages (tokenize, sample, evaluate): the first GPU if allowed."""
     use_cuda = trainer_params.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     return torch.device("cuda" if use_cuda else "cpu")
+
+
+def to_device(x: torch.Tensor, device: str | torch.device) -> torch.Tensor:
+    """x on `device` (a no-op where it already is): the one door of every inference input."""
+    return x.to(device, non_blocking=True)
+
+
+def batches_to(batches: Iterable[dict], device: str | torch.device) -> Iterator[dict]:
+    """Each dict batch with its tensors moved through `to_device`."""
+    for batch in batches:
+        yield {k: to_device(v, device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def inference_autocast(device: str | torch.device, precision: str):
+    """The context of tokenize, I3D and bits/dim inference at `tokenize.precision` / `eval.precision`: bf16
+    autocast for "bf16", nothing for "32". What must stay exact opts out itself: the codebook's nearest-code
+    search (VQVAE.encode disables autocast), the losses (computed from float32 logits) and the Frechet
+    distance (float64 NumPy, outside any model)."""
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def init_from_env() -> None:

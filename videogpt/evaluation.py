@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader
 from videogpt.checkpoint import load_prior, load_vqvae
 from videogpt.config import EvalParams, Params, ParamsError
 from videogpt.data.clip_store import clips_array, read_clips_at
-from videogpt.distributed import inference_device, rank_and_world, sharded_map
+from videogpt.distributed import (batches_to, inference_autocast, inference_device, rank_and_world, sharded_map,
+                                  to_device)
 from videogpt.fileio import file_sha256, write_json
 from videogpt.generate import GeneratedSets, read_samples
 from videogpt.metrics.frechet import frechet_distance, gaussian_stats, load_stats, save_stats
@@ -81,7 +82,8 @@ def real_protocol(params: Params, clips_path, trials: list[np.ndarray]) -> dict:
             "selection": "per trial, a uniform random sample without replacement of the test split, seeded "
                          "with (eval.seed, trial)", "seed": ep.seed,
             "indices_sha256": hashlib.sha256(trials_json.encode()).hexdigest(),
-            "frames": int(test.shape[1]), "resolution": int(test.shape[2])}
+            "frames": int(test.shape[1]), "resolution": int(test.shape[2]),
+            **({"precision": ep.precision} if ep.precision != "32" else {})}  # bf16 features: other statistics
 
 
 def fvd_unavailable_reason(params: Params, protocol: dict) -> str | None:
@@ -120,7 +122,8 @@ def compute_real_stats(params: Params, *, clips_path, out_dir) -> dict:
         device = inference_device(params.trainer)
         model = load_i3d(ep.i3d_weights, ep.i3d_protocol).to(device)
         union = np.unique(np.concatenate(trials))  # trials may share clips: I3D sees each once
-        feats = sharded_map(lambda videos: i3d_features(model, videos, batch_size=ep.batch_size, device=device),
+        feats = sharded_map(lambda videos: i3d_features(model, videos, batch_size=ep.batch_size, device=device,
+                                                         precision=ep.precision),
                             len(union), ep.batch_size,
                             lambda a, b: real_to_uint8(read_clips_at(clips_path, "test", union[a:b]),
                                                        ep.i3d_protocol))
@@ -192,19 +195,21 @@ def evaluate(params: Params, *, clips_path, tokens_path, vqvae_dir, prior_dir, s
 
     vqvae = load_vqvae(vqvae_dir).to(device).eval()
     prior, _ = load_prior(prior_dir, vqvae)
+    prior = prior.to(device)
     open_token_store(tokens_path)
     test_tokens = prior_dataset(params.prior, tokens_path, clips_path, "test")
-    bpd = bits_per_dim(prior, DataLoader(test_tokens, batch_size=ep.batch_size))
+    with torch.inference_mode(), inference_autocast(device, ep.precision):
+        bpd = bits_per_dim(prior, batches_to(DataLoader(test_tokens, batch_size=ep.batch_size), device))
 
     model = load_i3d(ep.i3d_weights, flavour).to(device) if real_stats is not None else None
 
     def features(videos_uint8):
-        return i3d_features(model, videos_uint8, batch_size=ep.batch_size, device=device)
+        return i3d_features(model, videos_uint8, batch_size=ep.batch_size, device=device, precision=ep.precision)
 
     @torch.inference_mode()
     def reconstruct(pixels: np.ndarray) -> np.ndarray:
         """Rows [MSE, I3D features of the reconstruction (if FVD is available)] of a batch of real clips."""
-        x = to_float(pixels).to(device)
+        x = to_float(to_device(torch.as_tensor(pixels), device))
         recon = vqvae.decode(vqvae.encode(x))
         mse = clip_mse(x, recon).double().cpu().numpy()[:, None]
         if model is None:
@@ -232,7 +237,8 @@ def evaluate(params: Params, *, clips_path, tokens_path, vqvae_dir, prior_dir, s
 
         @torch.inference_mode()
         def generated(a, b):
-            return generated_to_uint8(vqvae.decode(torch.as_tensor(tokens[a:b], dtype=torch.long).to(device)).cpu(),
+            return generated_to_uint8(vqvae.decode(to_device(torch.as_tensor(tokens[a:b], dtype=torch.long),
+                                                             device)).cpu(),
                                       flavour)
 
         gen = sharded_map(features, tokens.shape[0], ep.batch_size, generated)

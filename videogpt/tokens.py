@@ -13,14 +13,16 @@ from pathlib import Path
 import numpy as np
 import torch
 import zarr
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from videogpt.config import PriorParams
-from videogpt.data.clip_store import clips_array, read_actions, read_labels, store_attrs, store_splits
+from videogpt.data.clip_store import (clips_array, read_actions, read_clips, read_labels, store_attrs,
+                                      store_splits)
 from videogpt.data.dataset import ClipDataset
-from videogpt.distributed import barrier, rank_and_world
+from videogpt.distributed import barrier, inference_autocast, rank_and_world, to_device
 from videogpt.prior import ACTION_CONDITIONS, FRAME_CONDITIONS
 from videogpt.progress import progress_bar
+from videogpt.video import to_float
 
 BLOCK = 1024  # clips per chunk and per unit of work: ranks write disjoint chunks, resume skips whole blocks
 
@@ -30,6 +32,27 @@ def token_dtype(n_codes: int) -> np.dtype:
         if n_codes - 1 <= np.iinfo(dt).max:
             return np.dtype(dt)
     raise ValueError(f"vqvae.n_codes: {n_codes} codes do not fit in 32 bits")
+
+
+class _ClipBatches(Dataset):
+    """Clips [start, stop) of a split in batches of uint8 (n, T, H, W, 3), one bulk read each: workers ship
+    uint8 (a quarter of float32's bytes) and the conversion to float happens on the device."""
+
+    def __init__(self, clips_path, split: str, start: int, stop: int, batch_size: int):
+        self.clips_path, self.split = clips_path, split
+        self.bounds = [(a, min(a + batch_size, stop)) for a in range(start, stop, batch_size)]
+
+    def __len__(self):
+        return len(self.bounds)
+
+    def __getitem__(self, i):
+        start, stop = self.bounds[i]
+        try:
+            clips = read_clips(self.clips_path, self.split, start, stop)
+        except Exception as e:
+            raise RuntimeError(f"{self.clips_path}/{self.split}/clips: clips [{start}:{stop}] are unreadable "
+                               f"(corrupt or missing shard?): {type(e).__name__}: {e}") from e
+        return torch.from_numpy(np.ascontiguousarray(clips))
 
 
 def _create(tmp: Path, clips_path, vqvae, run_key: dict) -> None:
@@ -49,20 +72,22 @@ def _create(tmp: Path, clips_path, vqvae, run_key: dict) -> None:
 @torch.inference_mode()
 def build_token_store(vqvae, clips_path: str | Path, out_path: str | Path, *, fingerprint: str,
                       batch_size: int = 64, num_workers: int = 0, device: str | torch.device = "cpu",
-                      progress: bool = True) -> dict:
+                      precision: str = "32", progress: bool = True) -> dict:
     """Encode every clip of every split into `out_path`.
 
     The store is built at `<out>.tmp` and renamed at the end, so an interrupted run never leaves a
     complete-looking store. Work goes in blocks of BLOCK clips (one chunk each); a marker file per
     finished block lets a rerun with the same VQ-VAE skip what is done, and under torch.distributed
-    block i goes to rank i % world_size, so ranks write disjoint regions of the array.
+    block i goes to rank i % world_size, so ranks write disjoint regions of the array. The encoder runs on
+    `device` at `precision` (tokenize.precision: "32" or "bf16" autocast; the code search stays float32).
     """
     rank, world = rank_and_world()
     out_path = Path(out_path)
     tmp = out_path.with_name(out_path.name + ".tmp")
     vqvae = vqvae.to(device).eval()
     clip_attrs = store_attrs(clips_path)
-    run_key = {"vqvae": fingerprint, "batch_size": batch_size, "clips": clip_attrs.get("counts")}
+    run_key = {"vqvae": fingerprint, "batch_size": batch_size, "precision": precision,
+               "clips": clip_attrs.get("counts")}
     key_file = tmp / "run_key.json"
     resumable = key_file.is_file() and json.loads(key_file.read_text()) == json.loads(json.dumps(run_key))
     if rank == 0 and not resumable:
@@ -74,7 +99,6 @@ def build_token_store(vqvae, clips_path: str | Path, out_path: str | Path, *, fi
         tokens = root[split]["tokens"]
         n = tokens.shape[0]
         counts[split] = n
-        ds = ClipDataset(clips_path, split)
         for block, start in enumerate(range(0, n, BLOCK)):
             marker = tmp / "done" / f"{split}-{block}"
             if block % world != rank:
@@ -83,10 +107,12 @@ def build_token_store(vqvae, clips_path: str | Path, out_path: str | Path, *, fi
                 skipped += 1
                 continue
             stop = min(start + BLOCK, n)
-            loader = DataLoader(Subset(ds, range(start, stop)), batch_size=batch_size, num_workers=num_workers)
-            codes = [vqvae.encode(video.to(device)).cpu() for video, _ in
-                     progress_bar(loader, desc=f"tokenize {split} [{start}:{stop}]", disable=not progress,
-                                  unit="batch")]
+            loader = DataLoader(_ClipBatches(clips_path, split, start, stop, batch_size), batch_size=None,
+                                num_workers=num_workers)
+            with inference_autocast(device, precision):
+                codes = [vqvae.encode(to_float(to_device(clips, device))).cpu() for clips in
+                         progress_bar(loader, desc=f"tokenize {split} [{start}:{stop}]", disable=not progress,
+                                      unit="batch")]
             tokens[start:stop] = torch.cat(codes).numpy().astype(tokens.dtype)
             marker.touch()
     if skipped:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from videogpt.distributed import inference_autocast, to_device
 from videogpt.metrics.protocol import DEFAULT_FLAVOUR, MIN_FRAMES, bn_eps, preprocess
 
 MIN_SPATIAL = 193       # 5 spatial stride-2 stages must leave >= 7 pixels for the (2,7,7) average pool
@@ -255,11 +256,14 @@ def _batches(videos, batch_size: int) -> Iterator[np.ndarray | torch.Tensor]:
 
 
 def i3d_features(model: nn.Module, videos: np.ndarray | torch.Tensor | Iterable, batch_size: int = 16,
-                 device: str | torch.device | None = None, progress: bool = False) -> np.ndarray:
+                 device: str | torch.device | None = None, progress: bool = False,
+                 precision: str = "32") -> np.ndarray:
     """I3D features (N, 400) float64 of uint8 videos (N, T, H, W, 3) or an iterable of videos / batches,
     preprocessed the way of the model's protocol flavour (`model.flavour`).
 
-    The model is put in eval mode and moved to `device` (default: where its parameters are).
+    The model is put in eval mode and moved to `device` (default: where its parameters are); the uint8
+    batches go there as uint8 and are preprocessed on the device. precision (eval.precision): "32", or
+    "bf16" autocast for the network (preprocessing and the returned features stay float32 / float64).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -277,8 +281,9 @@ def i3d_features(model: nn.Module, videos: np.ndarray | torch.Tensor | Iterable,
     out = []
     with torch.inference_mode():
         for batch in _batches(videos, batch_size):
-            x = preprocess(batch, model.flavour).to(device)
-            out.append(model(x).double().cpu().numpy())
+            x = preprocess(to_device(torch.as_tensor(batch), device), model.flavour)
+            with inference_autocast(device, precision):
+                out.append(model(x).double().cpu().numpy())
             if pbar is not None:
                 pbar.update(x.shape[0])
     if pbar is not None:
