@@ -209,3 +209,32 @@ def test_bf16_inference_autocasts_the_networks_but_not_the_code_search(tmp_path)
     assert np.abs(bf16 - f32).max() <= 0.05 * np.abs(f32).max()  # bf16 keeps ~3 significant digits
     with inference_autocast("cpu", "32"):
         assert not torch.is_autocast_enabled("cpu")
+
+
+def test_end_of_training_reports_go_through_the_device_helper(cpu_run, monkeypatch):
+    """The training stages' own reports (reconstructions, bits/dim) send their inputs through the same helper."""
+    import videogpt.reports as reports
+    from videogpt.checkpoint import load_prior, load_vqvae
+    from videogpt.data.dataset import ClipDataset
+    from videogpt.tokens import prior_dataset
+    root, _ = cpu_run
+    moved = []
+    real = reports.to_device
+
+    def to_device(x, device):
+        moved.append((x.dtype, x.shape[0], torch.device(device)))
+        return real(x, device)
+
+    monkeypatch.setattr(reports, "to_device", to_device)
+    monkeypatch.chdir(root)
+    vqvae = load_vqvae("models/vqvae")
+    report = reports.reconstruction_report(vqvae, torch.utils.data.DataLoader(ClipDataset("data/clips.zarr", "test"),
+                                                                              batch_size=3), vqvae.config.n_codes)
+    assert report["n_clips"] == N["test"] and sum(n for dt, n, _ in moved if dt == torch.float32) == N["test"]
+    prior, _ = load_prior("models/prior", vqvae)
+    params = parse(yaml.safe_load(open("params.yaml")))
+    moved.clear()
+    reports.bits_per_dim(prior, torch.utils.data.DataLoader(
+        prior_dataset(params.prior, "data/tokens.zarr", "data/clips.zarr", "test"), batch_size=3))
+    assert sum(n for dt, n, _ in moved if dt == torch.int64) == N["test"]
+    assert all(d == torch.device("cpu") for *_, d in moved)

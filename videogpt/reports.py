@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from videogpt.distributed import rank_and_world
+from videogpt.distributed import rank_and_world, to_device
 from videogpt.prior import Prior
 from videogpt.video import to_uint8
 from videogpt.visualize import contact_sheet, save_png
@@ -78,7 +78,7 @@ def reconstruction_report(vqvae: VQVAE, loader, n_codes: int) -> dict:
     device = _device(vqvae)
     mses, counts = {}, torch.zeros(n_codes, dtype=torch.int64, device=device)
     for i, (video, _) in my_batches(loader):
-        video = video.to(device)
+        video = to_device(video, device)
         codes = vqvae.encode(video)
         mses[i] = clip_mse(video, vqvae.decode(codes)).tolist()
         counts += torch.bincount(codes.flatten(), minlength=n_codes)
@@ -126,7 +126,7 @@ def bits_per_dim(prior: Prior, loader) -> float:
     device = _device(prior)
     losses = {}
     for i, batch in my_batches(loader):
-        batch = {k: v.to(device) for k, v in batch.items()}
+        batch = {k: to_device(v, device) for k, v in batch.items()}
         loss = prior.loss(batch["tokens"], label=batch.get("label"), frames=batch.get("frames"),
                           actions=batch.get("actions"))
         losses[i] = (float(loss), len(batch["tokens"]))
