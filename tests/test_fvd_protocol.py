@@ -174,7 +174,7 @@ def test_uint8_conversions_round_vs_truncate():
 
 def test_protocols_record_what_differs():
     tf, vg = protocol("tf"), protocol("videogpt")
-    assert set(FLAVOURS) == {"tf", "videogpt"}
+    assert set(FLAVOURS) == {"tf", "videogpt", "stylegan_v"}
     assert (tf["bn_eps"], vg["bn_eps"]) == (1e-3, 1e-5)
     assert tf["i3d_protocol"] == "tf" and vg["i3d_protocol"] == "videogpt"
     assert {k for k in tf if tf[k] != vg[k]} >= {"i3d_protocol", "bn_eps", "resize", "generated_uint8",

@@ -180,6 +180,15 @@ def expected_state_keys(model: nn.Module | None = None) -> dict[str, tuple[int, 
     return {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
 
 
+def _is_torchscript(path: Path) -> bool:
+    """A TorchScript archive: a zip whose record holds compiled code (`<name>/code/...`)."""
+    import zipfile
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any("/code/" in f"/{n}" for n in z.namelist())
+
+
 def load_i3d(path: str | Path, flavour: str = DEFAULT_FLAVOUR, map_location="cpu") -> I3D:
     """Build the I3D of `flavour`, load `i3d_pretrained_400.pt` (strict), return it in eval mode without grads.
 
@@ -190,6 +199,10 @@ def load_i3d(path: str | Path, flavour: str = DEFAULT_FLAVOUR, map_location="cpu
     if not path.is_file():
         raise I3DWeightsError(f"{path}: I3D weights not found; fetch them with `python -m videogpt.download i3d` "
                               "(or copy i3d_pretrained_400.pt there) and set eval.i3d_weights")
+    if _is_torchscript(path):  # torch.load would hand it to torch.jit.load, i.e. run it, even with weights_only
+        raise I3DWeightsError(f"{path}: eval.i3d_weights: refused: a TorchScript archive (a program, not plain "
+                              "weights); only StyleGAN-V's pinned i3d_torchscript.pt is accepted, under "
+                              "eval.fvd_protocol stylegan_v with eval.allow_i3d_torchscript: true")
     try:
         sd = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -197,9 +210,7 @@ def load_i3d(path: str | Path, flavour: str = DEFAULT_FLAVOUR, map_location="cpu
             f"{path}: refused to load: the file holds pickled objects other than tensors (a plain state "
             f"dict is required; unpickling arbitrary objects could run code). Details: {e}") from None
     except Exception as e:  # truncated download, HTML error page, not a torch file
-        raise I3DWeightsError(f"{path}: eval.i3d_weights: not a readable torch state dict (a TorchScript file is "
-                              "accepted only as StyleGAN-V's pinned i3d_torchscript.pt under eval.fvd_protocol "
-                              f"stylegan_v with eval.allow_i3d_torchscript) ({type(e).__name__}: {e})") from None
+        raise I3DWeightsError(f"{path}: not a readable torch state dict ({type(e).__name__}: {e})") from None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise I3DWeightsError(f"{path}: expected a flat dict of tensors (the published i3d_pretrained_400.pt), "
                               f"got {type(sd).__name__}")
