@@ -190,3 +190,13 @@ def test_torchscript_is_refused_without_opt_in_or_with_another_hash(script):
     video = np.full((1, 9, 8, 8, 3), 51, np.uint8)
     assert i3d_features(model, video).shape == (1, 400)
     assert i3d_features(model, video)[0, 0] == pytest.approx(51.0)  # fed [0, 255] values, as SGV's network wants
+
+
+def test_the_report_rows_say_what_an_fvd_is_comparable_with():
+    from videogpt.model_card import metric_rows
+    small = {"trials": [1.0], "mean": 1.0, "std": 0.0, "n_trials": 1, "comparable_with": [],
+             "protocol": fvd_protocol("videogpt", 64).record()}
+    (row,) = metric_rows({"fvd": small})
+    assert row[2].startswith("comparable with no published number (n_real=64 (the anchor uses 256")
+    full = small | {"comparable_with": ["VideoGPT (Yan et al. 2021)"], "protocol": fvd_protocol("videogpt").record()}
+    assert metric_rows({"fvd": full})[0][2].startswith("comparable with VideoGPT (Yan et al. 2021); ")
