@@ -200,3 +200,30 @@ def test_the_report_rows_say_what_an_fvd_is_comparable_with():
     assert row[2].startswith("comparable with no published number (n_real=64 (the anchor uses 256")
     full = small | {"comparable_with": ["VideoGPT (Yan et al. 2021)"], "protocol": fvd_protocol("videogpt").record()}
     assert metric_rows({"fvd": full})[0][2].startswith("comparable with VideoGPT (Yan et al. 2021); ")
+
+
+_REAL_WEIGHTS = __import__("os").environ.get("VIDEOGPT_I3D_WEIGHTS")
+
+
+@pytest.mark.skipif(not _REAL_WEIGHTS, reason="golden check needs the published i3d_pretrained_400.pt: set "
+                                              "VIDEOGPT_I3D_WEIGHTS to its path (not downloadable on this host)")
+def test_golden_real_weights():
+    """With the published weights: the file is the pinned one, and on the default data's videos the two
+    flavours' features agree closely (BN eps 1e-3 vs 1e-5 is a small change for trained variances) but not
+    exactly."""
+    from videogpt.config import DefaultDataParams
+    from videogpt.data.moving_digits import make_video, video_digits
+    from videogpt.download import I3D_SHA256
+    from videogpt.fileio import file_sha256
+    from videogpt.metrics.i3d import i3d_features, load_i3d
+    assert file_sha256(_REAL_WEIGHTS) == I3D_SHA256
+    dp = DefaultDataParams(resolution=64, n_frames=16)
+
+    def video(i):
+        digits, rng = video_digits(dp, "test", i)
+        return make_video(digits, dp, rng)
+
+    videos = np.stack([video(i) for i in range(4)])
+    tf = i3d_features(load_i3d(_REAL_WEIGHTS, "tf"), videos)
+    vg = i3d_features(load_i3d(_REAL_WEIGHTS, "videogpt"), videos)
+    assert 0 < np.abs(tf - vg).max() < 0.05 * np.abs(tf).max()
