@@ -227,3 +227,15 @@ def test_golden_real_weights():
     tf = i3d_features(load_i3d(_REAL_WEIGHTS, "tf"), videos)
     vg = i3d_features(load_i3d(_REAL_WEIGHTS, "videogpt"), videos)
     assert 0 < np.abs(tf - vg).max() < 0.05 * np.abs(tf).max()
+
+
+def test_bair_preset_runs_videogpt_protocol_as_the_anchor():
+    import yaml
+    from pathlib import Path
+    p = parse(yaml.safe_load(Path("params/presets/bair.yaml").read_text()))
+    rec = eval_protocol(p.eval).record()
+    assert (rec["fvd_protocol"], rec["n_real"], rec["n_generated"], rec["real_subset"], rec["window"],
+            rec["covariance_ddof"], rec["bn_eps"], rec["i3d_protocol"]) == \
+        ("videogpt", 256, 256, "fixed", "random", 1, 1e-5, "videogpt")
+    assert rec["comparable_with"] == ["VideoGPT (Yan et al. 2021)"] and rec["not_comparable_because"] is None
+    assert p.eval.n_trials == 10
