@@ -239,3 +239,30 @@ def test_bair_preset_runs_videogpt_protocol_as_the_anchor():
         ("videogpt", 256, 256, "fixed", "random", 1, 1e-5, "videogpt")
     assert rec["comparable_with"] == ["VideoGPT (Yan et al. 2021)"] and rec["not_comparable_because"] is None
     assert p.eval.n_trials == 10
+
+
+def test_stylegan_v_protocol_run_on_real_clips(digit_clips, script, tmp_path, monkeypatch):
+    """stylegan_v through fvd_real_stats on the default data's clips, with a scripted stand-in network pinned
+    for the test: the first N train clips, their windows, fed as [0, 255] floats, population covariance."""
+    import videogpt.metrics.i3d as i3d
+    from videogpt.data.clip_store import read_clips_at
+    from videogpt.metrics.frechet import load_stats
+    monkeypatch.setattr(i3d, "STYLEGAN_V_I3D_SHA256", hashlib.sha256(script.read_bytes()).hexdigest())
+    ev = {"i3d_weights": str(script), "fvd_protocol": "stylegan_v", "n_real": 5, "n_trials": 2, "batch_size": 2,
+          "seed": 3}
+    p = parse({"data": {"resolution": 32, "sequence_length": 24}, "vqvae": {"downsample": [2, 4, 4]}, "eval": ev})
+    with pytest.raises(I3DWeightsError, match="eval.allow_i3d_torchscript: true"):
+        compute_real_stats(p, clips_path=digit_clips, out_dir=tmp_path / "refused")
+    p = parse({"data": {"resolution": 32, "sequence_length": 24}, "vqvae": {"downsample": [2, 4, 4]},
+               "eval": ev | {"allow_i3d_torchscript": True}})
+    info = compute_real_stats(p, clips_path=digit_clips, out_dir=tmp_path / "stats")
+    sets = json.loads((tmp_path / "stats/indices.json").read_text())
+    assert sets["trials"] == [[0, 1, 2, 3, 4]] * 2 and info["protocol"]["covariance_ddof"] == 0
+    assert info["protocol"]["sqrt"] == "sqrtm" and info["protocol"]["comparable_with"] == []
+    clips = read_clips_at(digit_clips, "train", sets["trials"][0])
+    windows = np.stack([c[o:o + 16] for c, o in zip(clips, sets["offsets"][0])]).astype(np.float64)
+    feats = windows.mean(axis=(1, 2, 3))  # the stand-in: per-channel means of [0, 255] values, tiled to 400
+    feats = np.tile(feats, 134)[:, :400]
+    mu, sigma, _ = load_stats(tmp_path / "stats/stats_trial001.npz", real_protocol(p, sets))
+    np.testing.assert_allclose(mu, feats.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(sigma, np.cov(feats, rowvar=False, ddof=0), rtol=1e-4, atol=1e-6)
