@@ -119,7 +119,7 @@ class PriorParams:
 @dataclass(frozen=True)
 class SampleParams:
     n_samples: int = _f(16, "generated videos written as MP4 and shown in the grids (at most; the stage "
-                            "generates eval.n_real x eval.n_trials videos, the FVD sets)", lo=1)
+                            "generates eval.n_generated x eval.n_trials videos, the FVD sets)", lo=1)
     batch_size: int = _f(16, "videos generated in parallel", lo=1)
     temperature: float = _f(1.0, "softmax temperature (1 = the paper)", lo=0.0)
     top_k: Optional[int] = _f(None, "keep the k most likely codes; null = all (the paper)", lo=1)
