@@ -1,8 +1,9 @@
 """The evaluate stage's procedures: real-set I3D statistics, FVD / R-FVD / FVD*, and the models' reports
 (videogpt.metrics.reports) on the FVD trials' real subsets, gathered into metrics/eval.json.
 
-Every number is written beside its protocol (which clips, how many, frames, resolution, resize,
-weights sha256), because FVD from different protocols is not comparable. Without I3D weights
+Every number is written beside its protocol (the named FVD protocol in full, eval.fvd_protocol, with which
+clips and windows, frames, resolution and the weights' sha256) and what published numbers it is comparable
+with, because FVD from different protocols is not comparable. Without I3D weights
 the FVD entries are null with the reason; nothing else stands in for them.
 """
 from __future__ import annotations

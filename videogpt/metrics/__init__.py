@@ -1,5 +1,5 @@
 """Evaluation metrics: the models' own reports (videogpt.metrics.reports: reconstruction, bits/dim), I3D
-features (videogpt.metrics.i3d), the two published I3D protocol flavours (videogpt.metrics.protocol), the
+features (videogpt.metrics.i3d), the named FVD protocols and their I3D flavours (videogpt.metrics.protocol), the
 Fréchet distance (videogpt.metrics.frechet) and FVD trials (videogpt.metrics.trials).
 
 The Fréchet and trial parts need only NumPy/SciPy; the I3D and protocol names are imported lazily (they
@@ -11,7 +11,7 @@ from .trials import real_subset, real_subsets, trial_summary
 
 _I3D_NAMES = {"I3D", "I3DWeightsError", "load_i3d", "i3d_features", "expected_state_keys", "N_PUBLISHED_TENSORS"}
 _PROTOCOL_NAMES = {"FLAVOURS", "DEFAULT_FLAVOUR", "MIN_FRAMES", "INPUT_SIZE", "preprocess",
-                   "generated_to_uint8", "real_to_uint8"}
+                   "generated_to_uint8", "real_to_uint8", "FVDProtocol", "PROTOCOLS", "fvd_protocol"}
 
 
 def __getattr__(name):

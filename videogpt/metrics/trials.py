@@ -21,7 +21,7 @@ def real_subset(n_test: int, n_real: int, seed: int, trial: int = 0) -> np.ndarr
     """Sorted indices (n_real,) int64 of trial `trial`'s real clips, drawn without replacement from
     range(n_test) by a generator seeded with (seed, trial)."""
     if not 1 <= n_real <= n_test:
-        raise ValueError(f"n_real={n_real} must be between 1 and the {n_test} clips of the test split")
+        raise ValueError(f"n_real={n_real} must be between 1 and the {n_test} clips of the split")
     if seed < 0 or trial < 0:
         raise ValueError(f"seed ({seed}) and trial ({trial}) must be >= 0")
     rng = np.random.default_rng([seed, trial])
