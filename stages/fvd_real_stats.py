@@ -11,7 +11,8 @@ def main():
     from videogpt.evaluation import compute_real_stats
     info = compute_real_stats(params, clips_path=paths.CLIPS, out_dir=paths.REAL_STATS)
     what = "statistics computed" if info["available"] else "statistics skipped: " + info["reason"]
-    print(f"fvd_real_stats: {info['protocol']['n_trials']} real subsets of {info['protocol']['n_real']} clips; {what}")
+    p = info["protocol"]
+    print(f"fvd_real_stats: {p['fvd_protocol']} protocol, {p['n_trials']} real subsets of {p['n_real']} clips; {what}")
 
 
 if __name__ == "__main__":

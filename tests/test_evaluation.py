@@ -14,8 +14,7 @@ from i3d_layout import published_layout_state_dict
 from videogpt.config import DataParams, EvalParams, ParamsError, parse
 from videogpt.data.clip_store import build_clip_store, clips_array, read_labels
 from videogpt.data.ffmpeg_io import write_mp4
-from videogpt.evaluation import (compute_real_stats, load_real_stats, read_real_subsets, real_protocol,
-                                 select_real_subsets)
+from videogpt.evaluation import compute_real_stats, draw_real_sets, load_real_stats, read_real_sets, real_protocol
 from videogpt.generate import gather_conditioning
 from videogpt.metrics.frechet import StatsMismatchError
 from videogpt.video import to_float
@@ -40,20 +39,23 @@ def test_real_subsets_cover_every_class_of_a_sorted_store(class_sorted_store):
     assert len(labels) == 24 and list(labels) == sorted(labels) and set(labels) == {0, 1, 2}
     assert set(labels[:12]) == {0, 1}  # "the first n_real clips" would miss a class
     for seed in range(10):
-        trials = select_real_subsets(EvalParams(n_real=12, n_trials=2, seed=seed), class_sorted_store)
+        trials = draw_real_sets(EvalParams(n_real=12, n_trials=2, seed=seed), class_sorted_store)["trials"]
         assert len(trials) == 2 and all(len(t) == 12 for t in trials)
+        assert trials[0] == trials[1]  # the videogpt protocol keeps one real subset in every trial
         for t in trials:
             assert set(labels[t]) == {0, 1, 2}, (seed, t)
-    again = select_real_subsets(EvalParams(n_real=12, n_trials=2, seed=3), class_sorted_store)
-    first = select_real_subsets(EvalParams(n_real=12, n_trials=2, seed=3), class_sorted_store)
-    assert all(np.array_equal(a, b) for a, b in zip(again, first))  # equal seeds, equal subsets
-    with pytest.raises(ParamsError, match=r"eval.n_real: 25 exceeds the 24 clips of the test split"):
-        select_real_subsets(EvalParams(n_real=25), class_sorted_store)
+    again = draw_real_sets(EvalParams(n_real=12, n_trials=2, seed=3), class_sorted_store)
+    first = draw_real_sets(EvalParams(n_real=12, n_trials=2, seed=3), class_sorted_store)
+    assert again == first  # equal seeds, equal subsets
+    with pytest.raises(ParamsError, match=r"eval.n_real: 25 \(eval.fvd_protocol=videogpt\) exceeds the 24 clips of "
+                                          "the test split"):
+        draw_real_sets(EvalParams(n_real=25), class_sorted_store)
 
 
 def test_conditioning_comes_from_exactly_the_chosen_clips(class_sorted_store):
-    idx = select_real_subsets(EvalParams(n_real=12, n_trials=2, seed=0), class_sorted_store)
-    order = np.concatenate(idx)  # generated video i <-> real clip order[i], trial-major
+    sets = draw_real_sets(EvalParams(n_real=12, n_trials=2, seed=0), class_sorted_store)
+    order = np.concatenate(sets["generated"])  # generated video i <-> real clip order[i], trial-major
+    assert order.tolist() == sets["trials"][0] + sets["trials"][1]  # n_generated = n_real: one video per clip
     labels = gather_conditioning(SimpleNamespace(condition="class", n_classes=3), class_sorted_store, order)["label"]
     assert labels.tolist() == read_labels(class_sorted_store, "test")[order].tolist()
     frames = gather_conditioning(SimpleNamespace(condition="frames", n_cond_frames=2), class_sorted_store,
@@ -96,33 +98,34 @@ def test_real_stats_per_trial_are_cached_with_their_indices_and_protocol(weights
     p = params(weights)
     info = compute_real_stats(p, clips_path=clips, out_dir=tmp_path / "stats")
     proto = info["protocol"]
-    assert info["available"] and proto["weights_sha256"] and proto["i3d_protocol"] == "tf"
-    assert (proto["n_real"], proto["n_trials"], proto["n_test"]) == (2, 2, 4)
+    assert info["available"] and proto["weights_sha256"] and proto["i3d_protocol"] == "videogpt"
+    assert (proto["n_real"], proto["n_trials"], proto["n_source"], proto["frames"]) == (2, 2, 4, 10)
+    assert proto["comparable_with"] == [] and "n_real=2 (the anchor uses 256" in proto["not_comparable_because"][0]
     doc = json.loads((tmp_path / "stats/indices.json").read_text())
-    trials = read_real_subsets(tmp_path / "stats")
-    assert doc["trials"] == [t.tolist() for t in trials] and len(trials) == 2
-    assert all(np.array_equal(a, b) for a, b in zip(trials, select_real_subsets(p.eval, clips)))
-    stats, reason = load_real_stats(tmp_path / "stats", real_protocol(p, clips, trials))
+    sets = read_real_sets(tmp_path / "stats")
+    assert doc == sets == draw_real_sets(p.eval, clips) and len(sets["trials"]) == 2
+    assert sets["offsets"] == [[0, 0], [0, 0]]  # 10-frame clips: no longer source for a 16-frame window
+    stats, reason = load_real_stats(tmp_path / "stats", real_protocol(p, sets))
     assert reason is None and len(stats) == 2
     assert all(mu.shape == (400,) and sigma.shape == (400, 400) and np.isfinite(sigma).all() for mu, sigma in stats)
     # another flavour, seed or subset never reuses the cache
-    with pytest.raises(StatsMismatchError, match="i3d_protocol: cached 'tf' vs requested 'videogpt'"):
-        load_real_stats(tmp_path / "stats", real_protocol(params(weights, i3d_protocol="videogpt"), clips, trials))
-    other = [np.array([0, 3]), trials[1]]
+    with pytest.raises(StatsMismatchError, match="i3d_protocol: cached 'videogpt' vs requested 'tf'"):
+        load_real_stats(tmp_path / "stats", real_protocol(params(weights, fvd_protocol="tf_hub"), sets))
+    other = sets | {"trials": [[0, 3], sets["trials"][1]]}
     with pytest.raises(StatsMismatchError, match="indices_sha256"):
-        load_real_stats(tmp_path / "stats", real_protocol(p, clips, other))
+        load_real_stats(tmp_path / "stats", real_protocol(p, other))
 
 
 def test_missing_weights_give_a_reason_and_still_draw_the_subsets(clips, tmp_path):
     p = params(tmp_path / "nowhere.pt")
     info = compute_real_stats(p, clips_path=clips, out_dir=tmp_path / "stats")
     assert not info["available"] and info["reason"].startswith("no I3D weights") and "does not exist" in info["reason"]
-    assert len(read_real_subsets(tmp_path / "stats")) == 2
+    assert len(read_real_sets(tmp_path / "stats")["trials"]) == 2
     assert load_real_stats(tmp_path / "stats", info["protocol"]) == (None, info["reason"])
 
 
 def test_too_few_test_clips_is_rejected_before_any_work(weights, clips, tmp_path):
-    with pytest.raises(ParamsError, match=r"eval.n_real: 5 exceeds the 4 clips .* eval.n_trials=2"):
+    with pytest.raises(ParamsError, match=r"eval.n_real: 5 .* exceeds the 4 clips .* eval.n_trials=2"):
         compute_real_stats(params(weights, n_real=5), clips_path=clips, out_dir=tmp_path / "stats")
     assert not (tmp_path / "stats").exists() and not (tmp_path / "stats.tmp").exists()
 
@@ -140,18 +143,21 @@ def test_short_clips_give_the_frames_reason_only_with_weights(weights, tmp_path)
 def test_generated_sets_that_do_not_match_the_subsets_are_rejected_before_any_work(tmp_path):
     from videogpt.evaluation import _check_samples
     from videogpt.generate import GeneratedSets
-    trials = [np.array([0, 2]), np.array([1, 3])]
-    ep = EvalParams(n_real=2, n_trials=2)
-    ok = GeneratedSets(tokens=None, real_index=np.array([0, 2, 1, 3]), attrs={})
-    _check_samples(ep, trials, ok, tmp_path)
-    few = GeneratedSets(tokens=None, real_index=np.array([0, 2]), attrs={})  # one trial's worth only
-    with pytest.raises(ParamsError, match=r"eval.n_real / eval.n_trials: .* holds 2 generated videos, but 2 trials"):
-        _check_samples(ep, trials, few, tmp_path)
-    other = GeneratedSets(tokens=None, real_index=np.array([0, 2, 3, 1]), attrs={})  # paired with other clips
+    sets = {"fvd_protocol": "videogpt", "n_real": 2, "n_generated": 3, "trials": [[0, 2], [0, 2]],
+            "generated": [[0, 2, 0], [0, 2, 0]]}
+    ep = EvalParams(n_real=2, n_generated=3, n_trials=2)
+    ok = GeneratedSets(tokens=None, real_index=np.array([0, 2, 0, 0, 2, 0]), attrs={})
+    _check_samples(ep, sets, ok, tmp_path)
+    few = GeneratedSets(tokens=None, real_index=np.array([0, 2, 0]), attrs={})  # one trial's worth only
+    with pytest.raises(ParamsError, match=r"eval.n_generated / eval.n_trials: .* holds 3 generated videos, but 2 "):
+        _check_samples(ep, sets, few, tmp_path)
+    other = GeneratedSets(tokens=None, real_index=np.array([0, 2, 0, 2, 0, 0]), attrs={})  # other clips
     with pytest.raises(ParamsError, match="re-run the sample stage"):
-        _check_samples(ep, trials, other, tmp_path)
-    with pytest.raises(ParamsError, match="params ask for 3 trials of 2 clips"):
-        _check_samples(EvalParams(n_real=2, n_trials=3), trials, ok, tmp_path)
+        _check_samples(ep, sets, other, tmp_path)
+    with pytest.raises(ParamsError, match="params ask for 3 trials of 2 real and 3 generated"):
+        _check_samples(EvalParams(n_real=2, n_generated=3, n_trials=3), sets, ok, tmp_path)
+    with pytest.raises(ParamsError, match=r"eval.fvd_protocol .* re-run fvd_real_stats"):
+        _check_samples(replace(ep, fvd_protocol="tf_hub"), sets, ok, tmp_path)
 
 
 def test_the_protocol_records_the_conditioning_frames():

@@ -19,7 +19,7 @@ TINY16 = {**TINY, "default_data": TINY["default_data"] | {"n_train": 10, "n_test
           "vqvae": TINY["vqvae"] | {"downsample": [4, 4, 4], "max_steps": 4, "checkpoint_every": 4, "val_every": 4},
           "prior": TINY["prior"] | {"max_steps": 4, "checkpoint_every": 4, "val_every": 4},
           "sample": {"n_samples": 2, "batch_size": 6},
-          "eval": {"n_real": 3, "n_trials": 2, "seed": 1, "batch_size": 3}}
+          "eval": {"n_real": 3, "n_generated": 4, "n_trials": 2, "seed": 1, "batch_size": 3}}
 
 
 def ran(out: str) -> set[str]:
@@ -43,18 +43,21 @@ def test_repro_with_weights_writes_numeric_fvds_per_trial(repo):
     # fvd_real_stats runs right after preprocess: a too-small test split would stop the run before training
     assert out.index("Running stage 'fvd_real_stats'") < out.index("Running stage 'train_vqvae'")
     indices = json.loads((dst / "cache/i3d_real_stats/indices.json").read_text())
-    assert indices["n_test"] == 5 and len(indices["trials"]) == 2 and all(len(t) == 3 for t in indices["trials"])
+    assert indices["n_source"] == 5 and len(indices["trials"]) == 2 and all(len(t) == 3 for t in indices["trials"])
+    assert indices["trials"][0] == indices["trials"][1]  # the videogpt protocol: one real subset for all trials
     samples = zarr.open_group(str(dst / "samples/samples.zarr"), mode="r")
-    assert samples["videos"].shape == (6, 16, 16, 16, 3)  # 2 trials x 3 generated, 16 frames
-    assert samples["real_index"][:].tolist() == [i for t in indices["trials"] for i in t]
+    assert samples["videos"].shape == (8, 16, 16, 16, 3)  # 2 trials x 4 generated (eval.n_generated), 16 frames
+    t0 = indices["trials"][0]
+    assert samples["real_index"][:].tolist() == (t0 + t0[:1]) * 2  # conditioning clips: the reals cycled
     ev = json.loads((dst / "metrics/eval.json").read_text())
     for key in ("fvd", "r_fvd", "fvd_star"):
         e = ev[key]
         assert e["reason"] is None and e["n_trials"] == 2 and all(v > 0 for v in e["trials"]), (key, e)
         assert e["mean"] == pytest.approx(np.mean(e["trials"])) and e["std"] == pytest.approx(np.std(e["trials"]))
         p = e["protocol"]
-        assert (p["i3d_protocol"], p["bn_eps"], p["frames"], p["n_real"], p["n_generated"], p["n_trials"]) == \
-               ("tf", 1e-3, 16, 3, 3, 2)
+        assert (p["fvd_protocol"], p["i3d_protocol"], p["bn_eps"], p["frames"], p["n_real"], p["n_generated"],
+                p["n_trials"], p["covariance_ddof"]) == ("videogpt", "videogpt", 1e-5, 16, 3, 4, 2, 1)
+        assert e["comparable_with"] == [] and "n_real=3 (the anchor uses 256" in p["not_comparable_because"][0]
         assert p["weights_sha256"] and p["indices_sha256"] and p["seed"] == 1 and p["condition"] == "none"
     assert ev["recon"]["nmse"]["n_trials"] == 2 and ev["recon"]["nmse"]["mean"] > 0
 

@@ -127,6 +127,43 @@ def test_videogpt_flavour_logits_equal_the_port_definition(small_var_weights):
     assert np.abs(other - want).max() > 0.1 * scale
 
 
+def _tf1_legacy_resize(img: np.ndarray, out: int) -> np.ndarray:
+    """TF1 resize_bilinear (align_corners=False, half_pixel_centers=False), pixel by pixel: output pixel (i, j)
+    reads source (i * in_h / out, j * in_w / out), interpolating its floor and the next pixel (clamped)."""
+    h, w = img.shape[:2]
+    res = np.zeros((out, out, img.shape[2]))
+    for i in range(out):
+        y = i * h / out
+        y0 = int(math.floor(y))
+        y1, dy = min(y0 + 1, h - 1), y - y0
+        for j in range(out):
+            x = j * w / out
+            x0 = int(math.floor(x))
+            x1, dx = min(x0 + 1, w - 1), x - x0
+            top = img[y0, x0] * (1 - dx) + img[y0, x1] * dx
+            bottom = img[y1, x0] * (1 - dx) + img[y1, x1] * dx
+            res[i, j] = top * (1 - dy) + bottom * dy
+    return res
+
+
+@pytest.mark.parametrize("size", [(64, 64), (120, 160)])  # x3.5 and x1.87 / x1.4: non-integer ratios
+def test_tf_flavour_logits_equal_the_tf_definition_at_eps_1e3(small_var_weights, size):
+    """The `tf` flavour against the TF definition written out here: TF1 legacy resize of every frame to
+    224x224 (stretching a non-square frame), 2x/255 - 1, and the network with BatchNorm eps 1e-3."""
+    sd, path = small_var_weights
+    video = np.random.default_rng(1).integers(0, 256, (9, *size, 3), dtype=np.uint8)
+    frames = np.stack([_tf1_legacy_resize(f, 224) for f in video.astype(np.float64)]) * 2 / 255 - 1
+    want = _port_logits(torch.from_numpy(frames).permute(3, 0, 1, 2)[None], sd, eps=1e-3).numpy()
+    got = i3d_features(load_i3d(path, "tf"), video[None], batch_size=1)
+    scale = np.abs(want).max()
+    assert scale > 0.1
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * scale)
+    # the half-pixel kernel (torch's) on the same input is measurably off: the test sees the resize
+    shifted = np.stack([_bilinear_half_pixel(f, 224, 224) for f in video.astype(np.float64)]) * 2 / 255 - 1
+    other = _port_logits(torch.from_numpy(shifted).permute(3, 0, 1, 2)[None], sd, eps=1e-3).numpy()
+    assert np.abs(other - want).max() > 5e-5 * scale  # 5x the tolerance above
+
+
 def test_preprocess_flavours_against_hand_values():
     # tf: TF1 legacy bilinear, source = dst * in/out. A 2-pixel row [0, 255] stretched to 224 columns:
     # source = j/112, value = 255 * min(j/112, 1).
@@ -174,7 +211,7 @@ def test_uint8_conversions_round_vs_truncate():
 
 def test_protocols_record_what_differs():
     tf, vg = protocol("tf"), protocol("videogpt")
-    assert set(FLAVOURS) == {"tf", "videogpt"}
+    assert set(FLAVOURS) == {"tf", "videogpt", "stylegan_v"}
     assert (tf["bn_eps"], vg["bn_eps"]) == (1e-3, 1e-5)
     assert tf["i3d_protocol"] == "tf" and vg["i3d_protocol"] == "videogpt"
     assert {k for k in tf if tf[k] != vg[k]} >= {"i3d_protocol", "bn_eps", "resize", "generated_uint8",

@@ -74,6 +74,7 @@ def run_inference_stages(root: Path, monkeypatch, device_hook=None) -> dict:
     import videogpt.evaluation as evaluation
     import videogpt.generate as generate
     import videogpt.metrics.i3d as i3d
+    import videogpt.reports as reports
     import videogpt.tokens as tokens
 
     log = {"moved": defaultdict(list), "sampled_on": [], "chosen": []}
@@ -97,7 +98,7 @@ def run_inference_stages(root: Path, monkeypatch, device_hook=None) -> dict:
         log["sampled_on"].append(next(prior.parameters()).device)
         return out
 
-    for mod in (distributed, tokens, i3d, evaluation):
+    for mod in (distributed, tokens, i3d, evaluation, reports):
         monkeypatch.setattr(mod, "to_device", recorder(mod.__name__))
     for mod in (distributed, evaluation, generate):
         monkeypatch.setattr(mod, "inference_device", choose)
@@ -115,7 +116,10 @@ def assert_on(log: dict, device: torch.device) -> None:
     moved = log["moved"]
     assert log["chosen"] and all(d == device for d in log["chosen"]), log["chosen"]
     for stage, rows in moved.items():
-        assert all(d == device for *_, d in rows), (stage, rows)
+        # the models' reports (bits/dim) move inputs to where the model is; a CPU parameter's device has no index,
+        # so there the sentinel `cpu:0` reads as `cpu`: compare the type
+        assert all(d == device or (m == "videogpt.reports" and d.type == device.type) for m, *_, d in rows), \
+            (stage, rows)
 
     def count(stage, module, dtype):
         return sum(n for m, dt, n, _ in moved[stage] if m == module and dt == dtype)
@@ -123,7 +127,7 @@ def assert_on(log: dict, device: torch.device) -> None:
     assert count("fvd_real_stats", "videogpt.metrics.i3d", torch.uint8) == 2  # the trial's 2 real clips
     assert count("tokenize", "videogpt.tokens", torch.uint8) == sum(N.values())  # every clip, as uint8
     assert {dt for m, dt, *_ in moved["tokenize"]} == {torch.uint8}
-    assert count("evaluate", "videogpt.distributed", torch.int64) == N["test"]  # bits/dim over the test grids
+    assert count("evaluate", "videogpt.reports", torch.int64) == N["test"]  # bits/dim over the test grids
     assert count("evaluate", "videogpt.evaluation", torch.uint8) == 2  # reconstructions of the real clips
     assert count("evaluate", "videogpt.evaluation", torch.int64) == 2  # decoding the 2 samples
     assert count("evaluate", "videogpt.metrics.i3d", torch.uint8) == 4  # I3D: reconstructions and samples

@@ -15,7 +15,7 @@ PRESETS = ROOT / "params/presets"
 COMMON = {  # every preset
     "data.resolution": 64, "data.sequence_length": 16, "vqvae.n_hiddens": 240, "vqvae.res_hiddens": 128,
     "vqvae.beta": 0.25, "vqvae.lr": 7e-4, "prior.lr": 3e-4,
-    "trainer.precision": "bf16-mixed", "eval.n_real": 256, "eval.n_trials": 10, "eval.i3d_protocol": "videogpt",
+    "trainer.precision": "bf16-mixed", "eval.n_real": 256, "eval.n_trials": 10, "eval.fvd_protocol": "videogpt",
 }
 PAPER = {
     "bair": {

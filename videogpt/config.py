@@ -129,7 +129,7 @@ class PriorParams:
 @dataclass(frozen=True)
 class SampleParams:
     n_samples: int = _f(16, "generated videos written as MP4 and shown in the grids (at most; the stage "
-                            "generates eval.n_real x eval.n_trials videos, the FVD sets)", lo=1)
+                            "generates eval.n_generated x eval.n_trials videos, the FVD sets)", lo=1)
     batch_size: int = _f(16, "videos generated in parallel", lo=1)
     temperature: float = _f(1.0, "softmax temperature (1 = the paper)", lo=0.0)
     top_k: Optional[int] = _f(None, "keep the k most likely codes; null = all (the paper)", lo=1)
@@ -144,14 +144,21 @@ class SampleParams:
 @dataclass(frozen=True)
 class EvalParams:
     i3d_weights: Optional[str] = _f(None, "path of i3d_pretrained_400.pt; null = FVD reported as null")
-    n_real: int = _f(64, "real test clips per trial (at most the test split), drawn at random; each trial "
-                          "generates as many videos", lo=2)
-    n_trials: int = _f(1, "FVD trials, each with its own real subset and generated set; reported as "
-                          "mean and population std (the paper: 10)", lo=1)
-    seed: int = _f(0, "seed of the real subsets (trial t draws with (seed, t))", lo=0)
-    i3d_protocol: Literal["tf", "videogpt"] = _f(
-        "tf", "I3D feature protocol: tf = the original FVD (BN eps 1e-3, TF1 resize); videogpt = the "
-              "VideoGPT/TATS PyTorch port behind their published FVDs (eps 1e-5, short-side resize + crop)")
+    fvd_protocol: Literal["videogpt", "stylegan_v", "tf_hub"] = _f(
+        "videogpt", "named FVD protocol (videogpt.metrics.protocol.PROTOCOLS): counts, real-subset and window rules, "
+                    "I3D flavour, covariance estimator, square root; videogpt = VideoGPT's (256/256, BN eps "
+                    "1e-5), stylegan_v = StyleGAN-V's (2048/2048, its TorchScript I3D), tf_hub = the original "
+                    "FVD's network (TF BN eps 1e-3, TF1 resize)")
+    n_real: Optional[int] = _f(64, "real clips per trial (at most the protocol's split); null = the protocol's "
+                                   "count; fewer than the protocol's makes the FVD comparable with no paper", lo=2)
+    n_generated: Optional[int] = _f(None, "generated videos per trial; null = eval.n_real; generated video i of a "
+                                          "trial is conditioned on the trial's real clip i mod n_real", lo=2)
+    n_trials: int = _f(1, "FVD trials, each with its own generated set (and, per the protocol, real subset); "
+                          "reported as mean and population std (the paper: 10)", lo=1)
+    seed: int = _f(0, "seed of the real subsets and windows (trial t draws with (seed, t))", lo=0)
+    allow_i3d_torchscript: bool = _f(
+        False, "opt in to loading StyleGAN-V's i3d_torchscript.pt (eval.i3d_weights) for fvd_protocol "
+               "stylegan_v; accepted only when its SHA-256 equals the pinned one (TorchScript can run code)")
     batch_size: int = _f(16, "clips per I3D / VQ-VAE batch", lo=1)
     precision: InferencePrecision = _f("32", "I3D and bits/dim precision: 32 or bf16 autocast (statistics and "
                                              "Frechet distance in float64)")

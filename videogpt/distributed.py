@@ -9,7 +9,7 @@ tensors went by replacing that one function.
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
@@ -24,12 +24,6 @@ def inference_device(trainer_params) -> torch.device:
 def to_device(x: torch.Tensor, device: str | torch.device) -> torch.Tensor:
     """x on `device` (a no-op where it already is): the one door of every inference input."""
     return x.to(device, non_blocking=True)
-
-
-def batches_to(batches: Iterable[dict], device: str | torch.device) -> Iterator[dict]:
-    """Each dict batch with its tensors moved through `to_device`."""
-    for batch in batches:
-        yield {k: to_device(v, device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 def inference_autocast(device: str | torch.device, precision: str):

@@ -1,8 +1,9 @@
 """The evaluate stage's procedures: real-set I3D statistics, FVD / R-FVD / FVD*, and the models' reports
 (videogpt.reports) on the FVD trials' real subsets, gathered into metrics/eval.json.
 
-Every number is written beside its protocol (which clips, how many, frames, resolution, resize,
-weights sha256), because FVD from different protocols is not comparable. Without I3D weights
+Every number is written beside its protocol (the named FVD protocol in full, eval.fvd_protocol, with which
+clips and windows, frames, resolution and the weights' sha256) and what published numbers it is comparable
+with, because FVD from different protocols is not comparable. Without I3D weights
 the FVD entries are null with the reason; nothing else stands in for them.
 """
 from __future__ import annotations
@@ -19,16 +20,16 @@ from torch.utils.data import DataLoader
 from videogpt.checkpoint import load_prior, load_vqvae
 from videogpt.config import EvalParams, Params, ParamsError
 from videogpt.data.clip_store import clips_array, read_clips_at
-from videogpt.distributed import (batches_to, inference_autocast, inference_device, rank_and_world, sharded_map,
+from videogpt.distributed import (inference_autocast, inference_device, rank_and_world, sharded_map,
                                   to_device)
 from videogpt.fileio import file_sha256, write_json
 from videogpt.generate import GeneratedSets, read_samples
 from videogpt.metrics.frechet import frechet_distance, gaussian_stats, load_stats, save_stats
-from videogpt.metrics.i3d import i3d_features, load_i3d
-from videogpt.metrics.protocol import MIN_FRAMES, generated_to_uint8, real_to_uint8
-from videogpt.metrics.protocol import protocol as i3d_protocol
+from videogpt.metrics.i3d import i3d_features, load_feature_network
+from videogpt.metrics.protocol import (MIN_FRAMES, WINDOW_FRAMES, FVDProtocol, fvd_protocol, generated_to_uint8,
+                                       real_to_uint8)
 from videogpt.reports import bits_per_dim, bits_protocol, clip_mse, recon_protocol, recon_scores
-from videogpt.metrics.trials import real_subsets, trial_summary
+from videogpt.metrics.trials import real_subsets, trial_summary, window_offsets
 from videogpt.tokens import open_token_store, prior_dataset
 from videogpt.video import to_float
 
@@ -38,52 +39,86 @@ INDICES_FILE, PROTOCOL_FILE = "indices.json", "protocol.json"
 # --------------------------------------------------------------------------------------------
 # FVD and the evaluate stage
 #
-# Trials (videogpt.metrics.trials): trial t compares eval.n_real real test clips, a seeded random subset
-# of the whole test split, with as many generated videos; generated video t * n_real + i belongs to real
-# clip trials[t][i] (its conditioning came from that clip). The fvd_real_stats stage draws the subsets,
-# writes them to indices.json beside the real statistics (one .npz per trial) and keys those by them; the
-# sample stage generates for exactly those clips; evaluate checks both before any I3D work.
+# The named protocol (eval.fvd_protocol, videogpt.metrics.protocol.FVDProtocol) with eval.n_real /
+# eval.n_generated applied decides everything: trial t compares n_real real clips of the protocol's split
+# (its subset rule, one window per clip by its window rule) with n_generated generated videos; generated
+# video t * n_generated + j was conditioned on test clip generated[t][j] (the trial's real clip j mod n_real
+# when the real clips are test clips, else test clip j mod n_test). The fvd_real_stats stage draws subsets,
+# windows and conditioning clips, writes them to indices.json beside the real statistics (one .npz per
+# trial) and keys those by them; the sample stage generates for exactly those clips; evaluate checks both
+# before any I3D work.
 
 
-def select_real_subsets(ep: EvalParams, clips_path) -> list[np.ndarray]:
-    """The trials' real subsets (eval.n_trials arrays of eval.n_real sorted test-clip indices); a test
-    split smaller than eval.n_real is an error naming the keys, raised before any work."""
+def eval_protocol(ep: EvalParams) -> FVDProtocol:
+    """The run's FVD protocol: eval.fvd_protocol with eval.n_real / eval.n_generated applied."""
+    return fvd_protocol(ep.fvd_protocol, ep.n_real, ep.n_generated)
+
+
+def draw_real_sets(ep: EvalParams, clips_path) -> dict:
+    """indices.json's content: the trials' real subsets, each real clip's window offset, and the test clip each
+    generated video is conditioned on. A split smaller than the protocol's n_real is an error naming the keys,
+    raised before any work."""
+    proto = eval_protocol(ep)
+    n_src, clip_frames, resolution = clips_array(clips_path, proto.real_split).shape[:3]
+    if proto.n_real > n_src:
+        raise ParamsError(f"eval.n_real: {proto.n_real} (eval.fvd_protocol={proto.name}) exceeds the {n_src} clips of "
+                          f"the {proto.real_split} split in {clips_path}; each of the eval.n_trials={ep.n_trials} "
+                          "trials needs eval.n_real distinct real clips: lower eval.n_real or add clips")
+    trials = real_subsets(n_src, proto.n_real, ep.n_trials, ep.seed, proto.real_subset)
+    # one window per clip of the split (seeded once): a clip has the same window in every trial
+    table = window_offsets(n_src, clip_frames, WINDOW_FRAMES, ep.seed, proto.window)
     n_test = clips_array(clips_path, "test").shape[0]
-    if ep.n_real > n_test:
-        raise ParamsError(f"eval.n_real: {ep.n_real} exceeds the {n_test} clips of the test split in {clips_path}; "
-                          f"each of the eval.n_trials={ep.n_trials} trials needs eval.n_real distinct real clips "
-                          "(and generates as many videos): lower eval.n_real or add test clips")
-    return real_subsets(n_test, ep.n_real, ep.n_trials, ep.seed)
+    cond = [np.resize(t if proto.real_split == "test" else np.arange(n_test), proto.n_generated) for t in trials]
+    return {"split": proto.real_split, "n_source": int(n_src), "seed": ep.seed, "fvd_protocol": proto.name,
+            "n_real": proto.n_real, "n_generated": proto.n_generated, "n_trials": ep.n_trials,
+            "resolution": int(resolution), "clip_frames": int(clip_frames), "window_frames": int(min(WINDOW_FRAMES, clip_frames)),
+            "trials": [t.tolist() for t in trials], "offsets": [table[t].tolist() for t in trials],
+            "generated": [c.tolist() for c in cond]}
 
 
-def read_real_subsets(stats_dir) -> list[np.ndarray]:
-    """The trials' real subsets as the fvd_real_stats stage drew them (its indices.json)."""
+def read_real_sets(stats_dir) -> dict:
+    """indices.json as the fvd_real_stats stage drew it (see `draw_real_sets`)."""
     path = Path(stats_dir) / INDICES_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no real-subset indices; run the fvd_real_stats stage first (dvc repro)")
-    return [np.asarray(t, np.int64) for t in json.loads(path.read_text())["trials"]]
+    return json.loads(path.read_text())
 
 
-def _indices_doc(ep: EvalParams, n_test: int, trials: list[np.ndarray]) -> dict:
-    return {"split": "test", "n_test": n_test, "seed": ep.seed, "n_real": ep.n_real, "n_trials": ep.n_trials,
-            "trials": [t.tolist() for t in trials]}
+def _trials(sets: dict) -> list[np.ndarray]:
+    return [np.asarray(t, np.int64) for t in sets["trials"]]
 
 
-def real_protocol(params: Params, clips_path, trials: list[np.ndarray]) -> dict:
-    """What defines the real-set statistics (the I3D flavour, weights, which clips); the cache is valid only
-    for an identical protocol."""
+def real_protocol(params: Params, sets: dict) -> dict:
+    """What defines the real-set statistics (the named protocol in full, weights, which clips and windows);
+    the cache is valid only for an identical protocol."""
     ep = params.eval
-    test = clips_array(clips_path, "test")
+    proto = eval_protocol(ep)
     weights = ep.i3d_weights
-    trials_json = json.dumps([t.tolist() for t in trials], separators=(",", ":"))
-    return {**i3d_protocol(ep.i3d_protocol), "weights": weights,
+    chosen = json.dumps([sets["trials"], sets["offsets"]], separators=(",", ":"))
+    deviations = []
+    if sets["clip_frames"] < WINDOW_FRAMES:
+        deviations.append(f"the stored clips have {sets['clip_frames']} frames, fewer than the protocol's "
+                          f"{WINDOW_FRAMES}")
+    return {**proto.record(deviations), "weights": weights,
             "weights_sha256": file_sha256(weights) if weights and Path(weights).is_file() else None,
-            "split": "test", "n_test": int(test.shape[0]), "n_real": ep.n_real, "n_trials": len(trials),
-            "selection": "per trial, a uniform random sample without replacement of the test split, seeded "
-                         "with (eval.seed, trial)", "seed": ep.seed,
-            "indices_sha256": hashlib.sha256(trials_json.encode()).hexdigest(),
-            "frames": int(test.shape[1]), "resolution": int(test.shape[2]),
+            "split": sets["split"], "n_source": sets["n_source"], "n_trials": len(sets["trials"]),
+            "selection": _SELECTION[proto.real_subset], "seed": ep.seed,
+            "windows": (f"a {sets['window_frames']}-frame window per real clip: "
+                        + (f"a seeded random offset in 0..{sets['clip_frames'] - sets['window_frames']}"
+                           if proto.window == "random" and sets["clip_frames"] > WINDOW_FRAMES else
+                           f"frames 0..{sets['window_frames'] - 1} (the stored clips are {sets['clip_frames']} "
+                           "frames: no longer source to draw a window from)" if proto.window == "random" else
+                           f"frames 0..{sets['window_frames'] - 1}")),
+            "indices_sha256": hashlib.sha256(chosen.encode()).hexdigest(),
+            "frames": sets["window_frames"], "resolution": sets["resolution"],
             **({"precision": ep.precision} if ep.precision != "32" else {})}  # bf16 features: other statistics
+
+
+_SELECTION = {"per_trial": "per trial, a uniform random sample without replacement of the split, seeded with "
+                           "(eval.seed, trial)",
+              "fixed": "one uniform random sample without replacement of the split, seeded with (eval.seed, 0), "
+                       "the same in every trial",
+              "first_n": "the first n_real clips of the split in store order, the same in every trial"}
 
 
 def fvd_unavailable_reason(params: Params, protocol: dict) -> str | None:
@@ -100,6 +135,11 @@ def fvd_unavailable_reason(params: Params, protocol: dict) -> str | None:
     return None
 
 
+def _windows(videos: np.ndarray, offsets: np.ndarray, frames: int) -> np.ndarray:
+    """(N, T, H, W, 3) -> (N, frames, H, W, 3): video i from frame offsets[i] on."""
+    return np.stack([v[o:o + frames] for v, o in zip(videos, offsets)]) if len(videos) else videos[:, :frames]
+
+
 def _stats_file(trial: int) -> str:
     return f"stats_trial{trial:03d}.npz"
 
@@ -109,34 +149,46 @@ def _rows_of(union: np.ndarray, subset: np.ndarray) -> np.ndarray:
     return np.searchsorted(union, subset)
 
 
+def _load_model(ep: EvalParams, flavour: str, device):
+    return load_feature_network(ep.i3d_weights, flavour, allow_torchscript=ep.allow_i3d_torchscript).to(device)
+
+
 def compute_real_stats(params: Params, *, clips_path, out_dir) -> dict:
-    """Stage fvd_real_stats: the trials' real subsets (indices.json) and the I3D statistics of each
-    (stats_trialNNN.npz, keyed by the protocol), cached as a DVC out. Without weights only the subsets."""
+    """Stage fvd_real_stats: the trials' real subsets, windows and conditioning clips (indices.json) and the
+    I3D statistics of each trial (stats_trialNNN.npz, keyed by the protocol), cached as a DVC out. Without
+    weights only the indices."""
     ep = params.eval
-    trials = select_real_subsets(ep, clips_path)  # before any work
-    protocol = real_protocol(params, clips_path, trials)
+    sets = draw_real_sets(ep, clips_path)  # before any work
+    proto = eval_protocol(ep)
+    protocol = real_protocol(params, sets)
     reason = fvd_unavailable_reason(params, protocol)
     info = {"protocol": protocol, "available": reason is None, "reason": reason}
     stats = None
     if reason is None:
         device = inference_device(params.trainer)
-        model = load_i3d(ep.i3d_weights, ep.i3d_protocol).to(device)
-        union = np.unique(np.concatenate(trials))  # trials may share clips: I3D sees each once
+        model = _load_model(ep, proto.i3d, device)
+        trials = _trials(sets)
+        union, where = np.unique(np.concatenate(trials), return_index=True)  # I3D sees each clip once
+        offsets = np.concatenate(sets["offsets"])[where]
+        frames = sets["window_frames"]
+
+        def real(a, b):
+            clips = read_clips_at(clips_path, proto.real_split, union[a:b])
+            return real_to_uint8(_windows(clips, offsets[a:b], frames), proto.i3d)
+
         feats = sharded_map(lambda videos: i3d_features(model, videos, batch_size=ep.batch_size, device=device,
                                                          precision=ep.precision),
-                            len(union), ep.batch_size,
-                            lambda a, b: real_to_uint8(read_clips_at(clips_path, "test", union[a:b]),
-                                                       ep.i3d_protocol))
-        stats = [gaussian_stats(feats[_rows_of(union, t)]) for t in trials]
+                            len(union), ep.batch_size, real)
+        stats = [gaussian_stats(feats[_rows_of(union, t)], proto.covariance_ddof) for t in trials]
     if rank_and_world()[0] != 0:  # every rank holds the same statistics; rank 0 publishes them
         return info
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    write_json(tmp / INDICES_FILE, _indices_doc(ep, protocol["n_test"], trials))
+    write_json(tmp / INDICES_FILE, sets)
     for t, (mu, sigma) in enumerate(stats or []):
-        save_stats(tmp / _stats_file(t), mu, sigma, protocol=protocol, n=ep.n_real)
+        save_stats(tmp / _stats_file(t), mu, sigma, protocol=protocol, n=proto.n_real)
     write_json(tmp / PROTOCOL_FILE, info)
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
@@ -155,17 +207,23 @@ def load_real_stats(stats_dir, protocol: dict):
     return stats, None
 
 
-def _check_samples(ep: EvalParams, trials: list[np.ndarray], samples: GeneratedSets, samples_dir) -> None:
-    """The generated sets must be the ones evaluate compares: n_real per trial, for these real clips."""
-    if len(trials) != ep.n_trials or any(len(t) != ep.n_real for t in trials):
-        raise ParamsError(f"eval.n_real / eval.n_trials: params ask for {ep.n_trials} trials of {ep.n_real} clips "
-                          f"but the real-subset indices hold {len(trials)} of {len(trials[0])}; "
-                          "re-run fvd_real_stats (dvc repro)")
-    want, got = np.concatenate(trials), samples.real_index
+def _check_samples(ep: EvalParams, sets: dict, samples: GeneratedSets, samples_dir) -> None:
+    """The indices and generated sets must be the ones evaluate compares: the protocol's counts, generated
+    for these clips."""
+    proto = eval_protocol(ep)
+    if (sets.get("fvd_protocol"), sets["n_real"], sets.get("n_generated"), len(sets["trials"])) != \
+            (proto.name, proto.n_real, proto.n_generated, ep.n_trials):
+        raise ParamsError(f"eval.fvd_protocol / eval.n_real / eval.n_generated / eval.n_trials: params ask for "
+                          f"{ep.n_trials} trials of {proto.n_real} real and {proto.n_generated} generated videos "
+                          f"({proto.name}) but the real-subset indices hold {len(sets['trials'])} of "
+                          f"{sets['n_real']} and {sets.get('n_generated')} ({sets.get('fvd_protocol')}); re-run "
+                          "fvd_real_stats (dvc repro)")
+    want, got = np.concatenate(sets["generated"]).astype(np.int64), samples.real_index
     if got.shape != want.shape or not np.array_equal(got, want):
-        raise ParamsError(f"eval.n_real / eval.n_trials: {samples_dir} holds {len(got)} generated videos, but "
-                          f"{ep.n_trials} trials x {ep.n_real} real clips need {len(want)}, generated for exactly "
-                          "those clips (cache/i3d_real_stats/indices.json); re-run the sample stage (dvc repro)")
+        raise ParamsError(f"eval.n_generated / eval.n_trials: {samples_dir} holds {len(got)} generated videos, but "
+                          f"{ep.n_trials} trials x {proto.n_generated} generated videos need {len(want)}, generated "
+                          "for exactly the clips of cache/i3d_real_stats/indices.json; re-run the sample stage "
+                          "(dvc repro)")
 
 
 def conditioning_note(samples: GeneratedSets) -> dict:
@@ -175,7 +233,8 @@ def conditioning_note(samples: GeneratedSets) -> dict:
     if condition == "none":
         frames = attrs.get("n_frames")  # recorded by the sample stage; absent in older sample stores
         return {"condition": "none"} | ({"generated_frames": frames} if frames is not None else {})
-    note = {"condition": condition, "pairing": "generated video i of a trial is conditioned on real clip i",
+    note = {"condition": condition,
+            "pairing": "generated video j of a trial is conditioned on its real clip j mod n_real (test-split protocols)",
             "conditioning": attrs.get("conditioning"), "generated_frames": attrs.get("n_frames")}
     if "n_cond_frames" in attrs:
         note["n_cond_frames"] = attrs.get("n_cond_frames")
@@ -186,11 +245,13 @@ def conditioning_note(samples: GeneratedSets) -> dict:
 def evaluate(params: Params, *, clips_path, tokens_path, vqvae_dir, prior_dir, samples_dir, stats_dir) -> dict:
     device = inference_device(params.trainer)
     ep = params.eval
-    flavour = ep.i3d_protocol
-    trials = read_real_subsets(stats_dir)
+    proto = eval_protocol(ep)
+    flavour, ddof = proto.i3d, proto.covariance_ddof
+    sets = read_real_sets(stats_dir)
+    trials = _trials(sets)
     samples = read_samples(samples_dir)
-    _check_samples(ep, trials, samples, samples_dir)  # before any work
-    protocol = real_protocol(params, clips_path, trials)
+    _check_samples(ep, sets, samples, samples_dir)  # before any work
+    protocol = real_protocol(params, sets)
     real_stats, reason = load_real_stats(stats_dir, protocol)
 
     vqvae = load_vqvae(vqvae_dir).to(device).eval()
@@ -199,29 +260,36 @@ def evaluate(params: Params, *, clips_path, tokens_path, vqvae_dir, prior_dir, s
     open_token_store(tokens_path)
     test_tokens = prior_dataset(params.prior, tokens_path, clips_path, "test")
     with torch.inference_mode(), inference_autocast(device, ep.precision):
-        bpd = bits_per_dim(prior, batches_to(DataLoader(test_tokens, batch_size=ep.batch_size), device))
+        bpd = bits_per_dim(prior, DataLoader(test_tokens, batch_size=ep.batch_size))  # inputs via to_device
 
-    model = load_i3d(ep.i3d_weights, flavour).to(device) if real_stats is not None else None
+    model = _load_model(ep, flavour, device) if real_stats is not None else None
+    frames = sets["window_frames"]
 
     def features(videos_uint8):
         return i3d_features(model, videos_uint8, batch_size=ep.batch_size, device=device, precision=ep.precision)
 
+    # Every real clip of the trials once: NMSE/PSNR of its reconstruction and, windowed like the real clip,
+    # the reconstruction's features
+    union, where = np.unique(np.concatenate(trials), return_index=True)
+    offsets = np.concatenate(sets["offsets"])[where]
+
     @torch.inference_mode()
-    def reconstruct(pixels: np.ndarray) -> np.ndarray:
-        """Rows [MSE, I3D features of the reconstruction (if FVD is available)] of a batch of real clips."""
-        x = to_float(to_device(torch.as_tensor(pixels), device))
+    def reconstruct(a: int, b: int) -> np.ndarray:
+        """Rows [MSE, I3D features of the reconstruction (if FVD is available)] of real clips union[a:b]."""
+        x = to_float(to_device(torch.as_tensor(read_clips_at(clips_path, proto.real_split, union[a:b])), device))
         recon = vqvae.decode(vqvae.encode(x))
         mse = clip_mse(x, recon).double().cpu().numpy()[:, None]
         if model is None:
             return mse
-        return np.concatenate([mse, features(generated_to_uint8(recon.cpu(), flavour))], axis=1)
+        videos = _windows(generated_to_uint8(recon.cpu(), flavour).numpy(), offsets[a:b], frames)
+        return np.concatenate([mse, features(videos)], axis=1)
 
-    # Every clip of the trials' subsets once: NMSE/PSNR and reconstruction features per trial from the rows
-    union = np.unique(np.concatenate(trials))
-    rows = sharded_map(reconstruct, len(union), ep.batch_size,
-                       lambda a, b: read_clips_at(clips_path, "test", union[a:b]))
+    rows = sharded_map(lambda pair: reconstruct(*pair), len(union), ep.batch_size, lambda a, b: (a, b))
     per_trial = [rows[_rows_of(union, t)] for t in trials]
     recon = [recon_scores(r[:, 0]) for r in per_trial]
+
+    def fd(a, b):
+        return frechet_distance(*a, *b, sqrt=proto.sqrt)
 
     # Long samples (sample.n_frames) are not compared with clips of another length; R-FVD still is
     t_samples, t_prior = samples.tokens.shape[1], prior.config.latent_shape[0]
@@ -231,39 +299,38 @@ def evaluate(params: Params, *, clips_path, tokens_path, vqvae_dir, prior_dir, s
     fvd, r_fvd, fvd_star = [None] * len(trials), [None] * len(trials), [None] * len(trials)
     if model is not None and length_reason is not None:
         for t, real in enumerate(real_stats):
-            r_fvd[t] = frechet_distance(*gaussian_stats(per_trial[t][:, 1:]), *real)
+            r_fvd[t] = fd(gaussian_stats(per_trial[t][:, 1:], ddof), real)
     elif model is not None:
         tokens = samples.tokens
 
         @torch.inference_mode()
         def generated(a, b):
-            return generated_to_uint8(vqvae.decode(to_device(torch.as_tensor(tokens[a:b], dtype=torch.long),
-                                                             device)).cpu(),
-                                      flavour)
+            videos = vqvae.decode(to_device(torch.as_tensor(tokens[a:b], dtype=torch.long), device)).cpu()
+            return generated_to_uint8(videos, flavour)[:, :frames]  # the first frames, as long as the windows
 
         gen = sharded_map(features, tokens.shape[0], ep.batch_size, generated)
+        n_gen = proto.n_generated
         for t, real in enumerate(real_stats):
-            gen_stats = gaussian_stats(gen[t * ep.n_real:(t + 1) * ep.n_real])
-            recon_stats = gaussian_stats(per_trial[t][:, 1:])
-            fvd[t] = frechet_distance(*gen_stats, *real)
-            r_fvd[t] = frechet_distance(*recon_stats, *real)
-            fvd_star[t] = frechet_distance(*gen_stats, *recon_stats)
+            gen_stats = gaussian_stats(gen[t * n_gen:(t + 1) * n_gen], ddof)
+            recon_stats = gaussian_stats(per_trial[t][:, 1:], ddof)
+            fvd[t] = fd(gen_stats, real)
+            r_fvd[t] = fd(recon_stats, real)
+            fvd_star[t] = fd(gen_stats, recon_stats)
 
-    fvd_protocol = protocol | {"n_generated": ep.n_real, "std": "population (np.std over trials)",
-                               **conditioning_note(samples)}
+    fvd_protocol_doc = protocol | {"std": "population (np.std over trials)", **conditioning_note(samples)}
 
     def entry(values, what, why_not=None):
         return {**trial_summary(values), "reason": (reason or why_not) if values[0] is None else None,
-                "what": what, "protocol": fvd_protocol}
+                "what": what, "comparable_with": protocol["comparable_with"], "protocol": fvd_protocol_doc}
 
-    subset = {"split": "test", "n": ep.n_real, "n_trials": len(trials), "clips": "the FVD trials' real subsets",
-              "std": "population (np.std over trials)"}
+    subset = {"split": proto.real_split, "n": proto.n_real, "n_trials": len(trials),
+              "clips": "the FVD trials' real subsets", "std": "population (np.std over trials)"}
     return {
-        "fvd": entry(fvd, "FD(I3D(samples), I3D(real test clips)), per trial", length_reason),
-        "r_fvd": entry(r_fvd, "FD(I3D(VQ-VAE reconstructions), I3D(real test clips)), per trial"),
+        "fvd": entry(fvd, "FD(I3D(samples), I3D(real clips)), per trial", length_reason),
+        "r_fvd": entry(r_fvd, "FD(I3D(VQ-VAE reconstructions), I3D(real clips)), per trial"),
         "fvd_star": entry(fvd_star, "FD(I3D(samples), I3D(VQ-VAE reconstructions)), per trial", length_reason),
         "recon": {"nmse": trial_summary([r["nmse"] for r in recon]),
                   "psnr": trial_summary([r["psnr"] for r in recon]),
-                  "protocol": recon_protocol(ep.n_real) | subset},
+                  "protocol": recon_protocol(proto.n_real) | subset},
         "test_bits_per_dim": {"value": bpd, "protocol": bits_protocol(len(test_tokens))},
     }

@@ -1,5 +1,5 @@
-"""The sample stage's procedure: the FVD sets (one video per real clip of every trial, conditioned on that
-clip), and viewable outputs of the first few."""
+"""The sample stage's procedure: the FVD sets (eval.n_generated videos per trial, each conditioned on a real
+test clip of the trial), and viewable outputs of the first few."""
 from __future__ import annotations
 
 import json
@@ -54,8 +54,8 @@ def conditioning_protocol(prior_config, n_frames: int) -> str | None:
     used = {"class": "the class label", "frames": f"the first {prior_config.n_cond_frames} frame(s)",
             "actions": f"the per-frame actions of {n_frames} frames from its first frame"}
     parts = [text for key, text in used.items() if key in prior_config.condition.split("+")]
-    return (f"generated video i of a trial is conditioned on {' and '.join(parts)} of real test clip i of that "
-            "trial's real subset (cache/i3d_real_stats/indices.json)") if parts else None
+    return (f"generated video j of a trial is conditioned on {' and '.join(parts)} of test clip generated[t][j] "
+            "of cache/i3d_real_stats/indices.json (the trial's real clip j mod n_real)") if parts else None
 
 
 def write_samples(out_dir, tokens: np.ndarray, videos: np.ndarray, *, n_show: int, fps: float,
@@ -106,13 +106,16 @@ def read_samples(out_dir) -> GeneratedSets:
 
 def run_sample_stage(params: Params, *, prior_dir, vqvae_dir, clips_path, manifest_path, indices_path,
                      out_dir) -> dict:
-    """Generate the FVD sets: for each trial of indices_path (the real subsets drawn by fvd_real_stats), one
-    video per real clip, conditioned on that clip; trial-major, so video t * n_real + i <-> trials[t][i].
+    """Generate the FVD sets: for each trial of indices_path (drawn by fvd_real_stats), eval.n_generated
+    videos, video j conditioned on the test clip generated[t][j] (the trial's real clip j mod n_real);
+    trial-major, so video t * n_generated + j <-> generated[t][j].
     Sample i's randomness depends only on (sample.seed, i), so adding trials keeps the earlier trials' videos.
     Videos have sample.n_frames frames (default: the clip length); longer ones come from the sliding-window
     sampler (`sampling.sample_tokens_sliding`) and are decoded in blended windows."""
     sp = params.sample
-    trials = [np.asarray(t, np.int64) for t in json.loads(Path(indices_path).read_text())["trials"]]
+    # per trial, the test clip each generated video is conditioned on (eval.n_generated of them; drawn by
+    # fvd_real_stats from the named FVD protocol, videogpt.evaluation.draw_real_sets)
+    trials = [np.asarray(t, np.int64) for t in json.loads(Path(indices_path).read_text())["generated"]]
     real_index = np.concatenate(trials)
     trial = np.repeat(np.arange(len(trials)), [len(t) for t in trials])
     device = inference_device(params.trainer)

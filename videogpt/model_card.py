@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-META_KEYS = ("protocol", "what", "reason")   # parts of a metric node that describe it rather than measure it
+META_KEYS = ("protocol", "what", "reason", "comparable_with")  # parts of a metric node that describe it
 
 
 def fmt(value) -> str:
@@ -42,6 +42,11 @@ def metric_rows(tree: dict, protocol: str = "", prefix: str = "") -> list[list[s
         protocol = protocol_text(tree["protocol"])
         if tree.get("what"):
             protocol = f"{tree['what']}; {protocol}"
+    if "comparable_with" in tree:  # an FVD: which published numbers it stands beside, first
+        why = tree["protocol"].get("not_comparable_because") if isinstance(tree.get("protocol"), dict) else None
+        label = ("comparable with " + ", ".join(tree["comparable_with"]) if tree["comparable_with"] else
+                 "comparable with no published number" + (f" ({'; '.join(why)})" if why else ""))
+        protocol = f"{label}; {protocol}"
     measured = {k: v for k, v in tree.items() if k not in META_KEYS}
     if "reason" in tree and not {"value", "mean"} & tree.keys():  # e.g. {"n_trials": 1, "reason": ...} from DVC
         measured = {"value": None}

@@ -1,5 +1,5 @@
 """Evaluation metrics (the models' own reports, which run the models, are videogpt.reports): I3D
-features (videogpt.metrics.i3d), the two published I3D protocol flavours (videogpt.metrics.protocol), the
+features (videogpt.metrics.i3d), the named FVD protocols and their I3D flavours (videogpt.metrics.protocol), the
 Fréchet distance (videogpt.metrics.frechet), FVD trials (videogpt.metrics.trials) and TGANv2's UCF-101 C3D with the
 Inception Score (videogpt.metrics.c3d).
 
@@ -12,7 +12,7 @@ from .trials import real_subset, real_subsets, trial_summary
 
 _I3D_NAMES = {"I3D", "I3DWeightsError", "load_i3d", "i3d_features", "expected_state_keys", "N_PUBLISHED_TENSORS"}
 _PROTOCOL_NAMES = {"FLAVOURS", "DEFAULT_FLAVOUR", "MIN_FRAMES", "INPUT_SIZE", "preprocess",
-                   "generated_to_uint8", "real_to_uint8"}
+                   "generated_to_uint8", "real_to_uint8", "FVDProtocol", "PROTOCOLS", "fvd_protocol"}
 
 
 def __getattr__(name):

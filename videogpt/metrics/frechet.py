@@ -1,6 +1,8 @@
 """Fréchet distance between Gaussians fitted to feature sets (FVD when the features are I3D logits).
 
-FD = ||mu1 - mu2||^2 + Tr(S1) + Tr(S2) - 2 Tr((S1^1/2 S2 S1^1/2)^1/2), everything in float64.
+FD = ||mu1 - mu2||^2 + Tr(S1) + Tr(S2) - 2 Tr((S1^1/2 S2 S1^1/2)^1/2), everything in float64. The covariance
+estimator (÷N−1 or ÷N) and the square root (eigh or scipy sqrtm) are the named protocol's
+(videogpt.metrics.protocol.FVDProtocol: covariance_ddof, sqrt).
 
 Plus cached statistics: `.npz` files holding (mu, sigma, n) and the protocol dict that produced them, keyed by
 `protocol_key(protocol)` (sha256 of the canonical JSON), so a cached real-set statistic is only reused under
@@ -17,8 +19,9 @@ import numpy as np
 from videogpt.fileio import atomic_path
 
 
-def gaussian_stats(features) -> tuple[np.ndarray, np.ndarray]:
-    """(mu (D,), sigma (D, D)) of features (N, ...) flattened to (N, D); unbiased covariance, float64.
+def gaussian_stats(features, ddof: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(mu (D,), sigma (D, D)) of features (N, ...) flattened to (N, D), float64; covariance divided by
+    N - ddof (1: unbiased, VideoGPT / tfgan; 0: population, StyleGAN-V's np.cov(..., rowvar=False) twin).
 
     The input is never modified (float64 inputs are read, not centred in place).
     """
@@ -31,7 +34,9 @@ def gaussian_stats(features) -> tuple[np.ndarray, np.ndarray]:
     if not np.isfinite(x).all():
         raise ValueError("features contain NaN or inf")
     mu = x.mean(axis=0)
-    sigma = np.cov(x, rowvar=False, ddof=1)  # np.cov centres a copy
+    if ddof not in (0, 1):
+        raise ValueError(f"ddof must be 0 (population) or 1 (unbiased), got {ddof}")
+    sigma = np.cov(x, rowvar=False, ddof=ddof)  # np.cov centres a copy
     return mu, np.atleast_2d(sigma)
 
 
@@ -40,10 +45,12 @@ def _psd_sqrt(a: np.ndarray) -> np.ndarray:
     return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
-    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2), in float64, clipped at 0.
+def frechet_distance(mu1, sigma1, mu2, sigma2, sqrt: str = "eigh") -> float:
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2), in float64.
 
-    Method: the symmetric eigen route. Tr sqrt(S1 S2) = Tr sqrt(M) with M = S1^1/2 S2 S1^1/2, since S1 S2 and
+    sqrt='sqrtm': StyleGAN-V's formula as it computes it: the real part of scipy.linalg.sqrtm(S1 @ S2)
+    (scipy warns on singular products; the result is taken as SGV takes it, not clipped).
+    sqrt='eigh' (default): the symmetric eigen route, clipped at 0. Tr sqrt(S1 S2) = Tr sqrt(M) with M = S1^1/2 S2 S1^1/2, since S1 S2 and
     M have the same eigenvalues (AB and BA do). M is symmetric PSD, so `eigh` gives real eigenvalues and
     we sum sqrt(max(lambda, 0)). Chosen over scipy.linalg.sqrtm(S1 @ S2) because that product is not
     symmetric: with rank-deficient covariances (256 samples x 400 features, rank <= 255) sqrtm meets zero
@@ -59,13 +66,19 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     for name, a in (("mu1", mu1), ("mu2", mu2), ("sigma1", s1), ("sigma2", s2)):
         if not np.isfinite(a).all():
             raise ValueError(f"{name} contains NaN or inf")
+    diff = mu1 - mu2
+    if sqrt == "sqrtm":
+        import scipy.linalg
+        covmean = scipy.linalg.sqrtm(s1 @ s2)
+        return float(np.real(diff @ diff + np.trace(s1 + s2 - 2.0 * covmean)))
+    if sqrt != "eigh":
+        raise ValueError(f"sqrt must be 'eigh' or 'sqrtm', got {sqrt!r}")
     s1 = (s1 + s1.T) / 2  # exact symmetry for eigh
     s2 = (s2 + s2.T) / 2
     r1 = _psd_sqrt(s1)
     m = r1 @ s2 @ r1
     m = (m + m.T) / 2
     tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh(m), 0.0, None)).sum()
-    diff = mu1 - mu2
     fd = float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean)
     return max(fd, 0.0)  # the distance is >= 0; only round-off makes it slightly negative
 

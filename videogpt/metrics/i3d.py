@@ -128,6 +128,8 @@ class I3D(nn.Module):
 
     def __init__(self, num_classes: int = NUM_CLASSES, flavour: str = DEFAULT_FLAVOUR):
         super().__init__()
+        if flavour not in ("tf", "videogpt"):  # stylegan_v is StyleGAN-V's own network (load_stylegan_v_i3d)
+            raise ValueError(f"I3D is built for the 'tf' or 'videogpt' flavour, not {flavour!r}")
         self.flavour = flavour
         e = bn_eps(flavour)
         self.Conv3d_1a_7x7 = Unit3D(3, 64, 7, 2, bn_eps=e)
@@ -179,6 +181,15 @@ def expected_state_keys(model: nn.Module | None = None) -> dict[str, tuple[int, 
     return {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
 
 
+def _is_torchscript(path: Path) -> bool:
+    """A TorchScript archive: a zip whose record holds compiled code (`<name>/code/...`)."""
+    import zipfile
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any("/code/" in f"/{n}" for n in z.namelist())
+
+
 def load_i3d(path: str | Path, flavour: str = DEFAULT_FLAVOUR, map_location="cpu") -> I3D:
     """Build the I3D of `flavour`, load `i3d_pretrained_400.pt` (strict), return it in eval mode without grads.
 
@@ -189,6 +200,10 @@ def load_i3d(path: str | Path, flavour: str = DEFAULT_FLAVOUR, map_location="cpu
     if not path.is_file():
         raise I3DWeightsError(f"{path}: I3D weights not found; fetch them with `python -m videogpt.download i3d` "
                               "(or copy i3d_pretrained_400.pt there) and set eval.i3d_weights")
+    if _is_torchscript(path):  # torch.load would hand it to torch.jit.load, i.e. run it, even with weights_only
+        raise I3DWeightsError(f"{path}: eval.i3d_weights: refused: a TorchScript archive (a program, not plain "
+                              "weights); only StyleGAN-V's pinned i3d_torchscript.pt is accepted, under "
+                              "eval.fvd_protocol stylegan_v with eval.allow_i3d_torchscript: true")
     try:
         sd = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -222,6 +237,62 @@ def load_i3d(path: str | Path, flavour: str = DEFAULT_FLAVOUR, map_location="cpu
     model.eval()
     model.requires_grad_(False)
     return model
+
+
+# --------------------------------------------------------------------------------------------
+# StyleGAN-V's TorchScript I3D (opt-in)
+
+# SHA-256 of StyleGAN-V's published i3d_torchscript.pt. None: no value from an independent source was found
+# here (the spec gives none, the file is not reachable offline), so the file is refused until someone who
+# has verified it pins its hash here. The opt-in exists so a TorchScript file, which is a program, is never
+# run because a path happened to point at one.
+STYLEGAN_V_I3D_SHA256: str | None = None
+
+
+class _StyleGANVI3D(nn.Module):
+    """StyleGAN-V's TorchScript I3D as a feature network: (B, 3, T, H, W) float in [0, 255] -> (B, 400)
+    logits, the network rescaling to [-1, 1] and resizing to 224x224 itself."""
+    flavour = "stylegan_v"
+
+    def __init__(self, script: torch.jit.ScriptModule):
+        super().__init__()
+        self.script = script
+        self._anchor = nn.Parameter(torch.zeros(0), requires_grad=False)  # gives the module a device
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.script(x, rescale=True, resize=True, return_features=True)
+
+
+def load_stylegan_v_i3d(path: str | Path, *, allow_torchscript: bool, pinned_sha256: str | None = None,
+                        map_location="cpu") -> nn.Module:
+    """StyleGAN-V's `i3d_torchscript.pt`, loaded only with eval.allow_i3d_torchscript true and only when the
+    file's SHA-256 equals the pinned one (`pinned_sha256`, default STYLEGAN_V_I3D_SHA256); anything else
+    is refused with I3DWeightsError naming the params, before torch.jit.load runs the file."""
+    from videogpt.fileio import file_sha256
+    path = Path(path)
+    if not allow_torchscript:
+        raise I3DWeightsError(f"{path}: eval.fvd_protocol stylegan_v runs StyleGAN-V's TorchScript I3D, a program "
+                              "rather than plain weights; set eval.allow_i3d_torchscript: true to opt in (only the "
+                              "file with the pinned SHA-256 is then accepted)")
+    if not path.is_file():
+        raise I3DWeightsError(f"{path}: eval.i3d_weights: StyleGAN-V's i3d_torchscript.pt not found")
+    pinned = pinned_sha256 or STYLEGAN_V_I3D_SHA256
+    digest = file_sha256(path)
+    if pinned is None or digest != pinned:
+        raise I3DWeightsError(f"{path}: eval.i3d_weights / eval.allow_i3d_torchscript: refused to load TorchScript "
+                              f"with SHA-256 {digest}; only StyleGAN-V's i3d_torchscript.pt with the pinned SHA-256 "
+                              f"{pinned} is accepted" + ("" if pinned else " (none is pinned yet: see "
+                                                         "videogpt.metrics.i3d.STYLEGAN_V_I3D_SHA256)"))
+    model = _StyleGANVI3D(torch.jit.load(str(path), map_location=map_location)).eval()
+    model.requires_grad_(False)
+    return model
+
+
+def load_feature_network(path: str | Path, flavour: str, *, allow_torchscript: bool = False) -> nn.Module:
+    """The I3D of a protocol's flavour: StyleGAN-V's pinned TorchScript for `stylegan_v`, else `load_i3d`."""
+    if flavour == "stylegan_v":
+        return load_stylegan_v_i3d(path, allow_torchscript=allow_torchscript)
+    return load_i3d(path, flavour)
 
 
 # --------------------------------------------------------------------------------------------
@@ -298,5 +369,6 @@ def i3d_features(model: nn.Module, videos: np.ndarray | torch.Tensor | Iterable,
 
 __all__ = [
     "I3D", "I3DWeightsError", "Unit3D", "InceptionModule", "MaxPool3dSame", "load_i3d", "i3d_features",
-    "expected_state_keys", "N_PUBLISHED_TENSORS",
+    "expected_state_keys", "N_PUBLISHED_TENSORS", "STYLEGAN_V_I3D_SHA256", "load_stylegan_v_i3d",
+    "load_feature_network",
 ]
