@@ -120,3 +120,31 @@ def test_inception_score_by_hand():
     assert c3d.inception_score(p) == pytest.approx(math.exp((kl1 + kl2) / 2), rel=1e-12)
     loops = c3d.inception_score_loops([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [0.5, 0.5], [1.0, 0.0]], per_loop=2)
     assert loops == pytest.approx([2.0, 1.0])                                          # the short tail dropped
+
+
+def test_evaluate_reports_the_inception_score_of_the_samples(published_files):
+    """evaluate's `is` entry: the score of the decoded samples per loop, its protocol; null with the reason
+    without weights."""
+    from videogpt.config import EvalParams
+    from videogpt.evaluation import inception_score_entry
+    from videogpt.vqvae import VQVAE, VQVAEConfig
+    path, *_ = published_files
+    torch.manual_seed(0)
+    vqvae = VQVAE(VQVAEConfig(n_hiddens=8, res_hiddens=4, n_res_layers=1, downsample=(4, 4, 4), n_codes=8,
+                              embedding_dim=4, n_heads=1, input_shape=(16, 16, 16))).eval()
+    tokens = np.random.default_rng(0).integers(0, 8, (4, 4, 4, 4))
+    none = inception_score_entry(EvalParams(), vqvae, tokens, "cpu")
+    assert none["mean"] is None and none["reason"].startswith("no C3D weights") and none["comparable_with"] == []
+    entry = inception_score_entry(EvalParams(c3d_weights=str(path), batch_size=2), vqvae, tokens, "cpu")
+    with torch.inference_mode():
+        videos = np.concatenate([c3d_videos(vqvae, tokens)])
+    probs = c3d.class_probabilities(c3d.load_c3d(path), videos)
+    assert entry["trials"] == pytest.approx([c3d.inception_score(probs)]) and entry["mean"] >= 1.0
+    assert entry["protocol"]["samples_per_loop"] == 4 and entry["comparable_with"] == []
+    assert "TGANv2's protocol uses 10 loops of 2048" in entry["not_comparable_because"]
+
+
+def c3d_videos(vqvae, tokens) -> np.ndarray:
+    """The samples as the entry feeds them: decoded, rounded to uint8."""
+    from videogpt.video import to_uint8
+    return to_uint8(vqvae.decode(torch.as_tensor(tokens, dtype=torch.long))).numpy()

@@ -144,6 +144,8 @@ class SampleParams:
 @dataclass(frozen=True)
 class EvalParams:
     i3d_weights: Optional[str] = _f(None, "path of i3d_pretrained_400.pt; null = FVD reported as null")
+    c3d_weights: Optional[str] = _f(None, "path of TGANv2's UCF-101 C3D conv3d_deepnetA_ucf.npz (mean2.npz beside it) "
+                                          "for the Inception Score of the samples; null = IS reported as null")
     fvd_protocol: Literal["videogpt", "stylegan_v", "tf_hub"] = _f(
         "videogpt", "named FVD protocol (videogpt.metrics.protocol.PROTOCOLS): counts, real-subset and window rules, "
                     "I3D flavour, covariance estimator, square root; videogpt = VideoGPT's (256/256, BN eps "

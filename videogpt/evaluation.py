@@ -31,7 +31,7 @@ from videogpt.metrics.protocol import (MIN_FRAMES, WINDOW_FRAMES, FVDProtocol, f
 from videogpt.reports import bits_per_dim, bits_protocol, clip_mse, recon_protocol, recon_scores
 from videogpt.metrics.trials import real_subsets, trial_summary, window_offsets
 from videogpt.tokens import open_token_store, prior_dataset
-from videogpt.video import to_float
+from videogpt.video import to_float, to_uint8
 
 INDICES_FILE, PROTOCOL_FILE = "indices.json", "protocol.json"
 
@@ -333,4 +333,49 @@ def evaluate(params: Params, *, clips_path, tokens_path, vqvae_dir, prior_dir, s
                   "psnr": trial_summary([r["psnr"] for r in recon]),
                   "protocol": recon_protocol(proto.n_real) | subset},
         "test_bits_per_dim": {"value": bpd, "protocol": bits_protocol(len(test_tokens))},
+        "is": inception_score_entry(ep, vqvae, samples.tokens, device),
     }
+
+
+IS_SAMPLES_PER_LOOP, IS_LOOPS = 2048, 10  # TGANv2's compute_inception_score, behind the paper's Table 2
+
+
+def inception_score_entry(ep: EvalParams, vqvae, tokens, device) -> dict:
+    """The Inception Score of the generated videos under TGANv2's UCF-101 C3D (paper Table 2): mean ± population
+    std over loops of up to 2,048 videos, or null with the reason (no weights, not 16 frames)."""
+    from videogpt.metrics import c3d
+    n = int(tokens.shape[0])
+    per_loop = min(IS_SAMPLES_PER_LOOP, n)
+    protocol = {"network": "TGANv2 C3DVersion1UCF101 (C3D fine-tuned on UCF-101, 101 classes)",
+                "weights": ep.c3d_weights,
+                "weights_sha256": file_sha256(ep.c3d_weights) if ep.c3d_weights and Path(ep.c3d_weights).is_file()
+                else None,
+                "input": "the generated videos rounded to uint8, then 2*x/255 - 1; inside the network BGR x 128, "
+                         "112x112 bilinear (aligned corners), minus TGANv2's mean clip",
+                "score": "exp(E KL(p(y|x) || p(y))), eps 1e-20", "samples_per_loop": per_loop,
+                "n_loops": n // per_loop, "std": "population (np.std over loops)"}
+    anchor = per_loop == IS_SAMPLES_PER_LOOP and n // per_loop >= IS_LOOPS
+    comparable = ["VideoGPT (Yan et al. 2021), Table 2, when the data is UCF-101 16-frame clips"] if anchor else []
+    why_not = None if anchor else (f"{n // per_loop} loop(s) of {per_loop} samples; TGANv2's protocol uses "
+                                   f"{IS_LOOPS} loops of {IS_SAMPLES_PER_LOOP}")
+    reason = None
+    if ep.c3d_weights is None:
+        reason = "no C3D weights: eval.c3d_weights is null (TGANv2's conv3d_deepnetA_ucf.npz and mean2.npz)"
+    values = [None]
+    if reason is None:
+        model = c3d.load_c3d(ep.c3d_weights).to(device)
+        videos = []
+        with torch.inference_mode():
+            for start in range(0, n, ep.batch_size):
+                batch = to_device(torch.as_tensor(tokens[start:start + ep.batch_size], dtype=torch.long), device)
+                videos.append(to_uint8(vqvae.decode(batch).cpu()).numpy())  # rounded, as the sample stage
+        videos = np.concatenate(videos)
+        frames = videos.shape[1]
+        if frames != c3d.N_FRAMES:
+            reason = f"the samples have {frames} frames; the C3D takes {c3d.N_FRAMES}"
+        else:
+            probs = c3d.class_probabilities(model, videos, batch_size=ep.batch_size, device=device)
+            values = c3d.inception_score_loops(probs, per_loop)
+    return {**trial_summary(values), "reason": reason, "what": "Inception Score of the samples (higher is better)",
+            "comparable_with": comparable if reason is None else [], "not_comparable_because": why_not,
+            "protocol": protocol}

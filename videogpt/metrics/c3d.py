@@ -84,8 +84,8 @@ def published_shapes() -> dict[str, tuple[int, ...]]:
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
-        raise C3DWeightsError(f"{path}: not found; fetch TGANv2's {WEIGHTS_FILE} and {MEAN_FILE} with "
-                              "`python -m videogpt.download c3d` and set eval.c3d_weights to the first")
+        raise C3DWeightsError(f"{path}: not found; put TGANv2's {WEIGHTS_FILE} and {MEAN_FILE} (the files of "
+                              "pfnet-research/tgan2's release) in one folder and set eval.c3d_weights to the first")
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
