@@ -89,11 +89,14 @@ def test_without_weights_fvd_is_null_for_want_of_weights_and_sampling_is_not_red
 
 
 def test_table_shows_mean_and_std_of_trials(repo):
+    """The baseline's row shows its FVD with the spread over its trials; the experiments that changed eval.n_trials
+    or eval.i3d_weights measured under other protocols and are left out, each named with the key that differs."""
     dst, env, _ = repo
     out = run([sys.executable, "-m", "pipeline.tables", "prior_size", "--out-dir", "reports/tables"], dst, env)
     md = (dst / "reports/tables/prior_size.md").read_text()
     three = json.loads((dst / "metrics/eval.json").read_text())  # the workspace: the last experiment
-    assert "no I3D weights" in md, out
     rows = [line for line in md.splitlines() if line.startswith("| 1 |")]
-    assert any(" ± " in row for row in rows), md  # the 2- and 3-trial experiments
+    assert len(rows) == 1 and "(trials ± " in rows[0] and "(baseline)" in rows[0], md  # 2 trials of the baseline
+    refused = md.split("Not comparable, left out:")[1]
+    assert "eval.n_trials: 3 vs 2" in refused and "eval.i3d_weights: null vs" in refused, out
     assert three["fvd"]["mean"] is None
