@@ -61,6 +61,27 @@ def test_cached_sampler_equals_recompute_loop(condition, settings):
     assert len(torch.unique(cached)) > 1  # not a degenerate all-equal grid
 
 
+# Tokens drawn by the sampler as it was before the static-shape decode step (commit f997281), seed 7, 2 samples of
+# make_prior(condition, head_std=0.3): the decode step's rewrites must keep drawing exactly these.
+RECORDED = {
+    ("none", "multinomial"): [[11, 9, 12, 12, 9, 5, 7, 12, 10, 12, 13, 12, 4, 6, 9, 4, 12, 0, 14, 1, 14, 8, 11, 11], [11, 11, 13, 10, 12, 9, 11, 10, 12, 9, 10, 14, 11, 9, 4, 6, 13, 11, 7, 14, 14, 11, 9, 6]],
+    ("none", "topk_topp"): [[12, 10, 12, 11, 9, 3, 11, 11, 9, 6, 13, 12, 9, 3, 11, 9, 6, 0, 14, 11, 13, 12, 11, 11], [12, 11, 11, 10, 12, 9, 7, 10, 11, 9, 4, 14, 11, 9, 3, 11, 11, 9, 3, 14, 14, 13, 12, 9]],
+    ("class", "multinomial"): [[8, 4, 5, 10, 7, 4, 4, 5, 8, 10, 10, 10, 4, 4, 4, 4, 5, 4, 12, 4, 5, 8, 10, 10], [8, 8, 10, 10, 10, 6, 10, 11, 8, 8, 9, 12, 10, 2, 3, 2, 10, 6, 4, 10, 15, 6, 8, 8]],
+    ("class", "topk_topp"): [[8, 4, 5, 10, 7, 4, 4, 4, 4, 10, 10, 10, 4, 4, 4, 4, 4, 0, 10, 0, 10, 4, 10, 10], [8, 8, 10, 10, 6, 3, 11, 8, 8, 8, 8, 10, 8, 0, 7, 0, 10, 6, 8, 10, 13, 6, 8, 8]],
+    ("frames+actions", "multinomial"): [[2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 6, 2, 2, 2, 2, 2], [11, 11, 11, 11, 11, 6, 11, 11, 11, 11, 11, 12, 9, 9, 9, 9, 11, 9, 9, 11, 12, 10, 9, 9]],
+    ("frames+actions", "topk_topp"): [[2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2], [11, 11, 11, 11, 11, 9, 11, 11, 11, 10, 11, 11, 9, 9, 9, 9, 11, 9, 9, 11, 11, 10, 10, 11]],
+}
+RECORDED_SETTINGS = {"multinomial": dict(temperature=1.0), "topk_topp": dict(temperature=0.8, top_k=5, top_p=0.9)}
+
+
+@pytest.mark.parametrize("condition, settings", list(RECORDED))
+def test_sampler_draws_the_recorded_tokens(condition, settings):
+    prior = make_prior(condition, head_std=0.3)
+    cond = cond_inputs(condition, 2)
+    tokens = sample_tokens(prior, 2, seed=7, batch_size=2, **RECORDED_SETTINGS[settings], **cond)
+    assert tokens.reshape(2, -1).tolist() == RECORDED[condition, settings]
+
+
 def test_sampling_is_independent_of_batch_size():
     prior = make_prior()
     a = sample_tokens(prior, 4, seed=5, batch_size=4)
