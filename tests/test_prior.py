@@ -321,7 +321,8 @@ def test_cached_steps_match_the_full_forward_pass(condition):
         # Poison the eager cache: with an int position, attention must read only the filled prefix (a masked
         # full-length read would turn 0 * NaN into NaN). The static-shape step (tensor position, whole cache
         # under a mask) must agree with it.
-        eager.kv.fill_(float("nan"))
+        for kv in eager.layers:
+            kv.fill_(float("nan"))
         flat = tokens.reshape(3, L)
         for pos in range(L):
             prev = flat[:, pos - 1] if pos else None

@@ -206,8 +206,10 @@ class KVCache:
     its position, in tensors whose shapes never change while decoding (so a compiled step is traced
     once per batch size).
 
-    All layers' keys and values sit in one buffer, `kv` (n_layer, 2, batch, n_head, seq_len, head_dim),
-    so that one copy stores a layer's both per step; `k` and `v` are views of it. Keys before values
+    A layer's keys and values sit in one buffer, `layers[i]` (2, batch, n_head, seq_len, head_dim), so
+    that one copy stores both per step. One buffer per layer, not views of a common one: a compiled step
+    that writes into views of one base made Inductor copy the whole base at every write (8x slower than
+    eager, measured). Keys before values
     (not interleaved per sequence) so that a prefix [:n] of one layer's keys is a (batch * n_head)
     batch of matrices with one stride, which a batched matmul reads in place (interleaved, it copied
     the whole prefix at every step: 3x slower). It starts zeroed:
@@ -217,8 +219,8 @@ class KVCache:
 
     def __init__(self, n_layer: int, batch: int, n_head: int, seq_len: int, head_dim: int,
                  device=None, dtype=None):
-        self.kv = torch.zeros((n_layer, 2, batch, n_head, seq_len, head_dim), device=device, dtype=dtype)
-        self.k, self.v = self.kv[:, 0], self.kv[:, 1]
+        self.layers = [torch.zeros((2, batch, n_head, seq_len, head_dim), device=device, dtype=dtype)
+                       for _ in range(n_layer)]
         self.batch, self.seq_len = batch, seq_len
         self.key_index = torch.arange(seq_len, device=device)  # for the position mask
         # Set by Prior.init_cache:
@@ -227,6 +229,15 @@ class KVCache:
         self.weights: list[DecodeWeights] = []           # one per layer
         self.cond: Optional[torch.Tensor] = None         # (batch, cond_dim) for conditional LayerNorms, or None
         self.cross_kv: list = []                         # per layer: cross-attention (k, v) of the frames, or None
+
+    @property
+    def k(self) -> torch.Tensor:
+        """All layers' keys, (n_layer, batch, n_head, seq_len, head_dim) (a copy)."""
+        return torch.stack([kv[0] for kv in self.layers])
+
+    @property
+    def v(self) -> torch.Tensor:
+        return torch.stack([kv[1] for kv in self.layers])
 
 
 def dropout_keep_mask(shape, p: float, device=None) -> torch.Tensor:
@@ -584,15 +595,15 @@ class Prior(nn.Module, SavedModel):
         B = cache.batch
         if not isinstance(pos, torch.Tensor):
             n_keys = pos + 1 if n_keys is None else n_keys
-            pos = torch.tensor(pos, device=cache.kv.device)
+            pos = torch.tensor(pos, device=cache.layers[0].device)
         if prev_token is None:
-            prev_token = torch.zeros(B, dtype=torch.long, device=cache.kv.device)
+            prev_token = torch.zeros(B, dtype=torch.long, device=cache.layers[0].device)
         # Only the new token is embedded: one row of the precomputed input table; the start vector at 0.
         x = torch.where(pos == 0, self.sos, F.embedding(prev_token.reshape(B), cache.code_inputs))
         x = x + cache.positions.index_select(0, pos.view(1))
         future = cache.key_index > pos if n_keys is None else None
         c = cache.cond
-        for block, kv, layer_kv, weights in zip(self.blocks, cache.cross_kv, cache.kv, cache.weights):
+        for block, kv, layer_kv, weights in zip(self.blocks, cache.cross_kv, cache.layers, cache.weights):
             x = block.decode(x, c, kv, layer_kv, pos, weights, n_keys, future)
         return self.head(self.norm_out(x, c))
 
@@ -615,7 +626,7 @@ class Prior(nn.Module, SavedModel):
         x = torch.cat([self.sos.to(x.dtype).expand(B, 1, -1), x], dim=1)
         x = x + self.pos_emb().reshape(cfg.seq_len, -1)[:P]
         c = cache.cond
-        for block, kv, layer_kv in zip(self.blocks, cache.cross_kv, cache.kv):
+        for block, kv, layer_kv in zip(self.blocks, cache.cross_kv, cache.layers):
             x = block.prefill(x, c, kv, layer_kv)
         return self.head(self.norm_out(x, c))
 
