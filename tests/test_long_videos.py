@@ -54,11 +54,11 @@ def test_prefill_in_one_pass_equals_stepping_position_by_position(condition, n_p
     step_cond = {"label": cond.get("label"), "actions": cond.get("actions")}
     with torch.no_grad():
         cond_kv = prior.cross_kv(cond.get("frames"))
-        stepped_cache, filled_cache = prior.init_cache(B), prior.init_cache(B)
-        stepped = torch.stack([prior.step(tokens[:, p - 1] if p else None, p, stepped_cache, cond_kv=cond_kv,
-                                          **step_cond) for p in range(n_prefix)], dim=1)
-        filled = prior.prefill(tokens[:, :n_prefix], filled_cache, cond_kv=cond_kv, **step_cond)
-        assert filled.shape == (B, n_prefix, K) and filled_cache.length == n_prefix
+        stepped_cache, filled_cache = (prior.init_cache(B, cond_kv=cond_kv, **step_cond) for _ in range(2))
+        stepped = torch.stack([prior.step(tokens[:, p - 1] if p else None, p, stepped_cache)
+                               for p in range(n_prefix)], dim=1)
+        filled = prior.prefill(tokens[:, :n_prefix], filled_cache)
+        assert filled.shape == (B, n_prefix, K)
         torch.testing.assert_close(filled, stepped, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(filled_cache.k[:, :, :, :n_prefix], stepped_cache.k[:, :, :, :n_prefix],
                                    rtol=1e-5, atol=1e-5)
@@ -68,8 +68,7 @@ def test_prefill_in_one_pass_equals_stepping_position_by_position(condition, n_p
         full = prior(tokens.view(B, *LATENT), **cond).view(B, L, K)[:, :n_prefix]
         torch.testing.assert_close(filled, full, rtol=1e-5, atol=1e-5)
         if n_prefix < L:  # decoding continues from either cache alike
-            after = [prior.step(tokens[:, n_prefix - 1], n_prefix, c, cond_kv=cond_kv, **step_cond)
-                     for c in (stepped_cache, filled_cache)]
+            after = [prior.step(tokens[:, n_prefix - 1], n_prefix, c) for c in (stepped_cache, filled_cache)]
             torch.testing.assert_close(after[1], after[0], rtol=1e-5, atol=1e-5)
 
 
@@ -81,11 +80,8 @@ def test_prefill_argument_checks():
         prior.prefill(torch.zeros(3, 5, dtype=torch.long), cache)
     with pytest.raises(ValueError, match="1..24"):
         prior.prefill(torch.zeros(2, 25, dtype=torch.long), cache)
-    prior.prefill(tokens, cache)
-    with pytest.raises(ValueError, match="empty cache"):
-        prior.prefill(tokens, cache)
     with pytest.raises(ValueError, match="cond_kv"):
-        make_prior("frames").prefill(tokens, make_prior("frames").init_cache(2))
+        make_prior("frames").init_cache(2)
 
 
 # ---- the sliding window --------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import torch.nn.functional as F
 
 from videogpt.position import split_width
-from videogpt.prior import KVCache, Norm, Prior, PriorConfig, causal_attention_with_dropout, dropout_keep_mask
+from videogpt.prior import Norm, Prior, PriorConfig, causal_attention_with_dropout, dropout_keep_mask
 
 LATENT = (2, 3, 4)  # L = 24
 K, D_CB = 16, 8
@@ -315,20 +315,20 @@ def test_cached_steps_match_the_full_forward_pass(condition):
     L = prior.config.seq_len
     with torch.no_grad():
         full = prior(tokens, **cond).reshape(3, L, K)
-        cache = prior.init_cache(3)
-        # Poison the buffers: attention must read only the filled prefix (a masked full-length read
-        # would turn 0 * NaN into NaN).
-        cache.k.fill_(float("nan"))
-        cache.v.fill_(float("nan"))
         kv = prior.cross_kv(cond.get("frames"))
+        eager, static = (prior.init_cache(3, label=cond.get("label"), cond_kv=kv, actions=cond.get("actions"))
+                         for _ in range(2))
+        # Poison the eager cache: with an int position, attention must read only the filled prefix (a masked
+        # full-length read would turn 0 * NaN into NaN). The static-shape step (tensor position, whole cache
+        # under a mask) must agree with it.
+        for kv in eager.layers:
+            kv.fill_(float("nan"))
         flat = tokens.reshape(3, L)
         for pos in range(L):
-            logits = prior.step(flat[:, pos - 1] if pos else None, pos, cache,
-                                label=cond.get("label"), cond_kv=kv, actions=cond.get("actions"))
+            prev = flat[:, pos - 1] if pos else None
+            logits = prior.step(prev, pos, eager)
             torch.testing.assert_close(logits, full[:, pos], rtol=1e-4, atol=1e-4)
-        assert cache.length == L
-        with pytest.raises(ValueError):
-            prior.step(flat[:, -1], L, cache, label=cond.get("label"), cond_kv=kv, actions=cond.get("actions"))
+            torch.testing.assert_close(prior.step(prev, torch.tensor(pos), static), logits, rtol=1e-5, atol=1e-5)
 
 
 def test_small_batches_decode_on_one_thread_and_the_count_is_restored():
@@ -350,14 +350,6 @@ def test_small_batches_decode_on_one_thread_and_the_count_is_restored():
         assert set(seen) == {2}
     finally:
         torch.set_num_threads(1)  # conftest's setting
-
-
-def test_step_requires_positions_in_order():
-    prior = make_prior().eval()
-    cache = prior.init_cache(1)
-    assert isinstance(cache, KVCache)
-    with pytest.raises(ValueError, match="in order"):
-        prior.step(torch.zeros(1, dtype=torch.long), 3, cache)
 
 
 # ---- accounting -------------------------------------------------------------------------------

@@ -61,6 +61,27 @@ def test_cached_sampler_equals_recompute_loop(condition, settings):
     assert len(torch.unique(cached)) > 1  # not a degenerate all-equal grid
 
 
+# Tokens drawn by the sampler as it was before the static-shape decode step (commit f997281), seed 7, 2 samples of
+# make_prior(condition, head_std=0.3): the decode step's rewrites must keep drawing exactly these.
+RECORDED = {
+    ("none", "multinomial"): [[11, 9, 12, 12, 9, 5, 7, 12, 10, 12, 13, 12, 4, 6, 9, 4, 12, 0, 14, 1, 14, 8, 11, 11], [11, 11, 13, 10, 12, 9, 11, 10, 12, 9, 10, 14, 11, 9, 4, 6, 13, 11, 7, 14, 14, 11, 9, 6]],
+    ("none", "topk_topp"): [[12, 10, 12, 11, 9, 3, 11, 11, 9, 6, 13, 12, 9, 3, 11, 9, 6, 0, 14, 11, 13, 12, 11, 11], [12, 11, 11, 10, 12, 9, 7, 10, 11, 9, 4, 14, 11, 9, 3, 11, 11, 9, 3, 14, 14, 13, 12, 9]],
+    ("class", "multinomial"): [[8, 4, 5, 10, 7, 4, 4, 5, 8, 10, 10, 10, 4, 4, 4, 4, 5, 4, 12, 4, 5, 8, 10, 10], [8, 8, 10, 10, 10, 6, 10, 11, 8, 8, 9, 12, 10, 2, 3, 2, 10, 6, 4, 10, 15, 6, 8, 8]],
+    ("class", "topk_topp"): [[8, 4, 5, 10, 7, 4, 4, 4, 4, 10, 10, 10, 4, 4, 4, 4, 4, 0, 10, 0, 10, 4, 10, 10], [8, 8, 10, 10, 6, 3, 11, 8, 8, 8, 8, 10, 8, 0, 7, 0, 10, 6, 8, 10, 13, 6, 8, 8]],
+    ("frames+actions", "multinomial"): [[2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 6, 2, 2, 2, 2, 2], [11, 11, 11, 11, 11, 6, 11, 11, 11, 11, 11, 12, 9, 9, 9, 9, 11, 9, 9, 11, 12, 10, 9, 9]],
+    ("frames+actions", "topk_topp"): [[2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2], [11, 11, 11, 11, 11, 9, 11, 11, 11, 10, 11, 11, 9, 9, 9, 9, 11, 9, 9, 11, 11, 10, 10, 11]],
+}
+RECORDED_SETTINGS = {"multinomial": dict(temperature=1.0), "topk_topp": dict(temperature=0.8, top_k=5, top_p=0.9)}
+
+
+@pytest.mark.parametrize("condition, settings", list(RECORDED))
+def test_sampler_draws_the_recorded_tokens(condition, settings):
+    prior = make_prior(condition, head_std=0.3)
+    cond = cond_inputs(condition, 2)
+    tokens = sample_tokens(prior, 2, seed=7, batch_size=2, **RECORDED_SETTINGS[settings], **cond)
+    assert tokens.reshape(2, -1).tolist() == RECORDED[condition, settings]
+
+
 def test_sampling_is_independent_of_batch_size():
     prior = make_prior()
     a = sample_tokens(prior, 4, seed=5, batch_size=4)
@@ -200,3 +221,60 @@ def test_sample_returns_uint8_channels_last_videos():
     np.testing.assert_array_equal(videos[..., 2], 128)  # 0.5 * 255 = 127.5 rounds (half to even) to 128
     top = tokens_to_videos(vq, torch.full((1, *LATENT), K - 1))
     assert top[..., 0].min() == 255 and top[..., 1].max() == 0  # clamped, not wrapped
+
+
+# ---- the compiled decode step -------------------------------------------------------------------
+# One compile (tens of seconds on 2 cores) shared by these tests: a class-conditional prior (the step reads the
+# conditional LayerNorms' vector from the cache) with top-k and top-p on (the whole fused pick is traced).
+
+COMPILED_KW = dict(batch_size=2, **RECORDED_SETTINGS["topk_topp"])
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    from torch._dynamo.utils import counters
+    torch._dynamo.reset()
+    counters.clear()
+    prior = make_prior("class", head_std=0.3)
+    cond = cond_inputs("class", 2)
+    first = sample_tokens(prior, 2, seed=7, compile=True, **COMPILED_KW, **cond)
+    graphs_after_first = counters["stats"]["unique_graphs"]
+    second = sample_tokens(prior, 2, seed=8, compile=True, **COMPILED_KW, **cond)  # same shapes, another seed
+    return dict(prior=prior, cond=cond, first=first, second=second, graphs_after_first=graphs_after_first,
+                graphs_after_second=counters["stats"]["unique_graphs"], counters=counters)
+
+
+@pytest.mark.slow
+def test_compiled_step_compiles_once_for_all_positions_and_samples(compiled):
+    """One graph for the 24 positions of a sample (the position is a tensor, the cache read whole under a
+    mask) and no recompilation for a second sample of the same shape."""
+    assert compiled["graphs_after_first"] == 1
+    assert compiled["graphs_after_second"] == 1
+    assert not compiled["counters"]["recompiles"]
+
+
+@pytest.mark.slow
+def test_compiled_step_draws_the_eager_tokens_with_logits_within_1e_5(compiled):
+    from videogpt.sampling import compiled_decode_step, decode_step
+    prior, cond = compiled["prior"], compiled["cond"]
+    assert compiled["first"].reshape(2, -1).tolist() == RECORDED["class", "topk_topp"]
+    assert torch.equal(compiled["second"], sample_tokens(prior, 2, seed=8, **COMPILED_KW, **cond))
+    # Every position's logits: the compiled step, the eager one and the full forward pass (teacher forcing).
+    step = compiled_decode_step(torch.device("cpu"))
+    tokens = compiled["first"].reshape(2, -1)
+    rule = (COMPILED_KW["temperature"], COMPILED_KW["top_k"], COMPILED_KW["top_p"])
+    full = teacher_forced_logits(prior, compiled["first"], **cond)
+    with torch.inference_mode():  # as in the sampler: a tensor made outside it would be another graph
+        u = torch.rand(2, prior.config.seq_len, generator=torch.Generator().manual_seed(7))
+        caches = [prior.init_cache(2, label=cond["label"]) for _ in range(2)]
+        pos = torch.zeros((), dtype=torch.long)
+        prev = torch.zeros(2, dtype=torch.long)
+        for p in range(prior.config.seq_len):
+            pos.fill_(p)
+            picked, logits = step(prior, caches[0], prev, pos, u[:, p], None, *rule)
+            eager_picked, eager_logits = decode_step(prior, caches[1], prev, pos, u[:, p], p + 1, *rule)
+            torch.testing.assert_close(logits, eager_logits, rtol=0, atol=1e-5)
+            torch.testing.assert_close(eager_logits, full[:, p], rtol=0, atol=1e-5)
+            assert torch.equal(picked, eager_picked)
+            prev = tokens[:, p].contiguous()  # as the sampler feeds it (a strided view would be another graph)
+    assert compiled["counters"]["stats"]["unique_graphs"] == 1  # the direct calls reused the sampler's graph

@@ -139,6 +139,9 @@ class SampleParams:
                                  "are sampled by a sliding window over latent time", lo=1)
     window_stride: Optional[int] = _f(None, "new latent frames per sliding window (with sample.n_frames); null = half "
                                       "the prior's latent frames", lo=1)
+    compile: Literal["auto", True, False] = _f("auto", "run the decode step under torch.compile (CUDA: with CUDA "
+                                               "graphs); auto = on CUDA only (measured rule: "
+                                               "videogpt.sampling.use_compile)")
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,14 +127,17 @@ def run_sample_stage(params: Params, *, prior_dir, vqvae_dir, clips_path, manife
     n_latent = latent_frames(n_frames, window, time_factor)
     cond = gather_conditioning(prior.config, clips_path, real_index, n_frames=n_frames, manifest_path=manifest_path)
     kw = dict(temperature=sp.temperature, top_k=sp.top_k, top_p=sp.top_p, seed=sp.seed, batch_size=sp.batch_size,
-              progress=True, **{k: v.to(device) for k, v in cond.items()})
+              progress=True, compile=sp.compile, **{k: v.to(device) for k, v in cond.items()})
     prior, vqvae = prior.to(device), vqvae.to(device)
+    t0 = time.perf_counter()
     if n_latent == window:
         tokens = sample_tokens(prior, len(real_index), **kw)
     else:
         tokens = sample_tokens_sliding(prior, len(real_index), n_latent, window_stride=sp.window_stride, vqvae=vqvae,
                                        **kw)
+    t1 = time.perf_counter()
     videos = tokens_to_videos(vqvae, tokens, batch_size=sp.batch_size, window=window)
+    t2 = time.perf_counter()
     fps = store_attrs(clips_path).get("fps") or 8
     attrs = {"sample_params": {k: getattr(sp, k) for k in ("temperature", "top_k", "top_p", "seed", "n_frames",
                                                            "window_stride")},
@@ -147,4 +151,6 @@ def run_sample_stage(params: Params, *, prior_dir, vqvae_dir, clips_path, manife
             "frame is decoded from sampled tokens (the real frames are not copied in), as in VideoGPT")
     write_samples(out_dir, tokens.numpy(), videos, n_show=min(sp.n_samples, len(videos)), fps=fps,
                   arrays={"real_index": real_index, "trial": trial}, attrs=attrs)
+    print(f"sample: time split: prior steps {t1 - t0:.1f} s, decode to pixels {t2 - t1:.1f} s, writing "
+          f"zarr/MP4/GIF {time.perf_counter() - t2:.1f} s", flush=True)
     return {"n": len(videos), "n_trials": len(trials), "shape": list(videos.shape)}

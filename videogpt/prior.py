@@ -202,26 +202,43 @@ class DecodeWeights(NamedTuple):
 
 
 class KVCache:
-    """Keys and values of every self-attention layer for the positions decoded so far.
+    """Keys and values of every self-attention layer, preallocated for the whole sequence, plus the
+    per-batch constants a decode step reads: everything `Prior.step` needs besides the new token and
+    its position, in tensors whose shapes never change while decoding (so a compiled step is traced
+    once per batch size).
 
-    Buffers are preallocated for the whole sequence (no re-allocation per step), but attention only
-    ever reads the filled prefix [:length], so they need no initialisation (torch.empty). A layer's
-    keys and values sit side by side in one buffer, `kv` (n_layer, batch, 2, n_head, seq_len,
-    head_dim), so that one copy stores both per step; `k` and `v` are views of it. Memory:
-    2 * n_layer * batch * seq_len * n_embd elements.
-
-    `Prior.init_cache` also puts here the per-decode constants that `Prior.step` reads (see there)."""
+    A layer's keys and values sit in one buffer, `layers[i]` (2, batch, n_head, seq_len, head_dim), so
+    that one copy stores both per step. One buffer per layer, not views of a common one: a compiled step
+    that writes into views of one base made Inductor copy the whole base at every write (8x slower than
+    eager, measured). Keys before values
+    (not interleaved per sequence) so that a prefix [:n] of one layer's keys is a (batch * n_head)
+    batch of matrices with one stride, which a batched matmul reads in place (interleaved, it copied
+    the whole prefix at every step: 3x slower). It starts zeroed:
+    the static-shape step reads the whole buffer under a position mask, and masked probabilities
+    (exact zeros) times uninitialised memory could be NaN. Memory: 2 * n_layer * batch * seq_len * n_embd
+    elements."""
 
     def __init__(self, n_layer: int, batch: int, n_head: int, seq_len: int, head_dim: int,
                  device=None, dtype=None):
-        self.kv = torch.empty((n_layer, batch, 2, n_head, seq_len, head_dim), device=device, dtype=dtype)
-        self.k, self.v = self.kv[:, :, 0], self.kv[:, :, 1]
+        self.layers = [torch.zeros((2, batch, n_head, seq_len, head_dim), device=device, dtype=dtype)
+                       for _ in range(n_layer)]
         self.batch, self.seq_len = batch, seq_len
-        self.length = 0  # positions filled so far
+        self.key_index = torch.arange(seq_len, device=device)  # for the position mask
         # Set by Prior.init_cache:
         self.code_inputs: Optional[torch.Tensor] = None  # (n_codes, n_embd)
         self.positions: Optional[torch.Tensor] = None    # (seq_len, n_embd)
         self.weights: list[DecodeWeights] = []           # one per layer
+        self.cond: Optional[torch.Tensor] = None         # (batch, cond_dim) for conditional LayerNorms, or None
+        self.cross_kv: list = []                         # per layer: cross-attention (k, v) of the frames, or None
+
+    @property
+    def k(self) -> torch.Tensor:
+        """All layers' keys, (n_layer, batch, n_head, seq_len, head_dim) (a copy)."""
+        return torch.stack([kv[0] for kv in self.layers])
+
+    @property
+    def v(self) -> torch.Tensor:
+        return torch.stack([kv[1] for kv in self.layers])
 
 
 def dropout_keep_mask(shape, p: float, device=None) -> torch.Tensor:
@@ -288,25 +305,33 @@ class SelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
         return self.proj(y.transpose(1, 2).reshape(B, L, D))
 
-    def decode(self, x: torch.Tensor, kv: torch.Tensor, pos: int, weights: DecodeWeights) -> torch.Tensor:
-        """Incremental decoding of position `pos`, x (B, D): store its key and value in this layer's
-        cache kv (B, 2, n_head, seq_len, head_dim), then let the one query attend over the filled
-        prefix [0, pos]. Every key there is in the past, so no mask. Returns the attention output
+    def decode(self, x: torch.Tensor, kv: torch.Tensor, pos: torch.Tensor, weights: DecodeWeights,
+               n_keys: Optional[int], future: Optional[torch.Tensor]) -> torch.Tensor:
+        """Incremental decoding of position `pos` (0-d long tensor), x (B, D): store its key and value in
+        this layer's cache kv (2, B, n_head, seq_len, head_dim), then let the one query attend over the
+        cache. n_keys (eager) reads exactly the filled prefix [0, n_keys), no mask; None (compiled, static
+        shapes) reads the whole cache and masks the keys after pos (`future`, (seq_len,) bool).
+        One query row needs no fused attention kernel: a plain matmul-softmax-matmul (PyTorch's CPU
+        flash kernel cost 37% of a step here, mostly per-call overhead). Returns the attention output
         (B, n_head, 1, head_dim), before the output projection."""
         B, D = x.shape
         qkv = torch.mm(x, weights.qkv).view(B, 3, self.n_head, 1, -1)
-        kv[:, :, :, pos:pos + 1] = qkv[:, 1:]  # keys and values in one copy
-        prefix = kv[:, :, :, :pos + 1]
-        return F.scaled_dot_product_attention(qkv[:, 0], prefix[:, 0], prefix[:, 1])
+        kv.index_copy_(3, pos.view(1), qkv[:, 1:].transpose(0, 1).to(kv.dtype))  # keys and values in one copy
+        keys, values = (kv[:, :, :, :n_keys] if n_keys is not None else kv).to(x.dtype).unbind(0)
+        q = qkv[:, 0]
+        scores = torch.matmul(q, keys.transpose(-1, -2)) * q.shape[-1] ** -0.5  # (B, n_head, 1, keys)
+        if future is not None:
+            scores = scores.masked_fill(future, -math.inf)
+        return torch.matmul(scores.softmax(-1), values)
 
     def prefill(self, x: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
         """The first P positions x (B, P, D) of an empty cache in one pass: store their keys and values in
-        this layer's cache kv (B, 2, n_head, seq_len, head_dim) and attend causally among them (eval mode).
+        this layer's cache kv (2, B, n_head, seq_len, head_dim) and attend causally among them (eval mode).
         Returns (B, P, D), after the output projection, as `forward` would."""
         B, P, D = x.shape
         q, k, v = (t.view(B, P, self.n_head, -1).transpose(1, 2) for t in self.qkv(x).split(D, dim=-1))
-        kv[:, 0, :, :P] = k
-        kv[:, 1, :, :P] = v
+        kv[0, :, :, :P] = k
+        kv[1, :, :, :P] = v
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.proj(y.transpose(1, 2).reshape(B, P, D))
 
@@ -369,11 +394,12 @@ class Block(nn.Module):
             x = x + self.drop(self.cross(self.norm_cross(x, c), cross_kv))
         return x + self.drop(self.mlp(self.norm_mlp(x, c)))
 
-    def decode(self, x, c, cross_kv, kv: torch.Tensor, pos: int, weights: DecodeWeights):
+    def decode(self, x, c, cross_kv, kv: torch.Tensor, pos: torch.Tensor, weights: DecodeWeights,
+               n_keys: Optional[int], future: Optional[torch.Tensor]):
         """One position x (B, D) -> (B, D) in eval mode, with this layer's cache kv and its weights
         for decoding (SelfAttention.decode). The same sums as `forward` (a + b == b + a exactly)."""
         B, D = x.shape
-        y = self.attn.decode(self.norm_attn(x, c), kv, pos, weights)
+        y = self.attn.decode(self.norm_attn(x, c), kv, pos, weights, n_keys, future)
         x = torch.addmm(self.attn.proj.bias, y.reshape(B, D), weights.proj).add_(x)
         if self.cross is not None:
             x = x + self.cross(self.norm_cross(x, c).unsqueeze(1), cross_kv).squeeze(1)
@@ -546,12 +572,15 @@ class Prior(nn.Module, SavedModel):
 
     # ---- incremental decoding (used by videogpt.sampling) ------------------------------------
 
-    def init_cache(self, batch: int, device=None, dtype=None) -> KVCache:
+    def init_cache(self, batch: int, device=None, dtype=None, *, label: Optional[torch.Tensor] = None,
+                   cond_kv: Optional[list] = None, actions: Optional[torch.Tensor] = None) -> KVCache:
         """An empty cache for decoding `batch` sequences with `step`. It also holds what `step` reads
-        instead of recomputing it per position: the input vector of every code (fc_in of its
-        codebook row), the position embedding of every position and each block's DecodeWeights.
-        They are computed here, from the current weights: do not change the weights while decoding
-        with this cache."""
+        instead of recomputing it per position: the input vector of every code (fc_in of its codebook
+        row), the position embedding of every position, each block's DecodeWeights, and the batch's
+        conditioning (the conditional LayerNorms' vector of label / actions; cond_kv = `cross_kv(frames)`
+        for a frame-conditional prior). They are computed here, from the current weights: do not
+        change the weights while decoding with this cache. dtype: of the keys and values (default: the
+        model's)."""
         cfg = self.config
         cache = KVCache(cfg.n_layer, batch, cfg.n_head, cfg.seq_len, cfg.n_embd // cfg.n_head,
                         device=device if device is not None else self.sos.device,
@@ -559,47 +588,49 @@ class Prior(nn.Module, SavedModel):
         cache.code_inputs = self.fc_in(self.codebook)
         cache.positions = self.pos_emb().reshape(cfg.seq_len, -1)
         cache.weights = [DecodeWeights.of(block) for block in self.blocks]
+        cache.cond = self._condition_vector(label, batch, actions)
+        if cond_kv is None and cfg.uses_frames:
+            raise ValueError("frame-conditional prior: pass cond_kv=prior.cross_kv(frames)")
+        cache.cross_kv = cond_kv if cond_kv is not None else [None] * cfg.n_layer
         return cache
 
-    def step(self, prev_token: Optional[torch.Tensor], pos: int, cache: KVCache,
-             label: Optional[torch.Tensor] = None, cond_kv: Optional[list] = None,
-             actions: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Logits (B, K) of flat position `pos`, given the token decoded at pos-1 (prev_token, (B,)
-        long; ignored at pos 0, where the start vector is the input). Positions must be fed in order
-        0, 1, 2, ...; each call appends one position to `cache`. cond_kv: `cross_kv(frames)`.
-        Dropout is not applied (call it in eval mode)."""
-        cfg = self.config
-        if pos != cache.length:
-            raise ValueError(f"step(pos={pos}) but the cache holds {cache.length} positions; decode in order")
-        if pos >= cfg.seq_len:
-            raise ValueError(f"pos {pos} is past the end of the sequence ({cfg.seq_len} positions)")
+    def step(self, prev_token: Optional[torch.Tensor], pos, cache: KVCache,
+             n_keys: Optional[int] = None) -> torch.Tensor:
+        """Logits (B, K) of flat position `pos`, given the token decoded at pos-1 (prev_token, (B,) long;
+        ignored at pos 0, where the start vector is the input; None = zeros). Stores the position's keys
+        and values in `cache`; positions must be fed in order 0, 1, 2, ... (or after a `prefill`).
+        Dropout is not applied (call it in eval mode).
+
+        pos: a 0-d long tensor on the cache's device (static shapes: one compiled graph serves every
+        position; a Python int is accepted too). n_keys: attend over the first n_keys cached positions,
+        i.e. pos + 1, exactly the filled prefix (eager); None = the whole cache under a position mask
+        (static shapes, for a compiled step). With an int pos, n_keys defaults to pos + 1."""
         B = cache.batch
-        if pos == 0:
-            x = self.sos.expand(B, -1) + cache.positions[0]
-        else:
-            # Only the new token is embedded: one row of the precomputed input table.
-            x = F.embedding(prev_token.reshape(B), cache.code_inputs) + cache.positions[pos]
-        c = self._condition_vector(label, B, actions)
-        cond_kv = self._layer_cond_kv(cond_kv)
-        for block, kv, layer_kv, weights in zip(self.blocks, cond_kv, cache.kv, cache.weights):
-            x = block.decode(x, c, kv, layer_kv, pos, weights)
-        cache.length += 1
+        if not isinstance(pos, torch.Tensor):
+            n_keys = pos + 1 if n_keys is None else n_keys
+            pos = torch.tensor(pos, device=cache.layers[0].device)
+        if prev_token is None:
+            prev_token = torch.zeros(B, dtype=torch.long, device=cache.layers[0].device)
+        # Only the new token is embedded: one row of the precomputed input table; the start vector at 0.
+        x = torch.where(pos == 0, self.sos, F.embedding(prev_token.reshape(B), cache.code_inputs))
+        x = x + cache.positions.index_select(0, pos.view(1))
+        future = cache.key_index > pos if n_keys is None else None
+        c = cache.cond
+        for block, kv, layer_kv, weights in zip(self.blocks, cache.cross_kv, cache.layers, cache.weights):
+            x = block.decode(x, c, kv, layer_kv, pos, weights, n_keys, future)
         return self.head(self.norm_out(x, c))
 
     @torch.no_grad()  # fills the cache in place; inference only, like step
-    def prefill(self, tokens: torch.Tensor, cache: KVCache, label: Optional[torch.Tensor] = None,
-                cond_kv: Optional[list] = None, actions: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Fill an empty `cache` with the first P positions in ONE batched pass; logits (B, P, K).
+    def prefill(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Fill a fresh `cache` with the first P positions in ONE batched pass; logits (B, P, K).
 
         tokens (B, P) long are the tokens at flat positions 0..P-1 (a known prefix, e.g. the latent
         frames a sliding window keeps). Position p's input is token p-1 (the start vector at 0) and the
         self-attention is causal among the P positions, so the logits and the cache equal those of
         P calls step(tokens[:, p-1], p, cache) (up to float rounding of the batched matmuls). Decoding
-        continues with step(tokens[:, -1], P, cache). cond_kv: `cross_kv(frames)`."""
+        continues with step(tokens[:, -1], P, cache). The conditioning is the cache's (`init_cache`)."""
         cfg = self.config
         B, P = tokens.shape
-        if cache.length != 0:
-            raise ValueError(f"prefill needs an empty cache; this one holds {cache.length} positions")
         if B != cache.batch:
             raise ValueError(f"tokens hold {B} sequences but the cache was made for {cache.batch}")
         if not 1 <= P <= cfg.seq_len:
@@ -607,20 +638,10 @@ class Prior(nn.Module, SavedModel):
         x = self.fc_in(F.embedding(tokens[:, :-1].long(), self.codebook))  # (B, P-1, D)
         x = torch.cat([self.sos.to(x.dtype).expand(B, 1, -1), x], dim=1)
         x = x + self.pos_emb().reshape(cfg.seq_len, -1)[:P]
-        c = self._condition_vector(label, B, actions)
-        cond_kv = self._layer_cond_kv(cond_kv)
-        for block, kv, layer_kv in zip(self.blocks, cond_kv, cache.kv):
+        c = cache.cond
+        for block, kv, layer_kv in zip(self.blocks, cache.cross_kv, cache.layers):
             x = block.prefill(x, c, kv, layer_kv)
-        cache.length = P
         return self.head(self.norm_out(x, c))
-
-    def _layer_cond_kv(self, cond_kv: Optional[list]) -> list:
-        """The per-layer cross-attention keys/values for step/prefill ([None] * n_layer without frames)."""
-        if cond_kv is None:
-            if self.config.uses_frames:
-                raise ValueError("frame-conditional prior: pass cond_kv=prior.cross_kv(frames)")
-            return [None] * self.config.n_layer
-        return cond_kv
 
     # ---- accounting --------------------------------------------------------------------------
 

@@ -112,7 +112,7 @@ def _batches(prior, n, cond: dict, batch_size, u):
 
 
 def _run(prior, n, decode_batch, *, temperature, top_k, top_p, label, frames, actions, seed, batch_size,
-         progress):
+         progress, compile=False):
     cond = {"label": label, "frames": frames, "actions": actions}
     _check(prior, n, temperature, top_k, top_p, cond, batch_size)
     cfg = prior.config
@@ -124,13 +124,54 @@ def _run(prior, n, decode_batch, *, temperature, top_k, top_p, label, frames, ac
             n_batches = -(-n // batch_size)
             bar = progress_bar(total=n_batches * cfg.seq_len, desc="sampling", unit="pos", disable=not progress)
             uniforms = draw_uniforms(n, cfg.seq_len, seed)
+            pick = _Picker(prior, temperature, top_k, top_p, use_compile(compile, prior, batch_size))
             for start, size, part, u in _batches(prior, n, cond, batch_size, uniforms):
-                pick = lambda logits, pos: choose(logits, u[:, pos], temperature, top_k, top_p)
-                out[start:start + size] = decode_batch(prior, size, part, pick, bar)
+                out[start:start + size] = decode_batch(prior, size, part, pick, bar, u)
             bar.close()
         return out.view(n, *cfg.latent_shape).cpu()
     finally:
         prior.train(was_training)
+
+
+_COMPILED: dict = {}  # torch.compile mode -> the compiled decode_step (one per process: its graphs are cached on it)
+
+
+COMPILE_SETTINGS = ("auto", True, False)
+
+
+def use_compile(setting, prior: Prior, batch: int) -> bool:
+    """sample.compile resolved for a run: True / False as given; "auto" = compile on CUDA only.
+    On the CPU, measured here (2 cores, shared), Inductor's step is not worth its compile time at the
+    default size, and eager keeps the default run's samples byte for byte (see README, Performance)."""
+    if setting not in COMPILE_SETTINGS:
+        raise ValueError(f"sample.compile: {setting!r} must be auto, true or false")
+    if setting == "auto":
+        return prior.codebook.device.type == "cuda"
+    return bool(setting)
+
+
+def compiled_decode_step(device: torch.device):
+    """`decode_step` compiled for `device`: Inductor on the CPU; on CUDA also CUDA graphs
+    (mode="reduce-overhead": a step is ~100 small kernels whose launches, not bandwidth, bound it).
+    dynamic=False: every shape is fixed for a batch, so no symbolic shapes; fullgraph: a graph break
+    would put Python back between the kernels."""
+    mode = "reduce-overhead" if device.type == "cuda" else None
+    if mode not in _COMPILED:
+        _COMPILED[mode] = torch.compile(decode_step, dynamic=False, fullgraph=True, mode=mode)
+    return _COMPILED[mode]
+
+
+class _Picker:
+    """The sampling step with its settings bound: pick(cache, prev, pos, u, n_keys) -> tokens (B,).
+    Compiled, it reads the whole cache under the position mask (n_keys ignored: static shapes)."""
+
+    def __init__(self, prior, temperature, top_k, top_p, compiled: bool):
+        self.prior, self.rule = prior, (temperature, top_k, top_p)
+        self.step = compiled_decode_step(prior.codebook.device) if compiled else decode_step
+        self.compiled = compiled
+
+    def __call__(self, cache, prev, pos, u, n_keys):
+        return self.step(self.prior, cache, prev, pos, u, None if self.compiled else n_keys, *self.rule)[0]
 
 
 # Up to this many sequences per batch, the CPU decode loop runs on one thread. A step's matmuls are then a few
@@ -153,28 +194,47 @@ def _decode_threads(batch: int, device: torch.device):
         torch.set_num_threads(saved)
 
 
-def _decode_cached(prior: Prior, size, cond, pick, bar):
-    cache = prior.init_cache(size)
-    cond_kv = prior.cross_kv(cond["frames"])  # once per batch
-    tokens = torch.empty(size, prior.config.seq_len, dtype=torch.long, device=prior.codebook.device)
-    prev = None
-    with _decode_threads(size, tokens.device):
-        for pos in range(prior.config.seq_len):
-            prev = pick(prior.step(prev, pos, cache, label=cond["label"], cond_kv=cond_kv, actions=cond["actions"]),
-                        pos)
+def decode_step(prior: Prior, cache, prev: torch.Tensor, pos: torch.Tensor, u: torch.Tensor,
+                n_keys: Optional[int], temperature: float, top_k: Optional[int], top_p: Optional[float]):
+    """One sampling step as one function: the prior's decode step at position `pos` (0-d long tensor)
+    and the pick from its logits with the uniforms u (B,) -> (tokens (B,) long, logits (B, K)).
+    Nothing in it branches on data (temperature / top_k / top_p / n_keys are settings), so with
+    n_keys=None every position runs the same static-shape graph, which is what `compile` traces."""
+    logits = prior.step(prev, pos, cache, n_keys)
+    return choose(logits, u, temperature, top_k, top_p), logits
+
+
+def _decode_positions(prior, cache, tokens, prev, positions, u_of, pick, bar):
+    """Decode `positions` (consecutive) into tokens[:, pos], starting from the token `prev` (B,) at the
+    position before the first; u_of(pos) (B,) are the uniforms of a position."""
+    pos_t = torch.zeros((), dtype=torch.long, device=tokens.device)
+    with _decode_threads(len(tokens), tokens.device):
+        for pos in positions:
+            pos_t.fill_(pos)
+            prev = pick(cache, prev, pos_t, u_of(pos), pos + 1)
             tokens[:, pos] = prev
             bar.update(1)
+    return prev
+
+
+def _decode_cached(prior: Prior, size, cond, pick, bar, u):
+    device = prior.codebook.device
+    cache = prior.init_cache(size, label=cond["label"], cond_kv=prior.cross_kv(cond["frames"]),
+                             actions=cond["actions"])
+    tokens = torch.empty(size, prior.config.seq_len, dtype=torch.long, device=device)
+    prev = torch.zeros(size, dtype=torch.long, device=device)
+    _decode_positions(prior, cache, tokens, prev, range(prior.config.seq_len), lambda pos: u[:, pos], pick, bar)
     return tokens
 
 
-def _decode_recompute(prior: Prior, size, cond, pick, bar):
+def _decode_recompute(prior: Prior, size, cond, pick, bar, u):
     L, K = prior.config.seq_len, prior.config.n_codes
     tokens = torch.zeros(size, L, dtype=torch.long, device=prior.codebook.device)
     grid = tokens.view(size, *prior.config.latent_shape)
     for pos in range(L):
         # Positions >= pos still hold zeros; causality makes them irrelevant to the logits at pos.
         logits = prior(grid, **cond).view(size, L, K)[:, pos]
-        tokens[:, pos] = pick(logits, pos)
+        tokens[:, pos] = choose(logits, u[:, pos], *pick.rule)
         bar.update(1)
     return tokens
 
@@ -182,7 +242,7 @@ def _decode_recompute(prior: Prior, size, cond, pick, bar):
 def sample_tokens(prior: Prior, n: int, *, temperature: float = 1.0, top_k: Optional[int] = None,
                   top_p: Optional[float] = None, label=None, frames: Optional[torch.Tensor] = None,
                   actions: Optional[torch.Tensor] = None, seed: int = 0, batch_size: int = 16,
-                  progress: bool = False) -> torch.Tensor:
+                  progress: bool = False, compile="auto") -> torch.Tensor:
     """Draw n token grids, (n, t, h, w) long on the CPU, with the key/value cache.
 
     temperature 0 = greedy (argmax); top_k / top_p restrict sampling to the k most likely codes / the
@@ -190,10 +250,12 @@ def sample_tokens(prior: Prior, n: int, *, temperature: float = 1.0, top_k: Opti
     conditional prior; frames: (n, 3, n_cond_frames, H, W) in [-0.5, 0.5] for a frame-conditional one;
     actions: (n, frames per clip, action values), raw (the prior normalises them), for an
     action-conditional one.
-    Same seed and arguments give bitwise-identical samples on the same device. The prior is run in
-    eval mode (dropout off) and restored to its previous mode afterwards."""
+    compile: True / False / "auto" (sample.compile, see `use_compile`): run the decode step compiled.
+    Same seed and arguments give bitwise-identical samples on the same device (and compile setting).
+    The prior is run in eval mode (dropout off) and restored to its previous mode afterwards."""
     return _run(prior, n, _decode_cached, temperature=temperature, top_k=top_k, top_p=top_p, label=label,
-                frames=frames, actions=actions, seed=seed, batch_size=batch_size, progress=progress)
+                frames=frames, actions=actions, seed=seed, batch_size=batch_size, progress=progress,
+                compile=compile)
 
 
 def sample_tokens_recompute(prior: Prior, n: int, *, temperature: float = 1.0, top_k: Optional[int] = None,
@@ -380,7 +442,7 @@ def _window_frames(vqvae, previous: torch.Tensor, shift: int, n_cond: int) -> to
     return to_float(video[:, shift * f:shift * f + n_cond]).to(previous.device)
 
 
-def _decode_sliding(prior: Prior, size, cond, pick, bar, *, starts, vqvae):
+def _decode_sliding(prior: Prior, size, cond, pick, bar, u, *, starts, vqvae):
     """One batch: the windows in order. Returns the tokens (size, n_latent * h * w) and each window's
     tokens (size, t * h * w) as the prior saw them."""
     cfg = prior.config
@@ -403,18 +465,13 @@ def _decode_sliding(prior: Prior, size, cond, pick, bar, *, starts, vqvae):
             clip_frames = cfg.action_shape[0]
             first = start * (clip_frames // t)
             actions = cond["actions"][:, first:first + clip_frames]
-        cache = prior.init_cache(size)
-        cond_kv = prior.cross_kv(frames)
-        prev = None
+        cache = prior.init_cache(size, label=cond["label"], cond_kv=prior.cross_kv(frames), actions=actions)
+        prev = torch.zeros(size, dtype=torch.long, device=device)
         if kept:
-            prior.prefill(window[:, :kept * hw], cache, label=cond["label"], cond_kv=cond_kv, actions=actions)
+            prior.prefill(window[:, :kept * hw], cache)
             prev = window[:, kept * hw - 1]
-        with _decode_threads(size, device):
-            for pos in range(kept * hw, L):
-                logits = prior.step(prev, pos, cache, label=cond["label"], cond_kv=cond_kv, actions=actions)
-                prev = pick(logits, start * hw + pos)
-                window[:, pos] = prev
-                bar.update(1)
+        _decode_positions(prior, cache, window, prev, range(kept * hw, L), lambda pos: u[:, start * hw + pos],
+                          pick, bar)
         tokens[:, start * hw:(start + t) * hw] = window
         windows.append(window)
         end = start + t
@@ -425,7 +482,7 @@ def sample_tokens_sliding(prior: Prior, n: int, n_latent_frames: int, *, window_
                           vqvae=None, temperature: float = 1.0, top_k: Optional[int] = None,
                           top_p: Optional[float] = None, label=None, frames: Optional[torch.Tensor] = None,
                           actions: Optional[torch.Tensor] = None, seed: int = 0, batch_size: int = 16,
-                          progress: bool = False, return_windows: bool = False):
+                          progress: bool = False, return_windows: bool = False, compile="auto"):
     """Draw n token grids of n_latent_frames latent frames, (n, n_latent_frames, h, w) long on the CPU, by a
     sliding window over latent time (see the section comment above).
 
@@ -463,9 +520,9 @@ def sample_tokens_sliding(prior: Prior, n: int, n_latent_frames: int, *, window_
             bar = progress_bar(total=-(-n // batch_size) * n_positions, desc="sampling", unit="pos",
                                disable=not progress)
             uniforms = draw_uniforms_long(n, cfg.seq_len, n_positions, seed)
+            pick = _Picker(prior, temperature, top_k, top_p, use_compile(compile, prior, batch_size))
             for start, size, part, u in _batches(prior, n, cond, batch_size, uniforms):
-                pick = lambda logits, pos: choose(logits, u[:, pos], temperature, top_k, top_p)
-                tokens, windows = _decode_sliding(prior, size, part, pick, bar, starts=starts, vqvae=vqvae)
+                tokens, windows = _decode_sliding(prior, size, part, pick, bar, u, starts=starts, vqvae=vqvae)
                 out[start:start + size] = tokens.cpu()
                 for collected, window in zip(per_window, windows):
                     collected.append(window.cpu())
