@@ -79,7 +79,7 @@ def test_bair_actions_flow_into_a_frames_and_actions_prior_that_trains_and_sampl
 
     # the sample stage: test clip i's first frame and its actions over 8 frames (clips i and i+1 of its video)
     indices = tmp_path / "indices.json"  # one trial: test clips 0 and 1, as fvd_real_stats would write it
-    indices.write_text(json.dumps({"trials": [[0, 1]]}))
+    indices.write_text(json.dumps({"trials": [[0, 1]], "generated": [[0, 1]]}))
     run_sample_stage(params, prior_dir=prior_dir, vqvae_dir=vqvae_dir, clips_path=tmp_path / "clips.zarr",
                      manifest_path=tmp_path / "manifest.csv", indices_path=indices, out_dir=tmp_path / "samples")
     generated = read_samples(tmp_path / "samples")
