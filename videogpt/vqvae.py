@@ -279,12 +279,24 @@ def _run_block(block: nn.Module, x: torch.Tensor, pos: torch.Tensor | None, chec
     leaves the same state as a plain one."""
     if not (checkpointed and torch.is_grad_enabled()):
         return block(x, pos)
-    return _checkpointed(block, x, pos)
+    return (_eager_checkpointed or _checkpointed)(block, x, pos)
 
 
-@torch.compiler.disable  # dynamo cannot trace a checkpoint with a custom context_fn: under torch.compile these
-def _checkpointed(block: nn.Module, x: torch.Tensor, pos: torch.Tensor | None) -> torch.Tensor:  # run eagerly
+def _checkpointed(block: nn.Module, x: torch.Tensor, pos: torch.Tensor | None) -> torch.Tensor:
     return checkpoint(block, x, pos, use_reentrant=False, context_fn=lambda: (nullcontext(), _buffers_kept(block)))
+
+
+# dynamo cannot trace a checkpoint with a custom context_fn: under torch.compile the checkpointed blocks run eagerly.
+# The disabled wrapper is made when checkpointing is switched on, not by a decorator: `torch.compiler.disable`
+# imports dynamo and inductor, and importing those with this module made every stage (preprocess too) exit with 1
+# instead of by the signal after a Ctrl-C.
+_eager_checkpointed = None
+
+
+def _enable_eager_checkpointed() -> None:
+    global _eager_checkpointed
+    if _eager_checkpointed is None:
+        _eager_checkpointed = torch.compiler.disable(_checkpointed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -505,6 +517,8 @@ class VQVAE(nn.Module, SavedModel):
         """Recompute the residual blocks' activations in the backward pass instead of keeping them
         (trainer.checkpoint_activations): same gradients and buffers, less memory, more compute."""
         self.encoder.checkpoint_blocks = self.decoder.checkpoint_blocks = bool(on)
+        if on:
+            _enable_eager_checkpointed()
 
     # ---- shapes and checks
 
