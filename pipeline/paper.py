@@ -303,7 +303,7 @@ def build(repo: Path, name: str, runs: list[Run]) -> tuple[tables.Table, dict[st
     return add_paper_columns(table, name), logs
 
 
-def render(table: tables.Table, name: str, scale: str, grid: Grid, runs: list[Run], logs: dict[str, str],
+def render(table: tables.Table, scale: str, grid: Grid, runs: list[Run], logs: dict[str, str],
            wall_s: float | None) -> str:
     md = tables.render_markdown(table)
     lines = [md.rstrip("\n"), "",
@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     except PaperError as err:
         print(f"pipeline.paper: {err}", file=sys.stderr)
         return 2
-    md = render(table, args.table, args.scale, grid, runs, logs, wall)
+    md = render(table, args.scale, grid, runs, logs, wall)
     out = Path(args.repo) / args.out_dir
     write_text(out / f"{args.table}_{args.scale}.md", md)
     write_text(out / f"{args.table}_{args.scale}.csv", tables.render_csv(table))

@@ -58,18 +58,6 @@ def img(data: bytes, mime: str, alt: str) -> str:
     return f'<img src="{data_uri(data, mime)}" alt="{esc(alt)}">'
 
 
-def flatten(tree, prefix: str = "") -> dict:
-    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values."""
-    out = {}
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, dotted + "."))
-        else:
-            out[dotted] = value
-    return out
-
-
 def table(header: list[str], rows: list[list[str]], row_classes: list[str] | None = None) -> str:
     """An HTML table; cells are already HTML."""
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
@@ -144,7 +132,7 @@ def live_curves(live_dir: Path) -> dict[str, list[Line]]:
 
 # ---------------------------------------------------------------- run report sections
 def params_section(params: Params) -> str:
-    current, defaults = flatten(to_dict(params)), flatten(to_dict(Params()))
+    current, defaults = tables.flat_params(to_dict(params)), tables.flat_params(to_dict(Params()))
     changed = [k for k in current if current[k] != defaults.get(k)]
     rows = [[f"<code>{esc(k)}</code>", esc(fmt(v)), esc(fmt(defaults.get(k))), "≠" if k in changed else ""]
             for k, v in current.items()]
@@ -300,7 +288,7 @@ def metric_values(record: tables.Record) -> dict[str, object]:
 
 def experiments_page(records: list[tables.Record], skipped: list[str], curves: dict[str, dict[str, Line]]) -> str:
     names = [f"{r.name} (baseline)" if r.kind == "baseline" else r.name for r in records]
-    params = {n: flatten(r.params) for n, r in zip(names, records)}
+    params = {n: tables.flat_params(r.params) for n, r in zip(names, records)}
     keys = differing(params)
     param_rows = [[f"<code>{esc(k)}</code>"] + [esc(fmt(params[n].get(k, "-"))) for n in names] for k in keys]
     values = {n: metric_values(r) for n, r in zip(names, records)}

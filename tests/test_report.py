@@ -83,7 +83,7 @@ def test_params_section_marks_what_differs_from_the_defaults():
     assert changed == ["seed", "prior.n_layer"]
     assert "<td><code>prior.n_head</code></td><td>4</td><td>4</td><td></td>" in html
     assert "<td><code>prior.n_layer</code></td><td>8</td><td>4</td><td>≠</td>" in html
-    assert html.startswith(f"<p>2 of {len(report.flatten(report.to_dict(params)))} values differ")
+    assert html.startswith(f"<p>2 of {len(tables.flat_params(report.to_dict(params)))} values differ")
 
 
 def test_live_curves_read_dvclive_tsv(tmp_path):
