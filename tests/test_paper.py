@@ -18,9 +18,10 @@ def test_plan_is_every_row_times_every_seed():
     grid = paper.GRIDS["prior_size"]["mini"]
     runs = paper.plan("prior_size", "mini", grid)
     assert len(runs) == 4 * 2 and len({r.name for r in runs}) == 8
-    assert runs[0] == paper.Run("priorsize-mini-nlayer1-s0", {"prior.max_steps": 1200, "prior.n_layer": 1,
-                                                              "prior.seed": 0})
-    assert runs[-1].params == {"prior.max_steps": 1200, "prior.n_layer": 8, "prior.seed": 1}
+    assert runs[0] == paper.Run("priorsize-mini-nlayer1-s0", {"default_data.n_train": 640, "prior.max_steps": 1200,
+                                                              "prior.n_layer": 1, "prior.seed": 0})
+    assert runs[-1].params == {"default_data.n_train": 640, "prior.max_steps": 1200, "prior.n_layer": 8,
+                              "prior.seed": 1}
     # a subset of rows and seeds, and one more param for every run (a smoke test's shorter training)
     small = paper.plan("prior_size", "mini", grid, rows=["2", "8"], seeds=(5,), extra={"prior.max_steps": 6})
     assert [(r.params["prior.n_layer"], r.params["prior.seed"], r.params["prior.max_steps"]) for r in small] == \

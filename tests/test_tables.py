@@ -55,6 +55,8 @@ TOY_SCRIPT = textwrap.dedent("""
 """)
 TOY_PARAMS = textwrap.dedent("""
     seed: 0
+    default_data:
+      n_train: 160
     data:
       resolution: 32
       sequence_length: 8
@@ -78,7 +80,7 @@ TOY_DVC_YAML = textwrap.dedent(f"""
       toy:
         cmd: {sys.executable} toy.py
         deps: [toy.py]
-        params: [seed, data, vqvae, prior, eval]
+        params: [seed, default_data, data, vqvae, prior, eval]
         metrics:
           - metrics/vqvae.json:
               cache: false
