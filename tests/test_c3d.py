@@ -73,7 +73,7 @@ def published_files(tmp_path_factory):
         fan_in = int(np.prod(shape[1:])) if key.endswith("/W") else 1
         scale = math.sqrt(2.0 / fan_in) if key.endswith("/W") else 0.01
         arrays[key] = (rng.standard_normal(shape) * scale).astype(np.float32)
-    mean = rng.uniform(80, 120, (3, 16, 128, 128)).astype(np.float32)
+    mean = rng.uniform(80, 120, (3, 16, 128, 171)).astype(np.float32)   # the released file's shape
     folder = tmp_path_factory.mktemp("c3d")
     np.savez(folder / c3d.WEIGHTS_FILE, **arrays)
     np.savez(folder / c3d.MEAN_FILE, mean=mean)
@@ -108,6 +108,12 @@ def test_files_outside_the_published_layout_are_refused(published_files, tmp_pat
     (tmp_path / "obj.npy").rename(tmp_path / c3d.WEIGHTS_FILE)
     with pytest.raises(c3d.C3DWeightsError, match="not a readable .npz"):  # never unpickled
         c3d.load_c3d(tmp_path / c3d.WEIGHTS_FILE)
+    np.savez(tmp_path / c3d.WEIGHTS_FILE, **arrays)
+    np.savez(tmp_path / c3d.MEAN_FILE, mean=np.zeros((3, 16, 64, 64), np.float32))
+    with pytest.raises(c3d.C3DWeightsError, match=r"mean2.npz: expected 'mean' of shape \(3, 16, 128, 171\)"):
+        c3d.load_c3d(tmp_path / c3d.WEIGHTS_FILE)
+    np.savez(tmp_path / c3d.MEAN_FILE, mean=np.zeros((1, 3, 16, 128, 171), np.float32))  # a leading axis of 1
+    assert c3d.load_c3d(tmp_path / c3d.WEIGHTS_FILE).mean.shape == (3, 16, 112, 112)
 
 
 def test_inception_score_by_hand():

@@ -6,13 +6,15 @@ Written from the published facts (spec §3.5); no reference code was copied.
 Weights: TGANv2's converted Chainer files, read with `np.load(allow_pickle=False)` (nothing is unpickled):
 `conv3d_deepnetA_ucf.npz` holds "<layer>/W" and "<layer>/b" for conv1a, conv2a, conv3a, conv3b, conv4a, conv4b,
 conv5a, conv5b (W: (out, in, 3, 3, 3)), fc6, fc7, fc8 (W: (out, in)); `mean2.npz` holds "mean", the mean clip
-(3, 16, 128, 128) in BGR 0..255, read from the same folder.
+(3, 16, 128, 171) in BGR 0..255 (C3D's Sports-1M mean at 128 x 171; a leading axis of 1 is accepted), read from
+the same folder.
 
 What the network does to a video (the generator's output mapped to [-1, 1], (N, 3, 16, H, W), RGB):
 1. RGB -> BGR and x 128 (TGANv2 does both with one fixed 1x1x1 convolution): [-128, 128];
 2. every frame resized to 112 x 112, bilinear with aligned corners (Chainer's `resize_images`) [inferred: the
    Chainer default; the spec says "bilinear"];
-3. + (128 - the mean clip centre-cropped to [8:120, 8:120]): the pixel in 0..256 minus the mean;
+3. + (128 - the mean clip cropped to [8:120, 8:120], as TGANv2 does: centred in height, off-centre in the
+   171-wide mean's width): the pixel in 0..256 minus the mean;
 4. eight 3x3x3 convolutions (padding 1, ReLU), max-pooled (1,2,2) after conv1a and 2x2x2 after conv2a, conv3b,
    conv4b and conv5b, Chainer's `cover_all` (ceil mode: the last pool takes 7x7 to 4x4), then fc6 8192->4096,
    fc7 4096->4096 (ReLU, dropout off in eval) and fc8 -> 101 logits; softmax gives p(y|x).
@@ -85,7 +87,7 @@ def published_shapes() -> dict[str, tuple[int, ...]]:
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise C3DWeightsError(f"{path}: not found; put TGANv2's {WEIGHTS_FILE} and {MEAN_FILE} (the files of "
-                              "pfnet-research/tgan2's release) in one folder and set eval.c3d_weights to the first")
+                              "the v1.0 release of github.com/rezoo/tgan2, which TGANv2's README links) in one folder and set eval.c3d_weights to the first")
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
@@ -107,9 +109,13 @@ def load_c3d(weights_path: str | Path) -> C3D:
                                                         f"shapes {', '.join(bad[:5])}" if bad else ""])))
     mean_path = weights_path.with_name(MEAN_FILE)
     mean = _read_npz(mean_path).get("mean")
-    if mean is None or mean.shape != (3, N_FRAMES, MEAN_SIZE, MEAN_SIZE):
-        raise C3DWeightsError(f"{mean_path}: expected 'mean' of shape (3, {N_FRAMES}, {MEAN_SIZE}, {MEAN_SIZE}), "
-                              f"got {None if mean is None else mean.shape}")
+    # The released mean2.npz is C3D's Sports-1M mean clip at 128 x 171 (scripts that read it reshape it to
+    # (3, 1, 16, 128, 171)); TGANv2 takes [8:120, 8:120] of it as it is, i.e. off-centre along the width.
+    if mean is not None and mean.size % (3 * N_FRAMES * MEAN_SIZE) == 0:
+        mean = mean.reshape(3, N_FRAMES, MEAN_SIZE, -1)
+    if mean is None or mean.shape[-1] < 8 + INPUT_SIZE:
+        raise C3DWeightsError(f"{mean_path}: expected 'mean' of shape (3, {N_FRAMES}, {MEAN_SIZE}, 171) "
+                              f"(or at least {8 + INPUT_SIZE} wide), got {None if mean is None else mean.shape}")
     model = C3D()
     state = {"mean": torch.from_numpy(np.ascontiguousarray(mean[:, :, 8:8 + INPUT_SIZE, 8:8 + INPUT_SIZE],
                                                            dtype=np.float32))}
