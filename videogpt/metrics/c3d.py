@@ -87,7 +87,8 @@ def published_shapes() -> dict[str, tuple[int, ...]]:
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise C3DWeightsError(f"{path}: not found; put TGANv2's {WEIGHTS_FILE} and {MEAN_FILE} (the files of "
-                              "the v1.0 release of github.com/rezoo/tgan2, which TGANv2's README links) in one folder and set eval.c3d_weights to the first")
+                              "the v1.0 release of github.com/rezoo/tgan2, which TGANv2's README links) in one "
+                              "folder and set eval.c3d_weights to the first")
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
