@@ -360,7 +360,8 @@ def inception_score_entry(ep: EvalParams, vqvae, tokens, device) -> dict:
                                    f"{IS_LOOPS} loops of {IS_SAMPLES_PER_LOOP}")
     reason = None
     if ep.c3d_weights is None:
-        reason = "no C3D weights: eval.c3d_weights is null (TGANv2's conv3d_deepnetA_ucf.npz and mean2.npz)"
+        reason = ("no C3D weights: eval.c3d_weights is null (TGANv2's conv3d_deepnetA_ucf.npz and mean2.npz: "
+                  "`python -m videogpt.download c3d`)")
     values = [None]
     if reason is None:
         model = c3d.load_c3d(ep.c3d_weights).to(device)

@@ -96,27 +96,39 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         raise C3DWeightsError(f"{path}: not a readable .npz of arrays ({type(e).__name__}: {e})") from None
 
 
-def load_c3d(weights_path: str | Path) -> C3D:
-    """C3D with TGANv2's weights (and mean2.npz from the same folder), in eval mode without grads."""
-    weights_path = Path(weights_path)
-    arrays = _read_npz(weights_path)
+def read_weights(path: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of conv3d_deepnetA_ucf.npz, checked against the published keys and shapes."""
+    path = Path(path)
+    arrays = _read_npz(path)
     want = published_shapes()
     missing = sorted(set(want) - set(arrays))
     bad = [f"{k}: {arrays[k].shape} vs {want[k]}" for k in sorted(set(want) & set(arrays))
            if tuple(arrays[k].shape) != want[k]]
     if missing or bad:
-        raise C3DWeightsError(f"{weights_path}: not the layout of TGANv2's {WEIGHTS_FILE}: "
+        raise C3DWeightsError(f"{path}: not the layout of TGANv2's {WEIGHTS_FILE}: "
                               + "; ".join(filter(None, [f"missing {', '.join(missing[:5])}" if missing else "",
                                                         f"shapes {', '.join(bad[:5])}" if bad else ""])))
-    mean_path = weights_path.with_name(MEAN_FILE)
-    mean = _read_npz(mean_path).get("mean")
+    return arrays
+
+
+def read_mean(path: str | Path) -> np.ndarray:
+    """The mean clip of mean2.npz as (3, 16, 128, W), checked."""
+    path = Path(path)
+    mean = _read_npz(path).get("mean")
     # The released mean2.npz is C3D's Sports-1M mean clip at 128 x 171 (scripts that read it reshape it to
     # (3, 1, 16, 128, 171)); TGANv2 takes [8:120, 8:120] of it as it is, i.e. off-centre along the width.
     if mean is not None and mean.size % (3 * N_FRAMES * MEAN_SIZE) == 0:
         mean = mean.reshape(3, N_FRAMES, MEAN_SIZE, -1)
     if mean is None or mean.shape[-1] < 8 + INPUT_SIZE:
-        raise C3DWeightsError(f"{mean_path}: expected 'mean' of shape (3, {N_FRAMES}, {MEAN_SIZE}, 171) "
+        raise C3DWeightsError(f"{path}: expected 'mean' of shape (3, {N_FRAMES}, {MEAN_SIZE}, 171) "
                               f"(or at least {8 + INPUT_SIZE} wide), got {None if mean is None else mean.shape}")
+    return mean
+
+
+def load_c3d(weights_path: str | Path) -> C3D:
+    """C3D with TGANv2's weights (and mean2.npz from the same folder), in eval mode without grads."""
+    arrays = read_weights(weights_path)
+    mean = read_mean(Path(weights_path).with_name(MEAN_FILE))
     model = C3D()
     state = {"mean": torch.from_numpy(np.ascontiguousarray(mean[:, :, 8:8 + INPUT_SIZE, 8:8 + INPUT_SIZE],
                                                            dtype=np.float32))}
@@ -163,5 +175,5 @@ def inception_score_loops(probs, per_loop: int) -> list[float]:
     return [inception_score(p[i * per_loop:(i + 1) * per_loop]) for i in range(n_loops)]
 
 
-__all__ = ["C3D", "C3DWeightsError", "load_c3d", "published_shapes", "class_probabilities", "inception_score",
+__all__ = ["C3D", "C3DWeightsError", "load_c3d", "read_weights", "read_mean", "published_shapes", "class_probabilities", "inception_score",
            "inception_score_loops", "WEIGHTS_FILE", "MEAN_FILE"]
