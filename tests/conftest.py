@@ -1,6 +1,8 @@
 """Shared test set-up: one torch thread (the machine is small and shared), ffmpeg for making inputs, and
 git + DVC copies of the repository for tests that run the real pipeline."""
+import os
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,6 +11,19 @@ from dvc_repo import copy_repo
 from videogpt.data.ffmpeg_io import ffmpeg_exe
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """$VIDEOGPT_CACHE in a temp folder for the whole run (and the pipelines it starts): tests never read or
+    fill the user's ~/.cache/videogpt."""
+    old = os.environ.get("VIDEOGPT_CACHE")
+    os.environ["VIDEOGPT_CACHE"] = str(tmp_path_factory.mktemp("videogpt_cache"))
+    yield Path(os.environ["VIDEOGPT_CACHE"])
+    if old is None:
+        os.environ.pop("VIDEOGPT_CACHE")
+    else:
+        os.environ["VIDEOGPT_CACHE"] = old
 
 
 @pytest.fixture(scope="session")

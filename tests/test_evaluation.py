@@ -168,3 +168,19 @@ def test_the_protocol_records_the_conditioning_frames():
     note = conditioning_note(frames)
     assert note["conditioning_frames_in_fvd"] == "included, as generated" and note["n_cond_frames"] == 1
     assert conditioning_note(GeneratedSets(tokens=None, real_index=np.zeros(0), attrs={})) == {"condition": "none"}
+
+
+def test_recon_cache_names_entries_by_everything_they_depend_on(tmp_path):
+    from videogpt.evaluation import ReconCache
+    cache = ReconCache(tmp_path)
+    clips, offsets = np.zeros((2, 4, 8, 8, 3), np.uint8), np.array([0, 1])
+    key = cache.path("identity", clips, offsets)
+    assert key == cache.path("identity", clips.copy(), offsets.astype(np.int32))      # content, not objects
+    other = clips.copy()
+    other[1, 3, 7, 7, 2] = 1
+    assert len({key, cache.path("other vqvae", clips, offsets), cache.path("identity", other, offsets),
+                cache.path("identity", clips, np.array([0, 2])),
+                cache.path("identity", clips.reshape(4, 2, 8, 8, 3), offsets)}) == 5
+    rows = np.arange(6, dtype=np.float64).reshape(2, 3) / 7
+    cache.save(key, rows)
+    assert np.array_equal(np.load(key), rows) and [p.name for p in tmp_path.iterdir()] == [key.name]

@@ -4,6 +4,7 @@ FVD trials, the stages `dvc exp run` re-runs when the trials or the weights chan
 Tiny on purpose: 3 real clips per trial out of a 5-clip test split, 2 trials, then 3; about 45 I3D forwards."""
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,8 +63,15 @@ def test_repro_with_weights_writes_numeric_fvds_per_trial(repo):
     assert ev["recon"]["nmse"]["n_trials"] == 2 and ev["recon"]["nmse"]["mean"] > 0
 
 
+def recon_cache_files(env) -> set[str]:
+    return {p.name for p in (Path(env["VIDEOGPT_CACHE"]) / "recon_rows").glob("*.npy")}
+
+
 def test_more_trials_rerun_only_what_they_must(repo):
     dst, env, _ = repo
+    cached = recon_cache_files(env)
+    assert cached  # the baseline's reconstructions' rows (MSE, I3D features), by batch
+    first_ev = json.loads((dst / "metrics/eval.json").read_text())
     out = dvc(dst, env, "exp", "run", "-S", "eval.n_trials=3")
     assert ran(out) == {"fvd_real_stats", "sample", "evaluate"}, out
     ev = json.loads((dst / "metrics/eval.json").read_text())
@@ -76,6 +84,11 @@ def test_more_trials_rerun_only_what_they_must(repo):
     # trial t's real subset and generated videos depend on (seed, t) only: the first two trials are unchanged
     first = json.loads(run(["git", "show", "HEAD:metrics/eval.json"], dst, env))["fvd"]["trials"]
     assert fvd["trials"][:2] == pytest.approx(first, rel=1e-3)  # up to I3D batching round-off
+    # the same VQ-VAE and the same real clips (one subset for all trials): every reconstruction row came from the
+    # cache (a miss always writes one), so NMSE is the baseline's to the bit
+    assert recon_cache_files(env) == cached
+    assert ev["recon"]["nmse"]["trials"][:2] == first_ev["recon"]["nmse"]["trials"]
+    assert ev["r_fvd"]["trials"][:2] == pytest.approx(first_ev["r_fvd"]["trials"], rel=1e-6)
 
 
 def test_without_weights_fvd_is_null_for_want_of_weights_and_sampling_is_not_redone(repo):

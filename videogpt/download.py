@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from videogpt.fileio import file_sha256, set_default_permissions
+from videogpt.fileio import cache_dir, file_sha256, set_default_permissions
 
 I3D_FILENAME = "i3d_pretrained_400.pt"
 I3D_SHA256 = "55095f049e706479d48e221adcdb145b2b9dc930ba28b081ed72367ffaa32343"  # see module docstring
@@ -60,12 +60,6 @@ class RemoteFile:
 
 class DownloadError(RuntimeError):
     pass
-
-
-def cache_dir() -> Path:
-    """$VIDEOGPT_CACHE, else ~/.cache/videogpt."""
-    env = os.environ.get("VIDEOGPT_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "videogpt"
 
 
 def _fetch(url: str, dest_dir: Path, remote: RemoteFile, timeout: float) -> tuple[Path, str]:

@@ -22,7 +22,7 @@ from videogpt.config import EvalParams, Params, ParamsError
 from videogpt.data.clip_store import clips_array, read_clips_at
 from videogpt.distributed import (inference_autocast, inference_device, rank_and_world, sharded_map,
                                   to_device)
-from videogpt.fileio import file_sha256, write_json
+from videogpt.fileio import atomic_path, cache_dir, file_sha256, write_json
 from videogpt.generate import GeneratedSets, read_samples
 from videogpt.metrics.frechet import frechet_distance, gaussian_stats, load_stats, save_stats
 from videogpt.metrics.i3d import i3d_features, load_feature_network
@@ -242,6 +242,43 @@ def conditioning_note(samples: GeneratedSets) -> dict:
     return note
 
 
+class ReconCache:
+    """Rows of the reconstructions of real clips (MSE and I3D features), one .npy per batch, named by the sha256
+    of everything they depend on: the VQ-VAE's files, the feature settings, the clips' bytes and windows. Lives
+    outside the repository ($VIDEOGPT_CACHE/recon_rows, else ~/.cache/videogpt/recon_rows) so that DVC's
+    temporary experiment workspaces share it; entries are written atomically and never change."""
+
+    def __init__(self, folder: Path | None = None):
+        self.folder = folder
+
+    def root(self) -> Path:
+        return self.folder if self.folder is not None else cache_dir() / "recon_rows"
+
+    def path(self, identity: str, clips: np.ndarray, offsets: np.ndarray) -> Path:
+        h = hashlib.sha256(identity.encode())
+        for a in (np.ascontiguousarray(clips), np.ascontiguousarray(offsets, dtype=np.int64)):
+            h.update(repr((a.dtype.str, a.shape)).encode())
+            h.update(a.tobytes())
+        return self.root() / f"{h.hexdigest()}.npy"
+
+    def save(self, path: Path, rows: np.ndarray) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, rows, allow_pickle=False)
+
+
+RECON_CACHE = ReconCache()
+
+
+def _dir_sha256(folder) -> str:
+    """sha256 over the names and contents of a model folder's files."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        h.update(f.relative_to(folder).as_posix().encode() + b"\0" + file_sha256(f).encode())
+    return h.hexdigest()
+
+
 def evaluate(params: Params, *, clips_path, tokens_path, vqvae_dir, prior_dir, samples_dir, stats_dir) -> dict:
     device = inference_device(params.trainer)
     ep = params.eval
@@ -273,16 +310,28 @@ def evaluate(params: Params, *, clips_path, tokens_path, vqvae_dir, prior_dir, s
     union, where = np.unique(np.concatenate(trials), return_index=True)
     offsets = np.concatenate(sets["offsets"])[where]
 
+    # What a batch's rows depend on besides its clips: the VQ-VAE's files and how features are taken. Every
+    # evaluate of a grid that keeps the VQ-VAE (a prior-size table) reuses them instead of re-encoding, decoding
+    # and featurising the same reconstructions.
+    recon_identity = json.dumps({"vqvae": _dir_sha256(vqvae_dir), "device": device.type, "precision": ep.precision,
+                                 "features": None if model is None else [flavour, protocol["weights_sha256"],
+                                                                         frames]}, sort_keys=True)
+
     @torch.inference_mode()
     def reconstruct(a: int, b: int) -> np.ndarray:
         """Rows [MSE, I3D features of the reconstruction (if FVD is available)] of real clips union[a:b]."""
-        x = to_float(to_device(torch.as_tensor(read_clips_at(clips_path, proto.real_split, union[a:b])), device))
+        clips = read_clips_at(clips_path, proto.real_split, union[a:b])
+        cached = RECON_CACHE.path(recon_identity, clips, offsets[a:b])
+        if cached.is_file():
+            return np.load(cached, allow_pickle=False)
+        x = to_float(to_device(torch.as_tensor(clips), device))
         recon = vqvae.decode(vqvae.encode(x))
-        mse = clip_mse(x, recon).double().cpu().numpy()[:, None]
-        if model is None:
-            return mse
-        videos = _windows(generated_to_uint8(recon.cpu(), flavour).numpy(), offsets[a:b], frames)
-        return np.concatenate([mse, features(videos)], axis=1)
+        rows = clip_mse(x, recon).double().cpu().numpy()[:, None]
+        if model is not None:
+            videos = _windows(generated_to_uint8(recon.cpu(), flavour).numpy(), offsets[a:b], frames)
+            rows = np.concatenate([rows, features(videos)], axis=1)
+        RECON_CACHE.save(cached, rows)
+        return rows
 
     rows = sharded_map(lambda pair: reconstruct(*pair), len(union), ep.batch_size, lambda a, b: (a, b))
     per_trial = [rows[_rows_of(union, t)] for t in trials]

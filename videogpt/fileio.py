@@ -73,6 +73,12 @@ def write_json(path: str | Path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def cache_dir() -> Path:
+    """The user's cache of downloads and content-addressed results: $VIDEOGPT_CACHE, else ~/.cache/videogpt."""
+    env = os.environ.get("VIDEOGPT_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "videogpt"
+
+
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
