@@ -10,6 +10,7 @@ import pytest
 import torch
 import zarr
 
+from pipeline import paper, tables
 from videogpt.checkpoint import load_prior, load_vqvae
 from videogpt.config import DefaultDataParams, VQVAEParams, parse, to_dict
 from videogpt.data.clip_store import build_clip_store
@@ -232,3 +233,22 @@ def test_two_codebooks_train_tokenize_sample_and_evaluate(tmp_path):
     report = evaluate(params, clips_path=clips, tokens_path=out / "tokens.zarr", vqvae_dir=out / "vqvae",
                       prior_dir=out / "prior", samples_dir=out / "samples", stats_dir=out / "stats")
     assert math.isfinite(report["test_bits_per_dim"]["value"]) and report["recon"]["nmse"]["mean"] > 0
+
+
+# ---- the paper's Table 7 -------------------------------------------------------------------------
+
+def test_codebooks_grid_holds_total_latents_and_labels_rows_as_the_paper():
+    key = tables.TABLES["codebooks"].key
+    old = {"data": {"sequence_length": 16, "resolution": 32}, "vqvae": {"downsample": [4, 4, 4]}}
+    assert key(old) == ((0, 1), "4 × 8 × 8 × 1")  # an experiment from before the key: one codebook
+    for scale, (frames, res), total in (("mini", (16, 32), 256), ("paper", (16, 64), 8192)):
+        grid = paper.GRIDS["codebooks"][scale]
+        labels = [key({"data": {"sequence_length": frames, "resolution": res},
+                       "vqvae": {"downsample": row["vqvae.downsample"], "n_codebooks": row["vqvae.n_codebooks"]}})[1]
+                  for row in grid.rows]
+        assert {math.prod(int(n) for n in label.split(" × ")) for label in labels} == {total}, scale
+        for row in grid.rows:  # every row is a valid model on its clips
+            VQVAEConfig(input_shape=(frames, res, res), downsample=row["vqvae.downsample"],
+                        n_codebooks=row["vqvae.n_codebooks"])
+    assert labels == [label for label, _ in paper.PAPER["codebooks"]]  # the paper's rows, on the bair preset
+    assert grid.preset == "bair"
