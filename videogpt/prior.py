@@ -630,8 +630,10 @@ class Prior(nn.Module, SavedModel):
         if prev_token is None:
             prev_token = torch.zeros(B, dtype=torch.long, device=cache.layers[0].device)
         # Only the new token is embedded: one row of the precomputed input table; the start vector at 0.
-        x = torch.where(pos == 0, self.sos, F.embedding(self.code_rows(prev_token.reshape(B, 1), pos - 1)[:, 0],
-                                                        cache.code_inputs))
+        prev = prev_token.reshape(B)
+        if self.config.n_codebooks > 1:  # its row in the table of all codebooks (code_rows)
+            prev = self.code_rows(prev[:, None], pos - 1)[:, 0]
+        x = torch.where(pos == 0, self.sos, F.embedding(prev, cache.code_inputs))
         x = x + cache.positions.index_select(0, pos.view(1))
         future = cache.key_index > pos if n_keys is None else None
         c = cache.cond

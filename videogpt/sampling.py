@@ -483,7 +483,7 @@ def sample_tokens_sliding(prior: Prior, n: int, n_latent_frames: int, *, window_
                           top_p: Optional[float] = None, label=None, frames: Optional[torch.Tensor] = None,
                           actions: Optional[torch.Tensor] = None, seed: int = 0, batch_size: int = 16,
                           progress: bool = False, return_windows: bool = False, compile="auto"):
-    """Draw n token grids of n_latent_frames latent frames, (n, n_latent_frames, h, w) long on the CPU, by a
+    """Draw n token grids of n_latent_frames latent frames, (n, n_latent_frames, h, w[, C]) long on the CPU, by a
     sliding window over latent time (see the section comment above).
 
     window_stride: new latent frames per window, 1..t (default t // 2); smaller = more context and more
