@@ -88,6 +88,18 @@ GRIDS: dict[str, dict[str, Grid]] = {
                        {"vqvae.attention": False, "vqvae.n_res_layers": 5}), "vqvae.seed", (0,), preset="bair",
                       note="the paper does not say how many blocks it added: one here [inferred]"),
     },
+    # total latents held constant while the codebooks multiply, as in the paper (t x h x w x C)
+    "codebooks": {
+        "mini": Grid(({"vqvae.n_codebooks": 1, "vqvae.downsample": [4, 4, 4]},
+                      {"vqvae.n_codebooks": 2, "vqvae.downsample": [8, 4, 4]},
+                      {"vqvae.n_codebooks": 4, "vqvae.downsample": [4, 8, 8]}), "seed", (0, 1),
+                     note="4x8x8x1, 2x8x8x2 and 4x4x4x4 latents: 256 each"),
+        "paper": Grid(({"vqvae.n_codebooks": 1, "vqvae.downsample": [2, 2, 2]},
+                       {"vqvae.n_codebooks": 2, "vqvae.downsample": [1, 4, 4]},
+                       {"vqvae.n_codebooks": 4, "vqvae.downsample": [2, 4, 4]},
+                       {"vqvae.n_codebooks": 8, "vqvae.downsample": [4, 4, 4]}), "seed", (0,), preset="bair",
+                      note="8192 latents each; every codebook keeps the preset's n_codes and embedding_dim"),
+    },
 }
 
 # The paper's rows (spec §4; BAIR), in its order: (the row's label, {column header: the paper's text}).
@@ -107,6 +119,9 @@ PAPER: dict[str, tuple[tuple[str, dict[str, str]], ...]] = {
         ("4 × 64 × 64", "15.7", "109.4 ± 2.1", "102.3 ± 2.8"), ("16 × 32 × 32", "10.1", "118.4 ± 3.2", "113.8 ± 3.3"))),
     "attention": (("No Attention", {"NMSE (↓)": "0.0041", "R-FVD (↓)": "15.3"}),
                   ("With Attention", {"NMSE (↓)": "0.0033", "R-FVD (↓)": "14.9"})),
+    "codebooks": tuple((size, {"R-FVD (↓)": r, "FVD (↓)": f, "bits/dim (↓)": b}) for size, r, f, b in (
+        ("8 × 32 × 32 × 1", "14.9", "103.6 ± 2.0", "2.05"), ("16 × 16 × 16 × 2", "17.2", "106.3 ± 1.7", "2.41"),
+        ("8 × 16 × 16 × 4", "17.7", "131.4 ± 2.9", "2.68"), ("4 × 16 × 16 × 8", "23.1", "135.7 ± 3.3", "2.97"))),
 }
 PAPER_SOURCE = "VideoGPT (Yan et al. 2021) on BAIR, its own protocol (FVD ± over its trials, not seeds)"
 

@@ -148,14 +148,29 @@ def param_key(dotted: str, text: Callable[[Any], str] = str) -> Callable[[dict],
     return key
 
 
-def latent_key(params: dict) -> tuple:
-    """t x h x w of the latent grid, from data.sequence_length, data.resolution, vqvae.downsample;
-    sorted by number of latents, then t (the order of the paper's Table 5)."""
+def _latent_grid(params: dict) -> tuple[int, int, int] | None:
+    """(t, h, w) of the latent grid, from data.sequence_length, data.resolution, vqvae.downsample."""
     frames, res, ds = (_get(params, k) for k in ("data.sequence_length", "data.resolution", "vqvae.downsample"))
     if frames is None or res is None or not isinstance(ds, list) or len(ds) != 3:
+        return None
+    return frames // ds[0], res // ds[1], res // ds[2]
+
+
+def latent_key(params: dict) -> tuple:
+    """t x h x w of the latent grid; sorted by number of latents, then t (the order of the paper's Table 5)."""
+    grid = _latent_grid(params)
+    if grid is None:
         return (1, 0, 0), "-"
-    t, h, w = frames // ds[0], res // ds[1], res // ds[2]
+    t, h, w = grid
     return (0, t * h * w, t), f"{t} × {h} × {w}"
+
+
+def codebooks_key(params: dict) -> tuple:
+    """t x h x w x C (C = vqvae.n_codebooks, 1 when absent); sorted by C (the order of the paper's Table 7)."""
+    grid, C = _latent_grid(params), _get(params, "vqvae.n_codebooks") or 1
+    if grid is None:
+        return (1, 0), "-"
+    return (0, C), " × ".join(map(str, (*grid, C)))
 
 
 @dataclass(frozen=True)
@@ -194,6 +209,9 @@ TABLES = {
     "attention": TableSpec("Axial attention in the VQ-VAE (paper Table 3)", "VQ-VAE Architecture",
                            param_key("vqvae.attention", lambda v: "With Attention" if v else "No Attention"),
                            (NMSE, R_FVD), swept=("vqvae.attention", "vqvae.n_res_layers")),
+    # the rows change the downsampling with the codebooks, to hold t x h x w x C constant
+    "codebooks": TableSpec("Number of codebooks (paper Table 7)", "Latent Size", codebooks_key, (R_FVD, FVD, BPD),
+                           swept=("vqvae.n_codebooks", "vqvae.downsample")),
 }
 
 # Seeds: a row is the mean over runs that differ only in these. data.split_seed, default_data.seed and

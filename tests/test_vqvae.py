@@ -355,7 +355,7 @@ def test_config_field_names_match_params_schema():
     fields = {f.name for f in dataclasses.fields(VQVAEConfig)}
     overlap = {k: v for k, v in dataclasses.asdict(params).items() if k in fields}
     assert set(overlap) == {"n_hiddens", "res_hiddens", "n_res_layers", "downsample", "n_codes", "embedding_dim",
-                            "attention", "n_heads", "beta", "ema_decay"}
+                            "attention", "n_heads", "beta", "ema_decay", "n_codebooks"}
     cfg = VQVAEConfig(input_shape=(16, 32, 32), **overlap)  # the default clips
     assert cfg.latent_shape == (4, 8, 8)
 

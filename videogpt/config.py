@@ -76,6 +76,8 @@ class VQVAEParams:
                                           factory=lambda: (4, 4, 4))
     n_codes: int = _f(128, "codebook size", lo=2)
     embedding_dim: int = _f(32, "codebook vector size", lo=1)
+    n_codebooks: int = _f(1, "codebooks, each quantising its own embedding_dim slice of the latent channels (the "
+                             "paper's Table 7); > 1 adds a codebook axis to the latent grid", lo=1)
     attention: bool = _f(True, "axial attention in the residual blocks (false = the paper's ablation)")
     n_heads: int = _f(2, "heads of the axial attention", lo=1)
     beta: float = _f(0.25, "commitment loss weight", lo=0.0)

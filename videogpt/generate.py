@@ -20,6 +20,7 @@ from videogpt.distributed import inference_device
 from videogpt.sampling import latent_frames, sample_tokens, sample_tokens_sliding, tokens_to_videos
 from videogpt.video import to_float
 from videogpt.visualize import contact_sheet, save_png, upscale, video_grid
+from videogpt.vqvae import LATENT_AXES
 
 
 def gather_conditioning(prior_config, clips_path, indices, split: str = "test", *, n_frames: int | None = None,
@@ -61,7 +62,7 @@ def conditioning_protocol(prior_config, n_frames: int) -> str | None:
 
 def write_samples(out_dir, tokens: np.ndarray, videos: np.ndarray, *, n_show: int, fps: float,
                   arrays: dict[str, np.ndarray], attrs: dict) -> None:
-    """samples/ atomically: samples.zarr (tokens (N,t,h,w), videos (N,T,H,W,3) uint8, per-video `arrays`,
+    """samples/ atomically: samples.zarr (tokens (N,t,h,w) or (N,t,h,w,C), videos (N,T,H,W,3) uint8, per-video `arrays`,
     attrs), and for people the first n_show videos as mp4/sample_XXXX.mp4, grid.gif (<= 64) and grid.png
     (<= 16)."""
     out_dir = Path(out_dir)
@@ -71,7 +72,7 @@ def write_samples(out_dir, tokens: np.ndarray, videos: np.ndarray, *, n_show: in
     tmp.mkdir(parents=True)
     root = zarr.open_group(str(tmp / "samples.zarr"), mode="w")
     root.create_array("tokens", data=tokens, chunks=(min(len(tokens), 256),) + tokens.shape[1:],
-                      dimension_names=("sample", "t", "h", "w"))
+                      dimension_names=("sample", *LATENT_AXES[:tokens.ndim - 1]))
     root.create_array("videos", data=videos, chunks=(1,) + videos.shape[1:],
                       dimension_names=("sample", "t", "h", "w", "c"))
     for name, values in arrays.items():

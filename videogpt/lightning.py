@@ -24,7 +24,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from videogpt.distributed import rank_and_world
 from videogpt.fileio import write_text
 from videogpt.video import to_float
-from videogpt.vqvae import code_counts
+from videogpt.vqvae import codebook_counts, mean_perplexity
 
 log = logging.getLogger(__name__)
 
@@ -90,25 +90,26 @@ class VQVAEModule(pl.LightningModule):
                 "train/recon_loss": out["recon_loss"].detach(),
                 "train/commitment_loss": out["commitment_loss"].detach(),
                 "train/perplexity": out["perplexity"].detach(),
-                "train/codes_used": self.model.codebook.usage(),
+                "train/codes_used": self.model.codes_used(),
             }, on_step=True, on_epoch=False)
         return out["loss"]
 
     def on_validation_epoch_start(self):
-        self.val_code_counts = torch.zeros(self.model.config.n_codes, device=self.device)
+        cfg = self.model.config
+        self.val_code_counts = torch.zeros(cfg.n_codebooks, cfg.n_codes, device=self.device)
 
     def validation_step(self, batch, batch_idx):
         out = self.model(as_video(batch[0]))
-        self.val_code_counts += code_counts(out["codes"].flatten(), self.model.config.n_codes)
+        cfg = self.model.config
+        self.val_code_counts += codebook_counts(out["codes"], cfg.n_codes, cfg.n_codebooks)
         self.log_dict({"val/recon_loss": out["recon_loss"], "val/commitment_loss": out["commitment_loss"]},
                       on_step=False, on_epoch=True, sync_dist=True)
 
     def on_validation_epoch_end(self):
         # The perplexity of all validation codes of all ranks together: a mean of per-batch or per-rank
-        # perplexities would under-report the codebook's usage.
+        # perplexities would under-report the codebook's usage. Several codebooks: their mean.
         counts = self.trainer.strategy.reduce(self.val_code_counts, reduce_op="sum")
-        p = counts / counts.sum()
-        self.log("val/perplexity", torch.exp(-(p * torch.log(p + 1e-10)).sum()))
+        self.log("val/perplexity", mean_perplexity(counts))
 
     def on_save_checkpoint(self, checkpoint):
         self.guard.check(self.global_step, "train_vqvae", self.trainer.strategy)

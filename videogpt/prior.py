@@ -1,11 +1,12 @@
 """The GPT prior over VQ-VAE codes (VideoGPT, arXiv 2104.10157), in one readable module.
 
 A decoder-only transformer models the flattened latent grid (t, h, w) in raster order (t slowest,
-w fastest). What makes it VideoGPT rather than a plain GPT:
+w fastest); with a multiple-codebook VQ-VAE (vqvae.n_codebooks = C > 1) the grid is (t, h, w, C), its codebook
+axis fastest and treated as a fourth position axis. What makes it VideoGPT rather than a plain GPT:
 
 - the input at a position is the frozen VQ-VAE codebook vector of the *previous* token, projected
   to the model width (no learned token table), and position 0 gets a learned start vector (SOS);
-- positions are encoded by three per-axis tables (t, h, w) whose rows are *concatenated*, so the
+- positions are encoded by one table per grid axis (t, h, w[, C]) whose rows are *concatenated*, so the
   model sees the grid structure instead of a flat index;
 - optional conditioning: on a class label or on the clip's per-frame actions through conditional
   LayerNorms, and/or on the first frames of the clip through a 3D ResNet and a cross-attention layer
@@ -42,7 +43,7 @@ class PriorConfig:
     """Everything needed to rebuild a Prior; the defaults are the paper's. Names equal the keys of
     `prior:` in params.yaml where they overlap; latent_shape / n_codes / embedding_dim come from the
     VQ-VAE, n_classes and action_shape from the data, frame_shape from data.resolution (see `from_params`)."""
-    latent_shape: tuple[int, int, int]
+    latent_shape: tuple[int, ...]        # (t, h, w), or (t, h, w, C) over C codebooks of n_codes each
     n_codes: int
     embedding_dim: int
     n_layer: int = 8
@@ -82,8 +83,8 @@ class PriorConfig:
     def validate(self) -> None:
         def fail(key, msg):
             raise ValueError(f"prior.{key}: {msg}")
-        if len(self.latent_shape) != 3 or min(self.latent_shape) < 1:
-            fail("latent_shape", f"{self.latent_shape} must be three positive sizes (t, h, w)")
+        if len(self.latent_shape) not in (3, 4) or min(self.latent_shape) < 1:
+            fail("latent_shape", f"{self.latent_shape} must be three or four positive sizes (t, h, w[, codebooks])")
         if self.n_codes < 2:
             fail("n_codes", f"{self.n_codes} must be >= 2")
         if self.embedding_dim < 1:
@@ -92,8 +93,9 @@ class PriorConfig:
             fail("n_layer", f"{self.n_layer} must be >= 1")
         if self.n_head < 1:
             fail("n_head", f"{self.n_head} must be >= 1")
-        if self.n_embd < 3:
-            fail("n_embd", f"{self.n_embd} must be >= 3 (the position embedding splits it over 3 axes)")
+        n_axes = len(self.latent_shape)
+        if self.n_embd < n_axes:
+            fail("n_embd", f"{self.n_embd} must be >= {n_axes} (the position embedding splits it over {n_axes} axes)")
         if self.n_embd % self.n_head:
             fail("n_embd", f"{self.n_embd} is not divisible by prior.n_head={self.n_head}")
         for key in ("dropout", "attn_dropout"):
@@ -143,8 +145,12 @@ class PriorConfig:
 
     @property
     def seq_len(self) -> int:
-        t, h, w = self.latent_shape
-        return t * h * w
+        return math.prod(self.latent_shape)
+
+    @property
+    def n_codebooks(self) -> int:
+        """C: codebooks of the VQ-VAE, the size of the fourth latent axis (1 without it)."""
+        return self.latent_shape[3] if len(self.latent_shape) == 4 else 1
 
     @property
     def cond_shape(self) -> tuple[int, int, int]:
@@ -420,8 +426,9 @@ class Block(nn.Module):
 
 
 class Prior(nn.Module, SavedModel):
-    """GPT prior. `codebook` (K, D) is the VQ-VAE's codebook; it is copied into a frozen buffer (saved
-    with the model, so a prior checkpoint is self-contained, and never trained).
+    """GPT prior. `codebook` (C·K, D) is the VQ-VAE's codebook table (`VQVAE.code_table`: code k of codebook c at
+    row c·K + k; (K, D) with one codebook); it is copied into a frozen buffer (saved with the model, so a prior
+    checkpoint is self-contained, and never trained).
     `Prior.from_pretrained(folder or hub id)` / `save_pretrained(folder)` load and save it."""
 
     card_title = "VideoGPT prior"
@@ -430,9 +437,10 @@ class Prior(nn.Module, SavedModel):
         super().__init__()
         self.config = cfg = config
         codebook = torch.as_tensor(codebook)
-        if tuple(codebook.shape) != (cfg.n_codes, cfg.embedding_dim):
+        rows = cfg.n_codebooks * cfg.n_codes
+        if tuple(codebook.shape) != (rows, cfg.embedding_dim):
             raise ValueError(f"codebook has shape {tuple(codebook.shape)}; the config expects "
-                             f"(n_codes, embedding_dim) = ({cfg.n_codes}, {cfg.embedding_dim})")
+                             f"(codebooks * n_codes, embedding_dim) = ({rows}, {cfg.embedding_dim})")
         self.register_buffer("codebook", codebook.detach().clone().float())
         D = cfg.n_embd
 
@@ -470,9 +478,19 @@ class Prior(nn.Module, SavedModel):
 
     def check_codebook(self, vqvae) -> None:
         """A prior predicts the codes of one VQ-VAE: refuse to pair it with another."""
-        if not torch.equal(self.codebook.cpu(), vqvae.codebook.embeddings.detach().float().cpu()):
+        if not torch.equal(self.codebook.cpu(), vqvae.code_table().detach().float().cpu()):
             raise ValueError("this prior was trained on the codes of another VQ-VAE (their codebooks differ); "
                              "load the VQ-VAE it was trained with")
+
+    def code_rows(self, tokens: torch.Tensor, first) -> torch.Tensor:
+        """Rows of the codebook table of tokens (B, P) at flat positions first, first + 1, ...: code k at a
+        position of codebook c (the position's index along the last latent axis, the fastest) is row c·K + k.
+        With one codebook the tokens themselves. first: an int or a 0-d tensor (the decode step's position)."""
+        C = self.config.n_codebooks
+        if C == 1:
+            return tokens
+        offsets = (torch.arange(tokens.shape[1], device=tokens.device) + first) % C * self.config.n_codes
+        return tokens + offsets
 
     # ---- conditioning ------------------------------------------------------------------------
 
@@ -543,16 +561,16 @@ class Prior(nn.Module, SavedModel):
 
     def forward(self, tokens: torch.Tensor, label: Optional[torch.Tensor] = None,
                 frames: Optional[torch.Tensor] = None, actions: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """tokens (B, t, h, w) long -> logits (B, t, h, w, K); logits at p predict token p from tokens < p."""
+        """tokens (B, *latent_shape) long -> logits (B, *latent_shape, K); logits at p predict token p from tokens < p."""
         cfg = self.config
-        if tokens.dim() != 4 or tuple(tokens.shape[1:]) != cfg.latent_shape:
+        if tokens.dim() != 1 + len(cfg.latent_shape) or tuple(tokens.shape[1:]) != cfg.latent_shape:
             raise ValueError(f"tokens must have shape (B, {', '.join(map(str, cfg.latent_shape))}); "
                              f"got {tuple(tokens.shape)}")
         B, L = tokens.shape[0], cfg.seq_len
         c = self._condition_vector(label, B, actions)
         kvs = self.cross_kv(frames)
 
-        x = self.fc_in(F.embedding(tokens.reshape(B, L).long(), self.codebook))  # (B, L, D): token p at p
+        x = self.fc_in(F.embedding(self.code_rows(tokens.reshape(B, L).long(), 0), self.codebook))  # (B, L, D)
         # Right shift: position p sees token p-1; position 0 sees the start vector.
         x = torch.cat([self.sos.to(x.dtype).expand(B, 1, -1), x[:, :-1]], dim=1)
         x = x + self.pos_emb().reshape(L, -1)
@@ -612,7 +630,10 @@ class Prior(nn.Module, SavedModel):
         if prev_token is None:
             prev_token = torch.zeros(B, dtype=torch.long, device=cache.layers[0].device)
         # Only the new token is embedded: one row of the precomputed input table; the start vector at 0.
-        x = torch.where(pos == 0, self.sos, F.embedding(prev_token.reshape(B), cache.code_inputs))
+        prev = prev_token.reshape(B)
+        if self.config.n_codebooks > 1:  # its row in the table of all codebooks (code_rows)
+            prev = self.code_rows(prev[:, None], pos - 1)[:, 0]
+        x = torch.where(pos == 0, self.sos, F.embedding(prev, cache.code_inputs))
         x = x + cache.positions.index_select(0, pos.view(1))
         future = cache.key_index > pos if n_keys is None else None
         c = cache.cond
@@ -635,7 +656,7 @@ class Prior(nn.Module, SavedModel):
             raise ValueError(f"tokens hold {B} sequences but the cache was made for {cache.batch}")
         if not 1 <= P <= cfg.seq_len:
             raise ValueError(f"prefill of {P} positions: must be 1..{cfg.seq_len} (the sequence length)")
-        x = self.fc_in(F.embedding(tokens[:, :-1].long(), self.codebook))  # (B, P-1, D)
+        x = self.fc_in(F.embedding(self.code_rows(tokens[:, :-1].long(), 0), self.codebook))  # (B, P-1, D)
         x = torch.cat([self.sos.to(x.dtype).expand(B, 1, -1), x], dim=1)
         x = x + self.pos_emb().reshape(cfg.seq_len, -1)[:P]
         c = cache.cond

@@ -76,16 +76,18 @@ def reconstruction_report(vqvae: VQVAE, loader, n_codes: int) -> dict:
     on the VQ-VAE's device; shared by the ranks under torch.distributed (module docstring)."""
     vqvae.eval()
     device = _device(vqvae)
-    mses, counts = {}, torch.zeros(n_codes, dtype=torch.int64, device=device)
+    C = vqvae.config.n_codebooks
+    mses, counts = {}, torch.zeros(C, n_codes, dtype=torch.int64, device=device)
     for i, (video, _) in my_batches(loader):
         video = to_device(video, device)
         codes = vqvae.encode(video)
         mses[i] = clip_mse(video, vqvae.decode(codes)).tolist()
-        counts += torch.bincount(codes.flatten(), minlength=n_codes)
+        counts += torch.stack([torch.bincount(column, minlength=n_codes) for column in codes.reshape(-1, C).T])
     mses = [m for batch in in_batch_order(mses) for m in batch]
     counts = _all_sum(counts).cpu().numpy()
-    p = counts / counts.sum()
-    return {**recon_scores(mses), "perplexity": float(np.exp(-(p * np.log(p + 1e-10)).sum())),
+    # perplexity per codebook, averaged over the codebooks (videogpt.vqvae.mean_perplexity, in float64 here)
+    ppl = [np.exp(-(p * np.log(p + 1e-10)).sum()) for p in (row / row.sum() for row in counts)]
+    return {**recon_scores(mses), "perplexity": float(sum(ppl) / len(ppl)),
             "codes_used": float((counts > 0).mean()), "n_clips": len(mses)}
 
 

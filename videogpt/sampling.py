@@ -243,7 +243,7 @@ def sample_tokens(prior: Prior, n: int, *, temperature: float = 1.0, top_k: Opti
                   top_p: Optional[float] = None, label=None, frames: Optional[torch.Tensor] = None,
                   actions: Optional[torch.Tensor] = None, seed: int = 0, batch_size: int = 16,
                   progress: bool = False, compile="auto") -> torch.Tensor:
-    """Draw n token grids, (n, t, h, w) long on the CPU, with the key/value cache.
+    """Draw n token grids, (n, *latent_shape) long on the CPU, with the key/value cache.
 
     temperature 0 = greedy (argmax); top_k / top_p restrict sampling to the k most likely codes / the
     nucleus of mass top_p (None = off, the paper's setting). label: (n,) class ids for a class-
@@ -446,8 +446,8 @@ def _decode_sliding(prior: Prior, size, cond, pick, bar, u, *, starts, vqvae):
     """One batch: the windows in order. Returns the tokens (size, n_latent * h * w) and each window's
     tokens (size, t * h * w) as the prior saw them."""
     cfg = prior.config
-    t, h, w = cfg.latent_shape
-    hw, L = h * w, prior.config.seq_len
+    t, L = cfg.latent_shape[0], cfg.seq_len
+    hw = L // t  # positions per latent frame (h * w, times the codebooks)
     device = prior.codebook.device
     tokens = torch.empty(size, (starts[-1] + t) * hw, dtype=torch.long, device=device)
     windows, window, end = [], None, 0  # end: latent frames generated so far
@@ -458,7 +458,7 @@ def _decode_sliding(prior: Prior, size, cond, pick, bar, u, *, starts, vqvae):
         if window is not None:
             new_window[:, :kept * hw] = window[:, (t - kept) * hw:]
             if cfg.uses_frames:
-                frames = _window_frames(vqvae, window.view(size, t, h, w), t - kept, cfg.n_cond_frames)
+                frames = _window_frames(vqvae, window.view(size, *cfg.latent_shape), t - kept, cfg.n_cond_frames)
         window = new_window
         actions = None
         if cfg.uses_actions:
@@ -483,7 +483,7 @@ def sample_tokens_sliding(prior: Prior, n: int, n_latent_frames: int, *, window_
                           top_p: Optional[float] = None, label=None, frames: Optional[torch.Tensor] = None,
                           actions: Optional[torch.Tensor] = None, seed: int = 0, batch_size: int = 16,
                           progress: bool = False, return_windows: bool = False, compile="auto"):
-    """Draw n token grids of n_latent_frames latent frames, (n, n_latent_frames, h, w) long on the CPU, by a
+    """Draw n token grids of n_latent_frames latent frames, (n, n_latent_frames, h, w[, C]) long on the CPU, by a
     sliding window over latent time (see the section comment above).
 
     window_stride: new latent frames per window, 1..t (default t // 2); smaller = more context and more
@@ -493,7 +493,7 @@ def sample_tokens_sliding(prior: Prior, n: int, n_latent_frames: int, *, window_
     return_windows, also returns [(start latent frame, window tokens (n, t, h, w))] per window, as the
     prior saw them."""
     cfg = prior.config
-    t, h, w = cfg.latent_shape
+    t = cfg.latent_shape[0]
     cond = {"label": label, "frames": frames, "actions": actions}
     n_frames = n_latent_frames * (cfg.action_shape[0] // t) if cfg.uses_actions else None
     _check(prior, n, temperature, top_k, top_p, cond, batch_size, n_frames)
@@ -510,7 +510,7 @@ def sample_tokens_sliding(prior: Prior, n: int, n_latent_frames: int, *, window_
             raise ValueError(f"sample.window_stride: {stride} leaves {(t - stride) * f} generated frames before "
                              f"the next window starts; frame conditioning needs prior.n_cond_frames="
                              f"{cfg.n_cond_frames} of them (use a smaller stride)")
-    n_positions = n_latent_frames * h * w
+    n_positions = n_latent_frames * (cfg.seq_len // t)
     was_training = prior.training
     prior.eval()
     try:
@@ -529,9 +529,9 @@ def sample_tokens_sliding(prior: Prior, n: int, n_latent_frames: int, *, window_
             bar.close()
     finally:
         prior.train(was_training)
-    out = out.view(n, n_latent_frames, h, w)
+    out = out.view(n, n_latent_frames, *cfg.latent_shape[1:])
     if not return_windows:
         return out
-    return out, [(a, torch.cat(ws).view(n, t, h, w)) for a, ws in zip(starts, per_window)]
+    return out, [(a, torch.cat(ws).view(n, *cfg.latent_shape)) for a, ws in zip(starts, per_window)]
 
 

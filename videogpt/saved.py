@@ -30,9 +30,22 @@ def write_model_files(directory: Path, model: torch.nn.Module, config, meta: dic
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_path(directory / WEIGHTS) as weights:
         save_file(state, str(weights))
-    cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
-    payload = {"config": cfg, "meta": meta or {}, "weights_sha256": file_sha256(directory / WEIGHTS)}
+    payload = {"config": config_dict(config), "meta": meta or {}, "weights_sha256": file_sha256(directory / WEIGHTS)}
     write_text(directory / CONFIG, json.dumps(payload, indent=2, sort_keys=True))
+
+
+def config_dict(config) -> dict:
+    """A config as config.json stores it: a dataclass's fields, less those its class names in `omit_at_default`
+    (keys added after models were first saved) while they hold their default, so adding such a key leaves the files
+    of models that do not use it byte for byte unchanged; loading gives them their default back."""
+    if not dataclasses.is_dataclass(config):
+        return dict(config)
+    cfg = dataclasses.asdict(config)
+    defaults = {f.name: f.default for f in dataclasses.fields(config)}
+    for key in getattr(config, "omit_at_default", ()):
+        if cfg[key] == defaults[key]:
+            del cfg[key]
+    return cfg
 
 
 def save_model(directory: str | Path, model: torch.nn.Module, config, meta: dict | None = None) -> None:
@@ -132,4 +145,4 @@ class SavedModel(Pretrained):
         write_model_files(directory, self, self.config, getattr(self, "saved_meta", {}))
 
     def card_configs(self) -> dict[str, dict]:
-        return {type(self).__name__: dataclasses.asdict(self.config)}
+        return {type(self).__name__: config_dict(self.config)}

@@ -1,7 +1,7 @@
 """The token store: every clip encoded once by the trained VQ-VAE, so the prior never runs the encoder.
 
 Layout (Zarr v3 directory store): `<split>/tokens` (N, t, h, w) in the smallest unsigned dtype that
-holds n_codes, `<split>/labels` (N,) int32, root attributes `vqvae_fingerprint`, `latent_shape`,
+holds n_codes ((N, t, h, w, C) with C = vqvae.n_codebooks > 1, each value an index into its own codebook), `<split>/labels` (N,) int32, root attributes `vqvae_fingerprint`, `latent_shape`,
 `n_codes`, `class_names`. Encoding streams block by block: memory does not depend on N.
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ from videogpt.distributed import barrier, inference_autocast, rank_and_world, to
 from videogpt.prior import ACTION_CONDITIONS, FRAME_CONDITIONS
 from videogpt.progress import progress_bar
 from videogpt.video import to_float
+from videogpt.vqvae import LATENT_AXES
 
 BLOCK = 1024  # clips per chunk and per unit of work: ranks write disjoint chunks, resume skips whole blocks
 
@@ -60,10 +61,10 @@ def _create(tmp: Path, clips_path, vqvae, run_key: dict) -> None:
     root = zarr.open_group(str(tmp), mode="w")
     for split in store_splits(clips_path):
         n, *clip_shape = clips_array(clips_path, split).shape
-        t, h, w = vqvae.latent_shape(tuple(clip_shape[:3]))
+        latent = vqvae.latent_shape(tuple(clip_shape[:3]))
         group = root.create_group(split)
-        group.create_array("tokens", shape=(n, t, h, w), dtype=token_dtype(vqvae.config.n_codes),
-                           chunks=(BLOCK, t, h, w), dimension_names=("clip", "t", "h", "w"))
+        group.create_array("tokens", shape=(n, *latent), dtype=token_dtype(vqvae.config.n_codes),
+                           chunks=(BLOCK, *latent), dimension_names=("clip", *LATENT_AXES[:len(latent)]))
         group.create_array("labels", data=np.asarray(read_labels(clips_path, split), np.int32))
     (tmp / "done").mkdir()
     (tmp / "run_key.json").write_text(json.dumps(run_key, sort_keys=True))
@@ -144,7 +145,7 @@ def open_token_store(path: str | Path, *, expect_fingerprint: str | None = None)
 class TokenDataset(Dataset):
     """Token grids of one split (held in memory: they are small), plus label, conditioning frames and actions.
 
-    Items are dicts: `tokens` (t,h,w) long, `label` () long when `with_label`, `frames`
+    Items are dicts: `tokens` (t,h,w) long ((t,h,w,C) over C codebooks), `label` () long when `with_label`, `frames`
     (3, n_cond_frames, H, W) float in [-0.5, 0.5] when `n_cond_frames` > 0, read from the
     clip store at the same index (the token store keeps clip order), `actions` (T, A) float32 when
     `with_actions` (held in memory; every clip must have them, see clip_store.read_actions).

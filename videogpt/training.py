@@ -41,7 +41,7 @@ def _digest(obj) -> str:
 # at the defaults keeps its key (its checkpoints still resume, the VQ-VAE's config.json keeps its bytes). A training's
 # own seed enters the key resolved, as "seed", whatever its section says.
 LATER_KEYS = {TrainerParams: ("accumulate_grad_batches", "checkpoint_activations", "deterministic"),
-              VQVAEParams: ("seed",), PriorParams: ("seed",)}
+              VQVAEParams: ("seed", "n_codebooks"), PriorParams: ("seed",)}
 
 
 def run_key_section(section) -> dict:
@@ -111,7 +111,7 @@ def train_vqvae(params: Params, *, clips_path, manifest_path, model_dir, ckpt_di
     if not trainer.is_global_zero:
         return {}
     save_reconstruction_picture(model, val_ds, picture_path)
-    report["ema_codes_used"] = float(model.codebook.usage())
+    report["ema_codes_used"] = float(model.codes_used())
     report["steps"] = trainer.global_step
     report["n_params"] = count_parameters(model)  # a table about the VQ-VAE needs only this stage's metrics
     report["protocol"] = recon_protocol(report["n_clips"])
@@ -171,7 +171,7 @@ def train_prior(params: Params, *, vqvae_dir, tokens_path, clips_path, model_dir
     run_key = {"params": {"seed": seed, "prior": run_key_section(pp), "trainer": run_key_section(tp)}, "vqvae": fp}
     resume_from = prepare_resume(ckpt_dir, run_key)
     torch.manual_seed(seed)
-    model = Prior(cfg, vqvae.codebook.embeddings.detach().clone())
+    model = Prior(cfg, vqvae.code_table().detach().clone())
     if actions:
         model.set_action_stats(*actions[1:])
     model.set_activation_checkpointing(tp.checkpoint_activations)

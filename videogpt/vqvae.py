@@ -10,7 +10,8 @@ position embedding shared by all attention blocks, a 3x3x3 conv at the decoder i
 public code's encoder bug (its last encoder conv took 3 input channels with one downsampling level).
 
 Tensors: videos are (B, 3, T, H, W) float in [-0.5, 0.5]; codes are (B, t, h, w) long with
-(t, h, w) = (T, H, W) / downsample.
+(t, h, w) = (T, H, W) / downsample, or (B, t, h, w, C) with C = n_codebooks > 1 codebooks (the paper's Table 7:
+the pre-quantisation conv makes C·D channels, codebook c quantises channels [c·D, (c+1)·D)).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import dataclasses
 import math
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.distributed as dist
@@ -31,6 +33,9 @@ from videogpt.position import BroadcastPosEmbed
 # Mean squared error is divided by this (about the pixel variance of [-0.5, 0.5] video data):
 # the paper's "normalised MSE", which it reports makes training steadier and collapses fewer codes.
 DATA_VARIANCE = 0.06
+
+# Names of the code grid's axes (Zarr dimension names of stored tokens): the codebook axis exists with n_codebooks > 1.
+LATENT_AXES = ("t", "h", "w", "codebook")
 
 
 def _is_pow2(n: int) -> bool:
@@ -48,10 +53,15 @@ class VQVAEConfig:
     downsample: tuple[int, int, int] = (4, 2, 2)  # per-axis (T, H, W) factors, powers of two
     n_codes: int = 1024         # codebook size K
     embedding_dim: int = 256    # codebook vector size D
+    n_codebooks: int = 1        # C codebooks of n_codes x D each, one per slice of the C·D latent channels
     attention: bool = True      # axial attention in the residual blocks (False = the paper's ablation)
     n_heads: int = 2            # heads of each axial attention
     beta: float = 0.25          # commitment loss weight
     ema_decay: float = 0.99     # codebook EMA decay
+
+    # Left out of config.json while at their default (videogpt.saved.config_dict): keys added after models were
+    # first saved, so a one-codebook model's files stay byte for byte what they were.
+    omit_at_default: ClassVar[tuple[str, ...]] = ("n_codebooks",)
 
     def __post_init__(self):
         # JSON round trips (config.json) give lists; keep tuples so configs compare equal.
@@ -74,7 +84,7 @@ class VQVAEConfig:
                                  f"vqvae.downsample[{i}]={self.downsample[i]} ({axis})")
         if self.n_codes < 2:
             raise ValueError(f"vqvae.n_codes: {self.n_codes} must be >= 2")
-        for name in ("n_hiddens", "res_hiddens", "embedding_dim", "n_heads"):
+        for name in ("n_hiddens", "res_hiddens", "embedding_dim", "n_heads", "n_codebooks"):
             if getattr(self, name) < 1:
                 raise ValueError(f"vqvae.{name}: {getattr(self, name)} must be >= 1")
         if self.n_res_layers < 0:
@@ -97,8 +107,20 @@ class VQVAEConfig:
         return cls(input_shape=tuple(input_shape), **{name: getattr(vqvae, name) for name in names})
 
     @property
-    def latent_shape(self) -> tuple[int, int, int]:
+    def grid_shape(self) -> tuple[int, int, int]:
+        """(t, h, w): the latent grid the encoder makes (and the attention's position table covers)."""
         return tuple(s // d for s, d in zip(self.input_shape, self.downsample))
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """Shape of one clip's codes: (t, h, w), or (t, h, w, C) with C = n_codebooks > 1 (the codebook axis last,
+        as the paper's code has it, so the prior sees it as a fourth position axis)."""
+        return self.grid_shape + ((self.n_codebooks,) if self.n_codebooks > 1 else ())
+
+    @property
+    def latent_channels(self) -> int:
+        """C·D channels between the encoder and the decoder."""
+        return self.n_codebooks * self.embedding_dim
 
     @property
     def level_strides(self) -> list[tuple[int, int, int]]:
@@ -304,7 +326,7 @@ def _enable_eager_checkpointed() -> None:
 
 
 class Encoder(nn.Module):
-    """video (B, 3, T, H, W) -> pre-quantisation latents (B, D, t, h, w)."""
+    """video (B, 3, T, H, W) -> pre-quantisation latents (B, C·D, t, h, w)."""
 
     def __init__(self, cfg: VQVAEConfig):
         super().__init__()
@@ -317,7 +339,7 @@ class Encoder(nn.Module):
         self.conv_last = SamePadConv3d(C if strides else 3, C, 3)
         self.res = nn.ModuleList(AttentionResidualBlock(cfg) for _ in range(cfg.n_res_layers))
         self.norm = nn.BatchNorm3d(C)
-        self.to_latent = SamePadConv3d(C, cfg.embedding_dim, 1)  # the reference's pre_vq_conv
+        self.to_latent = SamePadConv3d(C, cfg.latent_channels, 1)  # the reference's pre_vq_conv
         self.checkpoint_blocks = False  # VQVAE.set_activation_checkpointing
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor | None) -> torch.Tensor:
@@ -330,13 +352,13 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """quantised latents (B, D, t, h, w) -> video (B, 3, T, H, W), linear (unclamped) output."""
+    """quantised latents (B, C·D, t, h, w) -> video (B, 3, T, H, W), linear (unclamped) output."""
 
     def __init__(self, cfg: VQVAEConfig):
         super().__init__()
         C = cfg.n_hiddens
         strides = cfg.level_strides
-        self.from_latent = SamePadConv3d(cfg.embedding_dim, C, 3)  # the paper repo's 3x3x3 input conv
+        self.from_latent = SamePadConv3d(cfg.latent_channels, C, 3)  # the paper repo's 3x3x3 input conv
         self.res = nn.ModuleList(AttentionResidualBlock(cfg) for _ in range(cfg.n_res_layers))
         self.norm = nn.BatchNorm3d(C)
         # Mirror of the encoder: full-stride levels first (same order as the encoder), 3 channels last.
@@ -374,6 +396,19 @@ def code_counts(idx: torch.Tensor, n_codes: int) -> torch.Tensor:
     """float32 (K,) histogram of code indices. index_add rather than bincount: a fixed output shape
     (bincount's depends on the data), which torch.compile and meta tensors need."""
     return torch.zeros(n_codes, device=idx.device).index_add_(0, idx, torch.ones(idx.shape, device=idx.device))
+
+
+def codebook_counts(codes: torch.Tensor, n_codes: int, n_codebooks: int) -> torch.Tensor:
+    """float32 (C, K) histograms of codes (..., C) (or (...) with one codebook), one row per codebook."""
+    flat = codes.reshape(-1, n_codebooks)
+    return torch.stack([code_counts(flat[:, c], n_codes) for c in range(n_codebooks)])
+
+
+def mean_perplexity(counts: torch.Tensor) -> torch.Tensor:
+    """exp(entropy) of each codebook's code frequencies, counts (C, K), averaged over the codebooks (as the
+    paper's code reports it for several codebooks)."""
+    ppl = [torch.exp(-(p * torch.log(p + 1e-10)).sum()) for p in (row / row.sum() for row in counts)]
+    return sum(ppl) / len(ppl)
 
 
 def _ddp() -> bool:
@@ -500,10 +535,14 @@ class VQVAE(nn.Module, SavedModel):
         # The one position embedding shared by all attention blocks of encoder AND decoder. It is owned
         # here (not by the encoder/decoder) so its parameters appear once in parameters()/state_dict();
         # its (t, h, w, C) tensor is computed once per call and handed to both.
-        self.pos_embed = BroadcastPosEmbed(cfg.latent_shape, cfg.n_hiddens) if cfg.attention else None
+        self.pos_embed = BroadcastPosEmbed(cfg.grid_shape, cfg.n_hiddens) if cfg.attention else None
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
         self.codebook = Codebook(cfg.n_codes, cfg.embedding_dim, cfg.ema_decay)
+        # Codebooks 1..C-1 (vqvae.n_codebooks = C). Made after codebook 0 and empty with one codebook, so a
+        # one-codebook VQ-VAE keeps its state-dict keys and every random draw it made before the option existed.
+        self.extra_codebooks = nn.ModuleList(Codebook(cfg.n_codes, cfg.embedding_dim, cfg.ema_decay)
+                                             for _ in range(cfg.n_codebooks - 1))
         # Channels-last 3D (NDHWC) conv weights; activations are converted to it too (`_channels_last`).
         # oneDNN's convolutions then run without layout reorders, and the attention blocks, which work
         # on (B, t, h, w, C), get their input and give their output without a copy.
@@ -520,15 +559,36 @@ class VQVAE(nn.Module, SavedModel):
         if on:
             _enable_eager_checkpointed()
 
+    @property
+    def codebooks(self) -> list[Codebook]:
+        """The C codebooks in channel order: codebook c quantises latent channels [c·D, (c+1)·D)."""
+        return [self.codebook, *self.extra_codebooks]
+
+    def code_table(self) -> torch.Tensor:
+        """(C·K, D): the codebooks' vectors stacked, code k of codebook c at row c·K + k (what the prior embeds)."""
+        if not self.extra_codebooks:
+            return self.codebook.embeddings
+        return torch.cat([cb.embeddings for cb in self.codebooks])
+
+    def codes_used(self) -> float:
+        """Fraction of codes in use (Codebook.usage), averaged over the codebooks."""
+        if not self.extra_codebooks:
+            return self.codebook.usage()
+        return sum(cb.usage() for cb in self.codebooks) / len(self.codebooks)
+
     # ---- shapes and checks
 
-    def latent_shape(self, input_shape=None) -> tuple[int, int, int]:
-        """(t, h, w) of the code grid for clips of (T, H, W) = input_shape (default: the config's)."""
+    def grid_shape(self, input_shape=None) -> tuple[int, int, int]:
+        """(t, h, w) of the latent grid for clips of (T, H, W) = input_shape (default: the config's)."""
         T, H, W = self.config.input_shape if input_shape is None else input_shape
         dT, dH, dW = self.config.downsample
         if T % dT or H % dH or W % dW:
             raise ValueError(f"input shape {(T, H, W)} is not divisible by vqvae.downsample={self.config.downsample}")
         return (T // dT, H // dH, W // dW)
+
+    def latent_shape(self, input_shape=None) -> tuple[int, ...]:
+        """Shape of a clip's codes: the grid (t, h, w), with the codebook axis C last when n_codebooks > 1."""
+        return self.grid_shape(input_shape) + self.config.latent_shape[3:]
 
     def _pos(self, latent_shape) -> torch.Tensor | None:
         if self.pos_embed is None:
@@ -551,39 +611,59 @@ class VQVAE(nn.Module, SavedModel):
     # ---- public API
 
     def encode_latents(self, x: torch.Tensor) -> torch.Tensor:
-        """Continuous encoder output (B, D, t, h, w), before quantisation."""
+        """Continuous encoder output (B, C·D, t, h, w), before quantisation."""
         self._check_video(x)
-        return self.encoder(self._channels_last(x), self._pos(self.latent_shape(x.shape[2:])))
+        return self.encoder(self._channels_last(x), self._pos(self.grid_shape(x.shape[2:])))
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """video (B, 3, T, H, W) in [-0.5, 0.5] -> codes (B, t, h, w) long. Does not update the codebook
+        """video (B, 3, T, H, W) in [-0.5, 0.5] -> codes (B, *latent_shape) long. Does not update the codebooks
         (call eval() first so BatchNorm uses its running statistics)."""
         z = self.encode_latents(x)
         with _no_autocast(z):
-            D = z.shape[1]
-            flat = z.float().permute(0, 2, 3, 4, 1).reshape(-1, D)
-            return self.codebook.codes(flat).view(z.shape[0], *z.shape[2:])
+            B, CD, t, h, w = z.shape
+            flat = z.float().permute(0, 2, 3, 4, 1).reshape(-1, CD)
+            if not self.extra_codebooks:
+                return self.codebook.codes(flat).view(B, t, h, w)
+            D = self.config.embedding_dim
+            codes = [cb.codes(flat[:, c * D:(c + 1) * D]) for c, cb in enumerate(self.codebooks)]
+            return torch.stack(codes, -1).view(B, t, h, w, len(codes))
 
     def embed(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes (B, t, h, w) -> codebook vectors (B, t, h, w, D)."""
-        return F.embedding(codes, self.codebook.embeddings)
+        """codes (B, *latent_shape) -> codebook vectors (B, t, h, w, C·D), codebook c's in channels [c·D, (c+1)·D)."""
+        if not self.extra_codebooks:
+            return F.embedding(codes, self.codebook.embeddings)
+        return torch.cat([F.embedding(codes[..., c], cb.embeddings) for c, cb in enumerate(self.codebooks)], -1)
+
+    def quantize(self, z: torch.Tensor) -> dict:
+        """Encoder output z (B, C·D, t, h, w) through the codebooks (Codebook.forward; in train mode their EMA
+        updates): codebook c quantises channels [c·D, (c+1)·D), each with its own init, EMA and restarts, in
+        order c = 0, 1, ... . Returns Codebook.forward's dict: quantized (B, C·D, t, h, w), codes (B, *latent_shape),
+        commitment (mean over all C·D channels), perplexity averaged over the codebooks (as the paper's code)."""
+        if not self.extra_codebooks:
+            return self.codebook(z)
+        D = self.config.embedding_dim
+        parts = [cb(z[:, c * D:(c + 1) * D]) for c, cb in enumerate(self.codebooks)]
+        return dict(quantized=self._channels_last(torch.cat([p["quantized"] for p in parts], 1)),
+                    codes=torch.stack([p["codes"] for p in parts], -1),
+                    commitment=torch.stack([p["commitment"] for p in parts]).mean(),
+                    perplexity=torch.stack([p["perplexity"] for p in parts]).mean())
 
     def decode_latents(self, e: torch.Tensor) -> torch.Tensor:
-        """Quantised latents (B, D, t, h, w) -> video (B, 3, T, H, W)."""
+        """Quantised latents (B, C·D, t, h, w) -> video (B, 3, T, H, W)."""
         return self.decoder(self._channels_last(e), self._pos(e.shape[2:]))
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes (B, t, h, w) long -> video (B, 3, T, H, W) float, unclamped (clamp to [-0.5, 0.5] to view)."""
+        """codes (B, *latent_shape) long -> video (B, 3, T, H, W) float, unclamped (clamp to [-0.5, 0.5] to view)."""
         return self.decode_latents(self.embed(codes).permute(0, 4, 1, 2, 3))
 
     def forward(self, x: torch.Tensor) -> dict:
         """Training/validation step on video x: dict(loss, recon_loss, commitment_loss, perplexity, recon, codes).
         recon_loss = MSE / 0.06; commitment_loss = beta * mean((z - sg(e))^2); loss = their sum."""
         self._check_video(x)
-        pos = self._pos(self.latent_shape(x.shape[2:]))
+        pos = self._pos(self.grid_shape(x.shape[2:]))
         x = self._channels_last(x)
-        vq = self.codebook(self.encoder(x, pos))
+        vq = self.quantize(self.encoder(x, pos))
         recon = self.decoder(vq["quantized"], pos)
         recon_loss = F.mse_loss(recon.float(), x.float()) / DATA_VARIANCE
         commitment_loss = self.config.beta * vq["commitment"]
