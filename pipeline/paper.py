@@ -14,7 +14,10 @@ Why the baseline is reproduced first: queued experiments run in temporary copies
 restore every stage the grid does not change from the DVC cache. A fresh clone has an empty cache, so without
 this every row would retrain everything (a prior-size grid would retrain the VQ-VAE per row). The reproduced
 baseline must equal the committed one (dvc.lock, metrics): otherwise the command stops and says what to commit,
-or commits it with --commit-baseline.
+or commits it with --commit-baseline. When every run of a grid sets some params to one value other than the
+baseline's (a prior-size grid on more training videos), the stages those shared params reach but the swept ones do
+not are run once more before the queue (`dvc exp run --temp` of just those stages), so that parallel runs restore
+them from DVC's run-cache instead of each training its own copy.
 
 Experiments are named `<table>-<scale>-<row>-s<seed>`; a name that already finished is reused, so running the
 command again after a failure runs only what is missing. Every failed row is named with the tail of its log.
@@ -221,6 +224,63 @@ def reproduce_baseline(repo: Path, commit: bool) -> None:
         _run(["git", *identity, "commit", "-qm", "pipeline.paper: the reproduced baseline (dvc repro)"], repo)
 
 
+def _names_key(stage_param: str, key: str) -> bool:
+    """Whether a stage's params entry ("prior", "prior.n_layer") covers the param `key` or part of it."""
+    return stage_param in ("", key) or key.startswith(stage_param + ".") or stage_param.startswith(key + ".")
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def stages_unaffected_by(dvc_yaml: dict, keys, params_flat: dict | None = None) -> list[str]:
+    """The stages of a dvc.yaml (in file order) that neither name one of `keys` in their params nor depend on the
+    outs of a stage that does: what every run of a grid sweeping `keys` shares. `${key}` in a path takes its
+    value from `params_flat` (params.yaml flattened)."""
+    stages = dvc_yaml.get("stages") or {}
+    def path(entry) -> str:
+        text = next(iter(entry)) if isinstance(entry, dict) else entry
+        return re.sub(r"\$\{([^}]+)\}", lambda m: str((params_flat or {}).get(m.group(1), m.group(0))), text)
+    def params(stage: dict) -> list[str]:
+        names = []
+        for entry in stage.get("params") or []:
+            if isinstance(entry, str):
+                names.append(entry)
+            else:   # {file: [keys]}, or {file: None}: every param of the file
+                names += [k for ks in entry.values() for k in (ks if ks is not None else [""])]
+        return names
+    def outs(stage: dict) -> list[str]:
+        return [path(o) for kind in ("outs", "metrics", "plots") for o in stage.get(kind) or []]
+    affected: set[str] = set()
+    for name, stage in stages.items():   # DVC file order is a valid order here: every stage follows its deps
+        deps = [path(d) for d in stage.get("deps") or []]
+        if (any(_names_key(p, k) for p in params(stage) for k in keys)
+                or any(_under(d, o) or _under(o, d) for a in affected for o in outs(stages[a]) for d in deps)):
+            affected.add(name)
+    return [name for name in stages if name not in affected]
+
+
+def prime_shared_stages(repo: Path, table: str, runs: list[Run]) -> None:
+    """Run once, with the params every run shares, the stages no swept param reaches, when those params differ
+    from the baseline's: the queued runs then restore these stages from the run-cache (not one copy per worker)."""
+    baseline = tables.flat_params(yaml.safe_load((repo / tables.PARAMS_FILE).read_text()) or {})
+    keys = {k for run in runs for k in run.params}
+    shared = {k: runs[0].params[k] for k in keys if all(k in r.params and r.params[k] == runs[0].params[k]
+                                                         for r in runs)}
+    if all(baseline.get(k) == v for k, v in shared.items()):
+        return    # the reproduced baseline already holds them
+    targets = stages_unaffected_by(yaml.safe_load((repo / "dvc.yaml").read_text()), keys - set(shared), baseline)
+    if not targets:
+        return
+    name = f"{table.replace('_', '')}-shared"
+    print(f"running {', '.join(targets)} once with the grid's shared params "
+          + ", ".join(f"{k}={_value_text(v)}" for k, v in sorted(shared.items())), flush=True)
+    _dvc(repo, "exp", "remove", name, check=False)
+    args = [a for k, v in sorted(shared.items()) for a in ("-S", f"{k}={_value_text(v)}")]
+    _dvc(repo, "exp", "run", "--temp", "--name", name, *args, *targets)
+    _dvc(repo, "exp", "remove", name, check=False)   # its stages stay in the run-cache; the row is not a table row
+
+
 def experiment_states(repo: Path) -> dict[str, str]:
     """{experiment name: "success" | "queued" | "running" | "failed"} from `dvc exp show --json`."""
     states = {}
@@ -363,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
         if grid.preset:
             check_preset(repo, grid.preset)
         reproduce_baseline(repo, args.commit_baseline)
+        states = experiment_states(repo)
+        if any(states.get(r.name) != "success" for r in runs):
+            prime_shared_stages(repo, args.table, runs)
         queued = queue(repo, runs)
         print(f"{len(queued)} runs queued, {len(runs) - len(queued)} already there", flush=True)
         if args.no_run:

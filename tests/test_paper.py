@@ -34,6 +34,23 @@ def test_plan_is_every_row_times_every_seed():
                                     "vqvae.seed": 2}
 
 
+def test_stages_a_grid_shares_are_those_no_swept_param_reaches():
+    dvc_yaml = yaml.safe_load(open(paper.__file__.replace("pipeline/paper.py", "dvc.yaml")).read())
+    params = tables.flat_params(yaml.safe_load(open(paper.__file__.replace("pipeline/paper.py", "params.yaml"))))
+    upstream = ["make_default_data", "preprocess", "fvd_real_stats"]
+    assert paper.stages_unaffected_by(dvc_yaml, {"prior.n_layer", "prior.seed"}, params) == \
+        upstream + ["train_vqvae", "tokenize"]
+    assert paper.stages_unaffected_by(dvc_yaml, {"vqvae.attention"}, params) == upstream
+    # preprocess reads ${data.source}, the default data's folder
+    assert paper.stages_unaffected_by(dvc_yaml, {"default_data.n_train"}, params) == []
+    assert paper.stages_unaffected_by(dvc_yaml, {"sample.temperature"}, params)[-1] == "train_prior"  # report: all
+    toy = {"stages": {"a": {"params": [{"other.yaml": ["x"]}], "outs": ["out/a"]},
+                      "b": {"deps": ["out/a/part"], "outs": [{"out/b.json": {"cache": False}}]},
+                      "c": {"deps": ["out"], "params": ["y.z"]}, "d": {"params": ["y"]}}}
+    assert paper.stages_unaffected_by(toy, {"x"}) == ["d"]        # b reads inside a's out, c a folder holding it
+    assert paper.stages_unaffected_by(toy, {"y.z.w"}) == ["a", "b"]
+
+
 def test_every_grid_plans_and_its_paper_rows_name_its_columns():
     for name, scales in paper.GRIDS.items():
         headers = {c.header for c in tables.TABLES[name].columns}
