@@ -271,8 +271,8 @@ def test_compiled_step_draws_the_eager_tokens_with_logits_within_1e_5(compiled):
         prev = torch.zeros(2, dtype=torch.long)
         for p in range(prior.config.seq_len):
             pos.fill_(p)
-            picked, logits = step(prior, caches[0], prev, pos, u[:, p], None, *rule)
-            eager_picked, eager_logits = decode_step(prior, caches[1], prev, pos, u[:, p], p + 1, *rule)
+            picked, logits = step(prior, caches[0], prev, pos, u[:, p], *rule)
+            eager_picked, eager_logits = decode_step(prior, caches[1], prev, p, u[:, p], *rule)
             torch.testing.assert_close(logits, eager_logits, rtol=0, atol=1e-5)
             torch.testing.assert_close(eager_logits, full[:, p], rtol=0, atol=1e-5)
             assert torch.equal(picked, eager_picked)

@@ -162,16 +162,18 @@ def compiled_decode_step(device: torch.device):
 
 
 class _Picker:
-    """The sampling step with its settings bound: pick(cache, prev, pos, u, n_keys) -> tokens (B,).
-    Compiled, it reads the whole cache under the position mask (n_keys ignored: static shapes)."""
+    """The sampling step with its settings bound: pick(cache, prev, pos, u) -> tokens (B,), pos an int.
+    Compiled, the step gets the position as a 0-d tensor (static shapes: the whole cache under the mask)."""
 
     def __init__(self, prior, temperature, top_k, top_p, compiled: bool):
         self.prior, self.rule = prior, (temperature, top_k, top_p)
         self.step = compiled_decode_step(prior.codebook.device) if compiled else decode_step
-        self.compiled = compiled
+        self.pos = torch.zeros((), dtype=torch.long, device=prior.codebook.device) if compiled else None
 
-    def __call__(self, cache, prev, pos, u, n_keys):
-        return self.step(self.prior, cache, prev, pos, u, None if self.compiled else n_keys, *self.rule)[0]
+    def __call__(self, cache, prev, pos: int, u):
+        if self.pos is not None:  # one tensor, refilled: the compiled graph's input never changes identity
+            pos = self.pos.fill_(pos)
+        return self.step(self.prior, cache, prev, pos, u, *self.rule)[0]
 
 
 # Up to this many sequences per batch, the CPU decode loop runs on one thread. A step's matmuls are then a few
@@ -194,24 +196,23 @@ def _decode_threads(batch: int, device: torch.device):
         torch.set_num_threads(saved)
 
 
-def decode_step(prior: Prior, cache, prev: torch.Tensor, pos: torch.Tensor, u: torch.Tensor,
-                n_keys: Optional[int], temperature: float, top_k: Optional[int], top_p: Optional[float]):
-    """One sampling step as one function: the prior's decode step at position `pos` (0-d long tensor)
-    and the pick from its logits with the uniforms u (B,) -> (tokens (B,) long, logits (B, K)).
-    Nothing in it branches on data (temperature / top_k / top_p / n_keys are settings), so with
-    n_keys=None every position runs the same static-shape graph, which is what `compile` traces."""
-    logits = prior.step(prev, pos, cache, n_keys)
+def decode_step(prior: Prior, cache, prev: torch.Tensor, pos, u: torch.Tensor, temperature: float,
+                top_k: Optional[int], top_p: Optional[float]):
+    """One sampling step as one function: the prior's decode step at position `pos` and the pick from its
+    logits with the uniforms u (B,) -> (tokens (B,) long, logits (B, K)). pos an int: eager, exactly the
+    filled prefix; a 0-d long tensor: static shapes (`Prior.step`). Nothing in it branches on data
+    (temperature / top_k / top_p are settings), so with a tensor pos every position runs the same graph,
+    which is what `compile` traces."""
+    logits = prior.step(prev, pos, cache)
     return choose(logits, u, temperature, top_k, top_p), logits
 
 
 def _decode_positions(prior, cache, tokens, prev, positions, u_of, pick, bar):
     """Decode `positions` (consecutive) into tokens[:, pos], starting from the token `prev` (B,) at the
     position before the first; u_of(pos) (B,) are the uniforms of a position."""
-    pos_t = torch.zeros((), dtype=torch.long, device=tokens.device)
     with _decode_threads(len(tokens), tokens.device):
         for pos in positions:
-            pos_t.fill_(pos)
-            prev = pick(cache, prev, pos_t, u_of(pos), pos + 1)
+            prev = pick(cache, prev, pos, u_of(pos))
             tokens[:, pos] = prev
             bar.update(1)
     return prev
