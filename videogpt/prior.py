@@ -217,11 +217,14 @@ class DecodeWeights(NamedTuple):
     norm_mlp: tuple
 
     @classmethod
-    def of(cls, block: "Block", c: Optional[torch.Tensor]) -> "DecodeWeights":
+    def of(cls, block: "Block", c: Optional[torch.Tensor], dtype: torch.dtype) -> "DecodeWeights":
+        """The block's decode weights in `dtype` (for the model's own dtype, the biases and the unconditional
+        norms' parameters are the module's tensors, not copies)."""
         linears = (block.attn.qkv, block.attn.proj, block.mlp.fc, block.mlp.proj)
-        return cls(*(lin.weight.t().contiguous() for lin in linears), block.attn.proj.bias, block.mlp.fc.bias,
-                   block.mlp.proj.bias, block.norm_attn.affine(c),
-                   block.norm_cross.affine(c) if block.norm_cross is not None else None, block.norm_mlp.affine(c))
+        norm = lambda n: tuple(t.to(dtype) for t in n.affine(c)) if n is not None else None
+        return cls(*(lin.weight.to(dtype).t().contiguous() for lin in linears),
+                   *(b.to(dtype) for b in (block.attn.proj.bias, block.mlp.fc.bias, block.mlp.proj.bias)),
+                   norm(block.norm_attn), norm(block.norm_cross), norm(block.norm_mlp))
 
 
 class KVCache:
@@ -247,7 +250,9 @@ class KVCache:
                        for _ in range(n_layer)]
         self.batch, self.seq_len = batch, seq_len
         self.key_index = torch.arange(seq_len, device=device)  # for the position mask
-        # Set by Prior.init_cache:
+        # Set by Prior.init_cache, in the decode step's dtype:
+        self.sos: Optional[torch.Tensor] = None          # (n_embd,) the start vector
+        self.head: Optional[torch.Tensor] = None         # (n_codes, n_embd) the output head's weight
         self.code_inputs: Optional[torch.Tensor] = None  # (n_codes, n_embd)
         self.positions: Optional[torch.Tensor] = None    # (seq_len, n_embd)
         self.weights: list[DecodeWeights] = []           # one per layer
@@ -433,8 +438,9 @@ class Block(nn.Module):
         (SelfAttention.decode, DecodeWeights). The same sums as `forward` (a + b == b + a exactly)."""
         y = self.attn.decode(self.norm_attn.decode(x, w.norm_attn), kv, pos, w, future)
         x = torch.addmm(w.proj_bias, y, w.proj).add_(x)
-        if self.cross is not None:
-            x = x + self.cross(self.norm_cross.decode(x, w.norm_cross).unsqueeze(1), cross_kv).squeeze(1)
+        if self.cross is not None:  # in the module's dtype (the cross-attention keys / values are in it)
+            h = self.norm_cross.decode(x, w.norm_cross).to(self.cross.q.weight.dtype).unsqueeze(1)
+            x = x + self.cross(h, cross_kv).squeeze(1).to(x.dtype)
         h = F.gelu(torch.addmm(w.fc_bias, self.norm_mlp.decode(x, w.norm_mlp), w.fc))
         return torch.addmm(w.mlp_proj_bias, h, w.mlp_proj).add_(x)
 
@@ -604,24 +610,27 @@ class Prior(nn.Module, SavedModel):
 
     # ---- incremental decoding (used by videogpt.sampling) ------------------------------------
 
-    def init_cache(self, batch: int, device=None, dtype=None, *, label: Optional[torch.Tensor] = None,
+    def init_cache(self, batch: int, device=None, dtype=None, kv_dtype=None, *, label: Optional[torch.Tensor] = None,
                    cond_kv: Optional[list] = None, actions: Optional[torch.Tensor] = None) -> KVCache:
         """An empty cache for decoding `batch` sequences with `step`. It also holds what `step` reads
         instead of recomputing it per position: the input vector of every code (fc_in of its codebook
         row), the position embedding of every position, each block's DecodeWeights, and the batch's
         conditioning (the conditional LayerNorms' vector of label / actions; cond_kv = `cross_kv(frames)`
         for a frame-conditional prior). They are computed here, from the current weights: do not
-        change the weights while decoding with this cache. dtype: of the keys and values (default: the
-        model's)."""
+        change the weights while decoding with this cache. dtype: of the decode step, its weights and
+        activations (default: the model's; the cross-attention to frames stays in the model's); kv_dtype:
+        of the keys and values (default: dtype)."""
         cfg = self.config
+        dtype = dtype if dtype is not None else self.sos.dtype
         cache = KVCache(cfg.n_layer, batch, cfg.n_head, cfg.seq_len, cfg.n_embd // cfg.n_head,
                         device=device if device is not None else self.sos.device,
-                        dtype=dtype if dtype is not None else self.sos.dtype)
-        cache.code_inputs = self.fc_in(self.codebook)
-        cache.positions = self.pos_emb().reshape(cfg.seq_len, -1)
+                        dtype=kv_dtype if kv_dtype is not None else dtype)
+        cache.sos, cache.head = self.sos.to(dtype), self.head.weight.to(dtype)
+        cache.code_inputs = self.fc_in(self.codebook).to(dtype)
+        cache.positions = self.pos_emb().reshape(cfg.seq_len, -1).to(dtype)
         cache.cond = self._condition_vector(label, batch, actions)
-        cache.weights = [DecodeWeights.of(block, cache.cond) for block in self.blocks]
-        cache.norm_out = self.norm_out.affine(cache.cond)
+        cache.weights = [DecodeWeights.of(block, cache.cond, dtype) for block in self.blocks]
+        cache.norm_out = tuple(t.to(dtype) for t in self.norm_out.affine(cache.cond))
         if cond_kv is None and cfg.uses_frames:
             raise ValueError("frame-conditional prior: pass cond_kv=prior.cross_kv(frames)")
         cache.cross_kv = cond_kv if cond_kv is not None else [None] * cfg.n_layer
@@ -642,16 +651,16 @@ class Prior(nn.Module, SavedModel):
             prev_token = torch.zeros(B, dtype=torch.long, device=cache.layers[0].device)
         # Only the new token is embedded: one row of the precomputed input table; the start vector at 0.
         if isinstance(pos, torch.Tensor):
-            x = torch.where(pos == 0, self.sos, F.embedding(prev_token.reshape(B), cache.code_inputs))
+            x = torch.where(pos == 0, cache.sos, F.embedding(prev_token.reshape(B), cache.code_inputs))
             x = x + cache.positions.index_select(0, pos.view(1))
             future = cache.key_index > pos
         else:
-            x = self.sos.expand(B, -1) if pos == 0 else F.embedding(prev_token.reshape(B), cache.code_inputs)
+            x = cache.sos.expand(B, -1) if pos == 0 else F.embedding(prev_token.reshape(B), cache.code_inputs)
             x = x + cache.positions[pos]
             future = None
         for block, kv, layer_kv, weights in zip(self.blocks, cache.cross_kv, cache.layers, cache.weights):
             x = block.decode(x, kv, layer_kv, pos, weights, future)
-        return F.linear(self.norm_out.decode(x, cache.norm_out), self.head.weight)
+        return F.linear(self.norm_out.decode(x, cache.norm_out), cache.head)
 
     @torch.no_grad()  # fills the cache in place; inference only, like step
     def prefill(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
