@@ -4,13 +4,14 @@ configs (the reference implementation's own).
 
     python -m bench.ceilings [--threads 2] [--quick]
 
-Sampler (sample_tokens, batch 4, 1,024 positions of a 4 x 252 prior; decoding runs on one thread, see
-videogpt.sampling.ONE_THREAD_MAX_BATCH):
+Sampler (sample_tokens, 1,024 positions of a 4 x 252 prior, at batch 1, 4 (issue 16's row) and 32 (`sampler_b{n}`);
+batches up to videogpt.sampling.ONE_THREAD_MAX_BATCH decode on one thread, larger ones on all):
 - `profile`: self time per position of each operation (torch.profiler), largest first;
 - `bytes_per_step`: what one step must read whatever the kernels: every decode weight once, and the keys and
   values of the filled prefix (on average half the sequence), in float32, which the exact equality with the
   recompute sampler requires;
-- `stream_gbps`: this machine's measured read bandwidth over a buffer of that size, one thread (torch.sum);
+- `stream_gbps`: this machine's measured read bandwidth over a buffer of that size, on the decode loop's thread
+  count (torch.sum);
 - `floor_ms_per_position` = bytes / bandwidth: no kernel that reads its operands can be faster. The gap between
   it and the measured time is the small kernels' inefficiency (a 4-row GEMM, a one-query attention), which a
   fused decode kernel could close and library calls cannot.
@@ -27,11 +28,13 @@ import time
 
 import torch
 
-from bench.common import emit, log, parser, profile_top, set_threads, time_runs
+from bench.common import emit, loadavg, log, parser, profile_top, set_threads, time_runs
 from bench.reference_configs import PRIOR_REF, VQVAE_REF, vqvae_train_step
 from videogpt.prior import Prior, PriorConfig
+from videogpt import sampling as sampling_module
 from videogpt.sampling import sample_tokens
 
+SAMPLER_BATCHES = (4, 1, 32)  # 4: issue 16's row; 1: pure latency; 32: about the sample stage's batch
 CONV_OPS = ("convolution", "conv_transpose", "mkldnn_convolution", "convolution_backward")
 
 
@@ -57,16 +60,18 @@ def sampler(batch: int = 4, runs: int = 2) -> dict:
     weights = sum(p.numel() for name, p in prior.named_parameters() if "blocks" in name or "head" in name) * 4
     kv_mean = cfg.n_layer * batch * 2 * (cfg.seq_len / 2) * cfg.n_embd * 4
     saved = torch.get_num_threads()
-    torch.set_num_threads(1)  # the decode loop's thread count at this batch
+    if batch <= sampling_module.ONE_THREAD_MAX_BATCH:
+        torch.set_num_threads(1)  # the decode loop's thread count at this batch
     try:
         gbps = stream_gbps(int(weights + kv_mean))
+        threads = torch.get_num_threads()
     finally:
         torch.set_num_threads(saved)
     floor = (weights + kv_mean) / (gbps * 1e9) * 1e3
     profile = profile_top(run, steps=1, top=10)
     for row in profile:
         row["self_us_per_position"] = round(row.pop("self_ms_per_step") * 1e3 / cfg.seq_len, 1)
-    return {"batch": batch, "ms_per_position": round(ms, 3), "bytes_per_step": {"weights": int(weights),
+    return {"batch": batch, "threads": threads, "ms_per_position": round(ms, 3), "bytes_per_step": {"weights": int(weights),
             "kv_mean": int(kv_mean)}, "stream_gbps": round(gbps, 1), "floor_ms_per_position": round(floor, 3),
             "measured_over_floor": round(ms / floor, 1), "profile": profile}
 
@@ -86,11 +91,13 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     threads = set_threads(args.threads)
     runs = 1 if args.quick else 2
-    out = {"bench": "ceilings", "threads": threads, "sampler_b4": sampler(4, runs)}
-    smp = out["sampler_b4"]
-    log(f"sampler: {smp['ms_per_position']} ms/position, floor {smp['floor_ms_per_position']}")
+    out = {"bench": "ceilings", "threads": threads, "loadavg_before": loadavg()}
+    for batch in SAMPLER_BATCHES:
+        smp = out[f"sampler_b{batch}"] = sampler(batch, runs)
+        log(f"sampler b{batch}: {smp['ms_per_position']} ms/position, floor {smp['floor_ms_per_position']}")
     out["vqvae_train"] = vqvae_train(runs)
     log(f"vqvae: conv share {out['vqvae_train']['conv_share']}")
+    out["loadavg_after"] = loadavg()
     return emit(out)
 
 

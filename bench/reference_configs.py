@@ -53,7 +53,7 @@ REFERENCE = {"vqvae_train": 0.337, "vqvae_encode": 0.120, "prior_train": 4.43, "
              "sample_b4": 5.27e-3}
 # Rows bench.reference_side can time on the reference itself (--reference).
 REFERENCE_ROWS = ("vqvae_train", "vqvae_encode", "prior_train", "prior_train_no_attn_dropout", "sample_b1", "sample_b4",
-                  "sample_b16")
+                  "sample_b16", "sample_b32")
 _VQ = "VQ-VAE 64 ch, 2 res blocks, downsample 4x4x4, 512 x 64 codes, 16x64x64 clips"
 _PRIOR = "prior 4 layers x 252, 4 heads, 4x16x16 latent, 512 codes, dropout 0.2"
 DESCRIPTIONS = {
@@ -61,7 +61,7 @@ DESCRIPTIONS = {
     "vqvae_encode": f"{_VQ}, encode, batch 8",
     "prior_train": f"{_PRIOR}, attn dropout 0.3, train step (fwd+bwd+AdamW), batch 4",
     "prior_train_no_attn_dropout": f"{_PRIOR}, attn dropout 0, train step (fwd+bwd+AdamW), batch 4",
-    **{f"sample_b{b}": f"{_PRIOR}: sample {b} videos (1,024 positions + VQ-VAE decode)" for b in (1, 4, 16)},
+    **{f"sample_b{b}": f"{_PRIOR}: sample {b} videos (1,024 positions + VQ-VAE decode)" for b in (1, 4, 16, 32)},
 }
 
 

@@ -11,7 +11,8 @@ On a shared machine use --threads 1, or export OMP_WAIT_POLICY=PASSIVE: with Ope
 2-thread step whose second core is busy with another process runs 3-100x slower (measured; see the warning the
 table gets when the load average was at least the core count).
 Scripts in bench/ not listed in RUNS are run with --threads only, except RUN_ALONE's (gpu.py, loss_curves.py).
---reference PATH (a checkout of wilson1yan/VideoGPT) makes reference_configs time the reference's side too.
+--reference PATH (a checkout of wilson1yan/VideoGPT) makes reference_configs time the reference's side too, and
+runs compare (the sampler against the reference, interleaved; skipped without it).
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ RUNS = [
      ["--configs", "large"], 240),
     ("i3d", "i3d.py", ["--batch-size", "2", "--runs", "2", "--warmup", "1"], [], 180),
     ("reference_configs", "reference_configs.py", ["--quick"], [], 300),
+    ("compare", "compare.py", ["--quick"], [], 600),  # only with --reference
     ("ceilings", "ceilings.py", ["--quick"], [], 240),
     ("long_sampling", "long_sampling.py", ["--quick"], [], 240),
 ]
@@ -191,13 +193,19 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
                     else f"{r['ratio']:.2f}x the reference ({r['reference']:.3f} s, {how})") if "ratio" in r else ""
             rows.append((f"Reference config: {row}", r["config"], time_, note))
     ceil = _get(results, "ceilings", "result")
+    cmp = _get(results, "compare", "result")
+    for row, r in (cmp or {}).get("rows", {}).items():
+        rows.append((f"Sampling vs the reference (compare): {row}", r["config"], f"{r['ms_per_position']:.2f} ms/position",
+                     f"{r['ratio']:.2f}x the reference ({r['reference_ms_per_position']:.2f} ms/position, interleaved)"))
     if ceil:
-        smp, vq = ceil["sampler_b4"], ceil["vqvae_train"]
-        mb = sum(smp["bytes_per_step"].values()) / 1e6
-        rows.append(("Ceiling: sampler, reference config", f"batch {smp['batch']}, 1 thread",
-                     f"{smp['ms_per_position']:.2f} ms/position",
-                     f"floor {smp['floor_ms_per_position']:.2f} ms: {mb:.1f} MB read per step at "
-                     f"{smp['stream_gbps']} GB/s"))
+        vq = ceil["vqvae_train"]
+        for smp in (v for k, v in ceil.items() if k.startswith("sampler_b")):
+            mb = sum(smp["bytes_per_step"].values()) / 1e6
+            rows.append(("Ceiling: sampler, reference config",
+                         f"batch {smp['batch']}, {smp.get('threads', 1)} thread(s)",
+                         f"{smp['ms_per_position']:.2f} ms/position",
+                         f"floor {smp['floor_ms_per_position']:.2f} ms ({smp['measured_over_floor']}x): {mb:.1f} MB "
+                         f"read per step at {smp['stream_gbps']} GB/s"))
         rows.append(("Ceiling: VQ-VAE train step, reference config", "batch 4 of 16x64x64",
                      f"{vq['s_per_step']:.3f} s/step", f"3D convolutions {_pct(vq['conv_share'])} of the time: at most "
                      f"{vq['ceiling_vs_conv_only']:.2f}x faster without changing them"))
@@ -250,7 +258,10 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     results = {}
     for run_id, script, quick, full, limit in runs:
-        extra = ["--reference", args.reference] if args.reference and script == "reference_configs.py" else []
+        if script == "compare.py" and not args.reference:
+            continue
+        extra = ["--reference", args.reference] if args.reference and script in ("reference_configs.py",
+                                                                                  "compare.py") else []
         limit *= (3 if args.full else 1) * (3 if extra else 1)
         results[run_id] = run_script(script, (full if args.full else quick) + extra, threads, limit)
     meta["loadavg_after"] = loadavg()

@@ -144,6 +144,10 @@ class SampleParams:
     compile: Literal["auto", True, False] = _f("auto", "run the decode step under torch.compile (CUDA: with CUDA "
                                                "graphs); auto = on CUDA only (measured rule: "
                                                "videogpt.sampling.use_compile)")
+    dtype: Literal["auto", "float32", "bfloat16"] = _f(
+        "auto", "the decode step's dtype (weights, activations); auto = bfloat16 on CUDA, float32 elsewhere "
+                "(videogpt.sampling.DECODE_DTYPE_AUTO; bf16 costs the default model < 0.01 bits/dim, README)")
+    kv_dtype: Literal["auto", "float32", "bfloat16"] = _f("auto", "the key/value cache's dtype; auto = sample.dtype")
 
 
 @dataclass(frozen=True)

@@ -128,7 +128,7 @@ def run_sample_stage(params: Params, *, prior_dir, vqvae_dir, clips_path, manife
     n_latent = latent_frames(n_frames, window, time_factor)
     cond = gather_conditioning(prior.config, clips_path, real_index, n_frames=n_frames, manifest_path=manifest_path)
     kw = dict(temperature=sp.temperature, top_k=sp.top_k, top_p=sp.top_p, seed=sp.seed, batch_size=sp.batch_size,
-              progress=True, compile=sp.compile, **{k: v.to(device) for k, v in cond.items()})
+              progress=True, compile=sp.compile, dtype=sp.dtype, kv_dtype=sp.kv_dtype, **{k: v.to(device) for k, v in cond.items()})
     prior, vqvae = prior.to(device), vqvae.to(device)
     t0 = time.perf_counter()
     if n_latent == window:

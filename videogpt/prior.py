@@ -191,20 +191,46 @@ class Norm(nn.Module):
         shape = (c.shape[0],) + (1,) * (x.dim() - 2) + (-1,)  # broadcast over the positions
         return y * (1 + self.to_gain(c)).view(shape) + self.to_bias(c).view(shape)
 
+    def affine(self, c: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(gain, bias) after the normalisation, for decoding: the LayerNorm's own (D,) weight and bias, or the
+        conditional ones (B, D) of the condition c, computed once per batch instead of at every position."""
+        if not self.cond_dim:
+            return self.ln.weight, self.ln.bias
+        return 1 + self.to_gain(c), self.to_bias(c)
+
+    def decode(self, x: torch.Tensor, affine: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """`forward` of one position x (B, D) with the precomputed `affine(c)`: the same arithmetic."""
+        if not self.cond_dim:
+            return F.layer_norm(x, self.ln.normalized_shape, *affine, self.ln.eps)
+        return F.layer_norm(x, self.ln.normalized_shape, None, None, self.ln.eps).mul_(affine[0]).add_(affine[1])
+
 
 class DecodeWeights(NamedTuple):
-    """A block's self-attention and MLP weight matrices as contiguous (in, out) copies, for decoding.
+    """What a block's decode step reads besides the cache, prepared once per batch (`of`): the self-attention
+    and MLP weight matrices as contiguous (in, out) copies, their biases, and each norm's (gain, bias)
+    (`Norm.affine`; for conditional LayerNorms computed from the batch's condition here, not per position).
     A decode step multiplies a few rows (the batch) by each matrix; MKL's GEMM does that about 20%
     faster on an (in, out) matrix than on nn.Linear's (out, in) weight (measured at 4 x 252)."""
     qkv: torch.Tensor
     proj: torch.Tensor
     fc: torch.Tensor
     mlp_proj: torch.Tensor
+    proj_bias: torch.Tensor
+    fc_bias: torch.Tensor
+    mlp_proj_bias: torch.Tensor
+    norm_attn: tuple
+    norm_cross: Optional[tuple]
+    norm_mlp: tuple
 
     @classmethod
-    def of(cls, block: "Block") -> "DecodeWeights":
+    def of(cls, block: "Block", c: Optional[torch.Tensor], dtype: torch.dtype) -> "DecodeWeights":
+        """The block's decode weights in `dtype` (for the model's own dtype, the biases and the unconditional
+        norms' parameters are the module's tensors, not copies)."""
         linears = (block.attn.qkv, block.attn.proj, block.mlp.fc, block.mlp.proj)
-        return cls(*(lin.weight.t().contiguous() for lin in linears))
+        norm = lambda n: tuple(t.to(dtype) for t in n.affine(c)) if n is not None else None
+        return cls(*(lin.weight.to(dtype).t().contiguous() for lin in linears),
+                   *(b.to(dtype) for b in (block.attn.proj.bias, block.mlp.fc.bias, block.mlp.proj.bias)),
+                   norm(block.norm_attn), norm(block.norm_cross), norm(block.norm_mlp))
 
 
 class KVCache:
@@ -230,11 +256,14 @@ class KVCache:
                        for _ in range(n_layer)]
         self.batch, self.seq_len = batch, seq_len
         self.key_index = torch.arange(seq_len, device=device)  # for the position mask
-        # Set by Prior.init_cache:
+        # Set by Prior.init_cache, in the decode step's dtype:
+        self.sos: Optional[torch.Tensor] = None          # (n_embd,) the start vector
+        self.head: Optional[torch.Tensor] = None         # (n_codes, n_embd) the output head's weight
         self.code_inputs: Optional[torch.Tensor] = None  # (n_codes, n_embd)
         self.positions: Optional[torch.Tensor] = None    # (seq_len, n_embd)
         self.weights: list[DecodeWeights] = []           # one per layer
         self.cond: Optional[torch.Tensor] = None         # (batch, cond_dim) for conditional LayerNorms, or None
+        self.norm_out: tuple = ()                        # the output norm's (gain, bias), Norm.affine
         self.cross_kv: list = []                         # per layer: cross-attention (k, v) of the frames, or None
 
     @property
@@ -311,24 +340,34 @@ class SelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
         return self.proj(y.transpose(1, 2).reshape(B, L, D))
 
-    def decode(self, x: torch.Tensor, kv: torch.Tensor, pos: torch.Tensor, weights: DecodeWeights,
-               n_keys: Optional[int], future: Optional[torch.Tensor]) -> torch.Tensor:
-        """Incremental decoding of position `pos` (0-d long tensor), x (B, D): store its key and value in
-        this layer's cache kv (2, B, n_head, seq_len, head_dim), then let the one query attend over the
-        cache. n_keys (eager) reads exactly the filled prefix [0, n_keys), no mask; None (compiled, static
-        shapes) reads the whole cache and masks the keys after pos (`future`, (seq_len,) bool).
-        One query row needs no fused attention kernel: a plain matmul-softmax-matmul (PyTorch's CPU
-        flash kernel cost 37% of a step here, mostly per-call overhead). Returns the attention output
-        (B, n_head, 1, head_dim), before the output projection."""
+    def decode(self, x: torch.Tensor, kv: torch.Tensor, pos, weights: DecodeWeights,
+               future: Optional[torch.Tensor]) -> torch.Tensor:
+        """Incremental decoding of position `pos`, x (B, D): store its key and value in this layer's cache
+        kv (2, B, n_head, seq_len, head_dim), then let the one query attend over the cache. pos an int
+        (eager): written by a plain index, and the attention reads exactly the filled prefix [0, pos]; a
+        0-d tensor (static shapes, compiled): written by index_copy_, and the attention reads the whole
+        cache with the keys after pos masked (`future`, (seq_len,) bool).
+        One query row needs no fused attention kernel: a plain matmul-softmax-matmul, as two batched
+        products over (B * n_head) matrices that are views of the cache, not copies (PyTorch's CPU flash
+        kernel cost 37% of a step here, mostly per-call overhead). Returns (B, D), before the output
+        projection."""
         B, D = x.shape
-        qkv = torch.mm(x, weights.qkv).view(B, 3, self.n_head, 1, -1)
-        kv.index_copy_(3, pos.view(1), qkv[:, 1:].transpose(0, 1).to(kv.dtype))  # keys and values in one copy
-        keys, values = (kv[:, :, :, :n_keys] if n_keys is not None else kv).to(x.dtype).unbind(0)
-        q = qkv[:, 0]
-        scores = torch.matmul(q, keys.transpose(-1, -2)) * q.shape[-1] ** -0.5  # (B, n_head, 1, keys)
+        H = self.n_head
+        hd = D // H
+        qkv = torch.mm(x, weights.qkv)  # (B, 3D): q | k | v, each head after head
+        new = qkv[:, D:].view(B, 2, H, hd).transpose(0, 1)  # (2, B, H, hd): keys and values, one copy
+        if future is None:
+            kv.select(3, pos).copy_(new)
+            n = pos + 1
+        else:
+            kv.index_copy_(3, pos.view(1), new.unsqueeze(3).to(kv.dtype))
+            n = kv.shape[3]
+        # (B * H, n, hd) views: the cache's batch stride is n_head times its head stride
+        keys, values = (kv[i, :, :, :n].reshape(B * H, n, hd).to(x.dtype) for i in range(2))
+        scores = torch.bmm(qkv[:, :D].reshape(B * H, 1, hd), keys.transpose(1, 2)).mul_(hd ** -0.5)
         if future is not None:
             scores = scores.masked_fill(future, -math.inf)
-        return torch.matmul(scores.softmax(-1), values)
+        return torch.bmm(scores.softmax(-1), values).view(B, D)
 
     def prefill(self, x: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
         """The first P positions x (B, P, D) of an empty cache in one pass: store their keys and values in
@@ -400,17 +439,16 @@ class Block(nn.Module):
             x = x + self.drop(self.cross(self.norm_cross(x, c), cross_kv))
         return x + self.drop(self.mlp(self.norm_mlp(x, c)))
 
-    def decode(self, x, c, cross_kv, kv: torch.Tensor, pos: torch.Tensor, weights: DecodeWeights,
-               n_keys: Optional[int], future: Optional[torch.Tensor]):
-        """One position x (B, D) -> (B, D) in eval mode, with this layer's cache kv and its weights
-        for decoding (SelfAttention.decode). The same sums as `forward` (a + b == b + a exactly)."""
-        B, D = x.shape
-        y = self.attn.decode(self.norm_attn(x, c), kv, pos, weights, n_keys, future)
-        x = torch.addmm(self.attn.proj.bias, y.reshape(B, D), weights.proj).add_(x)
-        if self.cross is not None:
-            x = x + self.cross(self.norm_cross(x, c).unsqueeze(1), cross_kv).squeeze(1)
-        h = F.gelu(torch.addmm(self.mlp.fc.bias, self.norm_mlp(x, c), weights.fc))
-        return torch.addmm(self.mlp.proj.bias, h, weights.mlp_proj).add_(x)
+    def decode(self, x, cross_kv, kv: torch.Tensor, pos, w: DecodeWeights, future: Optional[torch.Tensor]):
+        """One position x (B, D) -> (B, D) in eval mode, with this layer's cache kv and its prepared weights
+        (SelfAttention.decode, DecodeWeights). The same sums as `forward` (a + b == b + a exactly)."""
+        y = self.attn.decode(self.norm_attn.decode(x, w.norm_attn), kv, pos, w, future)
+        x = torch.addmm(w.proj_bias, y, w.proj).add_(x)
+        if self.cross is not None:  # in the module's dtype (the cross-attention keys / values are in it)
+            h = self.norm_cross.decode(x, w.norm_cross).to(self.cross.q.weight.dtype).unsqueeze(1)
+            x = x + self.cross(h, cross_kv).squeeze(1).to(x.dtype)
+        h = F.gelu(torch.addmm(w.fc_bias, self.norm_mlp.decode(x, w.norm_mlp), w.fc))
+        return torch.addmm(w.mlp_proj_bias, h, w.mlp_proj).add_(x)
 
     def prefill(self, x, c, cross_kv, kv: torch.Tensor):
         """The first P positions x (B, P, D) -> (B, P, D) in eval mode, filling this layer's cache kv
@@ -590,56 +628,60 @@ class Prior(nn.Module, SavedModel):
 
     # ---- incremental decoding (used by videogpt.sampling) ------------------------------------
 
-    def init_cache(self, batch: int, device=None, dtype=None, *, label: Optional[torch.Tensor] = None,
+    def init_cache(self, batch: int, device=None, dtype=None, kv_dtype=None, *, label: Optional[torch.Tensor] = None,
                    cond_kv: Optional[list] = None, actions: Optional[torch.Tensor] = None) -> KVCache:
         """An empty cache for decoding `batch` sequences with `step`. It also holds what `step` reads
         instead of recomputing it per position: the input vector of every code (fc_in of its codebook
         row), the position embedding of every position, each block's DecodeWeights, and the batch's
         conditioning (the conditional LayerNorms' vector of label / actions; cond_kv = `cross_kv(frames)`
         for a frame-conditional prior). They are computed here, from the current weights: do not
-        change the weights while decoding with this cache. dtype: of the keys and values (default: the
-        model's)."""
+        change the weights while decoding with this cache. dtype: of the decode step, its weights and
+        activations (default: the model's; the cross-attention to frames stays in the model's); kv_dtype:
+        of the keys and values (default: dtype)."""
         cfg = self.config
+        dtype = dtype if dtype is not None else self.sos.dtype
         cache = KVCache(cfg.n_layer, batch, cfg.n_head, cfg.seq_len, cfg.n_embd // cfg.n_head,
                         device=device if device is not None else self.sos.device,
-                        dtype=dtype if dtype is not None else self.sos.dtype)
-        cache.code_inputs = self.fc_in(self.codebook)
-        cache.positions = self.pos_emb().reshape(cfg.seq_len, -1)
-        cache.weights = [DecodeWeights.of(block) for block in self.blocks]
+                        dtype=kv_dtype if kv_dtype is not None else dtype)
+        cache.sos, cache.head = self.sos.to(dtype), self.head.weight.to(dtype)
+        cache.code_inputs = self.fc_in(self.codebook).to(dtype)
+        cache.positions = self.pos_emb().reshape(cfg.seq_len, -1).to(dtype)
         cache.cond = self._condition_vector(label, batch, actions)
+        cache.weights = [DecodeWeights.of(block, cache.cond, dtype) for block in self.blocks]
+        cache.norm_out = tuple(t.to(dtype) for t in self.norm_out.affine(cache.cond))
         if cond_kv is None and cfg.uses_frames:
             raise ValueError("frame-conditional prior: pass cond_kv=prior.cross_kv(frames)")
         cache.cross_kv = cond_kv if cond_kv is not None else [None] * cfg.n_layer
         return cache
 
-    def step(self, prev_token: Optional[torch.Tensor], pos, cache: KVCache,
-             n_keys: Optional[int] = None) -> torch.Tensor:
+    def step(self, prev_token: Optional[torch.Tensor], pos, cache: KVCache) -> torch.Tensor:
         """Logits (B, K) of flat position `pos`, given the token decoded at pos-1 (prev_token, (B,) long;
         ignored at pos 0, where the start vector is the input; None = zeros). Stores the position's keys
         and values in `cache`; positions must be fed in order 0, 1, 2, ... (or after a `prefill`).
         Dropout is not applied (call it in eval mode).
 
-        pos: a 0-d long tensor on the cache's device (static shapes: one compiled graph serves every
-        position; a Python int is accepted too). n_keys: attend over the first n_keys cached positions,
-        i.e. pos + 1, exactly the filled prefix (eager); None = the whole cache under a position mask
-        (static shapes, for a compiled step). With an int pos, n_keys defaults to pos + 1."""
+        pos: an int (eager: the attention reads exactly the filled prefix, the fewest bytes), or a 0-d long
+        tensor on the cache's device (static shapes: every position runs the same graph, which reads the
+        whole cache under a position mask; what `torch.compile` traces once). Both give the same logits up
+        to float rounding (the masked keys add exact zeros, in another summation order)."""
         B = cache.batch
-        if not isinstance(pos, torch.Tensor):
-            n_keys = pos + 1 if n_keys is None else n_keys
-            pos = torch.tensor(pos, device=cache.layers[0].device)
         if prev_token is None:
             prev_token = torch.zeros(B, dtype=torch.long, device=cache.layers[0].device)
         # Only the new token is embedded: one row of the precomputed input table; the start vector at 0.
         prev = prev_token.reshape(B)
         if self.config.n_codebooks > 1:  # its row in the table of all codebooks (code_rows)
             prev = self.code_rows(prev[:, None], pos - 1)[:, 0]
-        x = torch.where(pos == 0, self.sos, F.embedding(prev, cache.code_inputs))
-        x = x + cache.positions.index_select(0, pos.view(1))
-        future = cache.key_index > pos if n_keys is None else None
-        c = cache.cond
+        if isinstance(pos, torch.Tensor):
+            x = torch.where(pos == 0, cache.sos, F.embedding(prev, cache.code_inputs))
+            x = x + cache.positions.index_select(0, pos.view(1))
+            future = cache.key_index > pos
+        else:
+            x = cache.sos.expand(B, -1) if pos == 0 else F.embedding(prev, cache.code_inputs)
+            x = x + cache.positions[pos]
+            future = None
         for block, kv, layer_kv, weights in zip(self.blocks, cache.cross_kv, cache.layers, cache.weights):
-            x = block.decode(x, c, kv, layer_kv, pos, weights, n_keys, future)
-        return self.head(self.norm_out(x, c))
+            x = block.decode(x, kv, layer_kv, pos, weights, future)
+        return F.linear(self.norm_out.decode(x, cache.norm_out), cache.head)
 
     @torch.no_grad()  # fills the cache in place; inference only, like step
     def prefill(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:

@@ -112,7 +112,7 @@ def _batches(prior, n, cond: dict, batch_size, u):
 
 
 def _run(prior, n, decode_batch, *, temperature, top_k, top_p, label, frames, actions, seed, batch_size,
-         progress, compile=False):
+         progress, compile=False, dtype="auto", kv_dtype="auto"):
     cond = {"label": label, "frames": frames, "actions": actions}
     _check(prior, n, temperature, top_k, top_p, cond, batch_size)
     cfg = prior.config
@@ -124,7 +124,8 @@ def _run(prior, n, decode_batch, *, temperature, top_k, top_p, label, frames, ac
             n_batches = -(-n // batch_size)
             bar = progress_bar(total=n_batches * cfg.seq_len, desc="sampling", unit="pos", disable=not progress)
             uniforms = draw_uniforms(n, cfg.seq_len, seed)
-            pick = _Picker(prior, temperature, top_k, top_p, use_compile(compile, prior, batch_size))
+            pick = _Picker(prior, temperature, top_k, top_p, use_compile(compile, prior, batch_size),
+                           decode_dtypes(dtype, kv_dtype, prior.codebook.device))
             for start, size, part, u in _batches(prior, n, cond, batch_size, uniforms):
                 out[start:start + size] = decode_batch(prior, size, part, pick, bar, u)
             bar.close()
@@ -137,6 +138,20 @@ _COMPILED: dict = {}  # torch.compile mode -> the compiled decode_step (one per 
 
 
 COMPILE_SETTINGS = ("auto", True, False)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+# sample.dtype "auto" per device type (others: float32). On CUDA the default model's bits/dim under bf16 decoding
+# is within 0.01 of float32 (README, Performance); on the CPU float32 keeps the default run's samples byte for byte.
+DECODE_DTYPE_AUTO = {"cuda": "bfloat16"}
+
+
+def decode_dtypes(dtype, kv_dtype, device: torch.device) -> tuple[torch.dtype, torch.dtype]:
+    """sample.dtype and sample.kv_dtype resolved for a run on `device`: (the decode step's dtype, the key/value
+    cache's). dtype auto = DECODE_DTYPE_AUTO for the device type, else float32; kv_dtype auto = the step's."""
+    for key, value in (("dtype", dtype), ("kv_dtype", kv_dtype)):
+        if value != "auto" and value not in DTYPES:
+            raise ValueError(f"sample.{key}: {value!r} must be auto, {' or '.join(DTYPES)}")
+    step = DTYPES[DECODE_DTYPE_AUTO.get(torch.device(device).type, "float32") if dtype == "auto" else dtype]
+    return step, step if kv_dtype == "auto" else DTYPES[kv_dtype]
 
 
 def use_compile(setting, prior: Prior, batch: int) -> bool:
@@ -162,16 +177,20 @@ def compiled_decode_step(device: torch.device):
 
 
 class _Picker:
-    """The sampling step with its settings bound: pick(cache, prev, pos, u, n_keys) -> tokens (B,).
-    Compiled, it reads the whole cache under the position mask (n_keys ignored: static shapes)."""
+    """The sampling step with its settings bound: pick(cache, prev, pos, u) -> tokens (B,), pos an int.
+    Compiled, the step gets the position as a 0-d tensor (static shapes: the whole cache under the mask)."""
 
-    def __init__(self, prior, temperature, top_k, top_p, compiled: bool):
+    def __init__(self, prior, temperature, top_k, top_p, compiled: bool,
+                 dtypes: tuple[torch.dtype, torch.dtype] = (torch.float32, torch.float32)):
         self.prior, self.rule = prior, (temperature, top_k, top_p)
+        self.dtype, self.kv_dtype = dtypes  # of the step and of the cache (decode_dtypes)
         self.step = compiled_decode_step(prior.codebook.device) if compiled else decode_step
-        self.compiled = compiled
+        self.pos = torch.zeros((), dtype=torch.long, device=prior.codebook.device) if compiled else None
 
-    def __call__(self, cache, prev, pos, u, n_keys):
-        return self.step(self.prior, cache, prev, pos, u, None if self.compiled else n_keys, *self.rule)[0]
+    def __call__(self, cache, prev, pos: int, u):
+        if self.pos is not None:  # one tensor, refilled: the compiled graph's input never changes identity
+            pos = self.pos.fill_(pos)
+        return self.step(self.prior, cache, prev, pos, u, *self.rule)[0]
 
 
 # Up to this many sequences per batch, the CPU decode loop runs on one thread. A step's matmuls are then a few
@@ -194,24 +213,23 @@ def _decode_threads(batch: int, device: torch.device):
         torch.set_num_threads(saved)
 
 
-def decode_step(prior: Prior, cache, prev: torch.Tensor, pos: torch.Tensor, u: torch.Tensor,
-                n_keys: Optional[int], temperature: float, top_k: Optional[int], top_p: Optional[float]):
-    """One sampling step as one function: the prior's decode step at position `pos` (0-d long tensor)
-    and the pick from its logits with the uniforms u (B,) -> (tokens (B,) long, logits (B, K)).
-    Nothing in it branches on data (temperature / top_k / top_p / n_keys are settings), so with
-    n_keys=None every position runs the same static-shape graph, which is what `compile` traces."""
-    logits = prior.step(prev, pos, cache, n_keys)
+def decode_step(prior: Prior, cache, prev: torch.Tensor, pos, u: torch.Tensor, temperature: float,
+                top_k: Optional[int], top_p: Optional[float]):
+    """One sampling step as one function: the prior's decode step at position `pos` and the pick from its
+    logits with the uniforms u (B,) -> (tokens (B,) long, logits (B, K)). pos an int: eager, exactly the
+    filled prefix; a 0-d long tensor: static shapes (`Prior.step`). Nothing in it branches on data
+    (temperature / top_k / top_p are settings), so with a tensor pos every position runs the same graph,
+    which is what `compile` traces."""
+    logits = prior.step(prev, pos, cache)
     return choose(logits, u, temperature, top_k, top_p), logits
 
 
 def _decode_positions(prior, cache, tokens, prev, positions, u_of, pick, bar):
     """Decode `positions` (consecutive) into tokens[:, pos], starting from the token `prev` (B,) at the
     position before the first; u_of(pos) (B,) are the uniforms of a position."""
-    pos_t = torch.zeros((), dtype=torch.long, device=tokens.device)
     with _decode_threads(len(tokens), tokens.device):
         for pos in positions:
-            pos_t.fill_(pos)
-            prev = pick(cache, prev, pos_t, u_of(pos), pos + 1)
+            prev = pick(cache, prev, pos, u_of(pos))
             tokens[:, pos] = prev
             bar.update(1)
     return prev
@@ -219,8 +237,8 @@ def _decode_positions(prior, cache, tokens, prev, positions, u_of, pick, bar):
 
 def _decode_cached(prior: Prior, size, cond, pick, bar, u):
     device = prior.codebook.device
-    cache = prior.init_cache(size, label=cond["label"], cond_kv=prior.cross_kv(cond["frames"]),
-                             actions=cond["actions"])
+    cache = prior.init_cache(size, dtype=pick.dtype, kv_dtype=pick.kv_dtype, label=cond["label"],
+                             cond_kv=prior.cross_kv(cond["frames"]), actions=cond["actions"])
     tokens = torch.empty(size, prior.config.seq_len, dtype=torch.long, device=device)
     prev = torch.zeros(size, dtype=torch.long, device=device)
     _decode_positions(prior, cache, tokens, prev, range(prior.config.seq_len), lambda pos: u[:, pos], pick, bar)
@@ -242,7 +260,7 @@ def _decode_recompute(prior: Prior, size, cond, pick, bar, u):
 def sample_tokens(prior: Prior, n: int, *, temperature: float = 1.0, top_k: Optional[int] = None,
                   top_p: Optional[float] = None, label=None, frames: Optional[torch.Tensor] = None,
                   actions: Optional[torch.Tensor] = None, seed: int = 0, batch_size: int = 16,
-                  progress: bool = False, compile="auto") -> torch.Tensor:
+                  progress: bool = False, compile="auto", dtype="auto", kv_dtype="auto") -> torch.Tensor:
     """Draw n token grids, (n, *latent_shape) long on the CPU, with the key/value cache.
 
     temperature 0 = greedy (argmax); top_k / top_p restrict sampling to the k most likely codes / the
@@ -251,11 +269,13 @@ def sample_tokens(prior: Prior, n: int, *, temperature: float = 1.0, top_k: Opti
     actions: (n, frames per clip, action values), raw (the prior normalises them), for an
     action-conditional one.
     compile: True / False / "auto" (sample.compile, see `use_compile`): run the decode step compiled.
+    dtype / kv_dtype: "auto", "float32" or "bfloat16" (sample.dtype / sample.kv_dtype, see `decode_dtypes`): of the
+    decode step and of its key/value cache.
     Same seed and arguments give bitwise-identical samples on the same device (and compile setting).
     The prior is run in eval mode (dropout off) and restored to its previous mode afterwards."""
     return _run(prior, n, _decode_cached, temperature=temperature, top_k=top_k, top_p=top_p, label=label,
                 frames=frames, actions=actions, seed=seed, batch_size=batch_size, progress=progress,
-                compile=compile)
+                compile=compile, dtype=dtype, kv_dtype=kv_dtype)
 
 
 def sample_tokens_recompute(prior: Prior, n: int, *, temperature: float = 1.0, top_k: Optional[int] = None,
@@ -266,6 +286,35 @@ def sample_tokens_recompute(prior: Prior, n: int, *, temperature: float = 1.0, t
     same randomness as `sample_tokens`, so it yields the same tokens; L times slower in FLOPs."""
     return _run(prior, n, _decode_recompute, temperature=temperature, top_k=top_k, top_p=top_p, label=label,
                 frames=frames, actions=actions, seed=seed, batch_size=batch_size, progress=progress)
+
+
+@torch.inference_mode()
+def decode_bits_per_dim(prior: Prior, tokens: torch.Tensor, *, dtype="auto", kv_dtype="auto", label=None,
+                        frames: Optional[torch.Tensor] = None, actions: Optional[torch.Tensor] = None,
+                        batch_size: int = 16) -> float:
+    """Bits per dimension of token grids (n, t, h, w) under the sampler's decode step (teacher forcing: position
+    p is fed the true token p-1) in the given sample.dtype / sample.kv_dtype: what a decode precision costs the
+    distributions the sampler draws from. In float32 it equals the full forward pass's bits/dim up to rounding.
+    Cross-entropy in float32, mean over all positions."""
+    cfg = prior.config
+    tokens = torch.as_tensor(tokens).reshape(len(tokens), cfg.seq_len)
+    step_dtype, cache_dtype = decode_dtypes(dtype, kv_dtype, prior.codebook.device)
+    was_training = prior.training
+    prior.eval()
+    nats = 0.0
+    try:
+        u = torch.zeros(len(tokens), cfg.seq_len)  # unused: only the cond batching of _batches is wanted
+        cond = {"label": label, "frames": frames, "actions": actions}
+        for start, size, part, _ in _batches(prior, len(tokens), cond, batch_size, u):
+            batch = tokens[start:start + size].to(prior.codebook.device)
+            cache = prior.init_cache(size, dtype=step_dtype, kv_dtype=cache_dtype, label=part["label"],
+                                     cond_kv=prior.cross_kv(part["frames"]), actions=part["actions"])
+            for pos in range(cfg.seq_len):
+                logits = prior.step(batch[:, pos - 1] if pos else None, pos, cache).float()
+                nats += torch.nn.functional.cross_entropy(logits, batch[:, pos], reduction="sum").item()
+    finally:
+        prior.train(was_training)
+    return nats / (tokens.numel() * math.log(2))
 
 
 @torch.inference_mode()
@@ -465,7 +514,8 @@ def _decode_sliding(prior: Prior, size, cond, pick, bar, u, *, starts, vqvae):
             clip_frames = cfg.action_shape[0]
             first = start * (clip_frames // t)
             actions = cond["actions"][:, first:first + clip_frames]
-        cache = prior.init_cache(size, label=cond["label"], cond_kv=prior.cross_kv(frames), actions=actions)
+        cache = prior.init_cache(size, dtype=pick.dtype, kv_dtype=pick.kv_dtype, label=cond["label"],
+                                 cond_kv=prior.cross_kv(frames), actions=actions)
         prev = torch.zeros(size, dtype=torch.long, device=device)
         if kept:
             prior.prefill(window[:, :kept * hw], cache)
@@ -482,7 +532,8 @@ def sample_tokens_sliding(prior: Prior, n: int, n_latent_frames: int, *, window_
                           vqvae=None, temperature: float = 1.0, top_k: Optional[int] = None,
                           top_p: Optional[float] = None, label=None, frames: Optional[torch.Tensor] = None,
                           actions: Optional[torch.Tensor] = None, seed: int = 0, batch_size: int = 16,
-                          progress: bool = False, return_windows: bool = False, compile="auto"):
+                          progress: bool = False, return_windows: bool = False, compile="auto", dtype="auto",
+                          kv_dtype="auto"):
     """Draw n token grids of n_latent_frames latent frames, (n, n_latent_frames, h, w[, C]) long on the CPU, by a
     sliding window over latent time (see the section comment above).
 
@@ -520,7 +571,8 @@ def sample_tokens_sliding(prior: Prior, n: int, n_latent_frames: int, *, window_
             bar = progress_bar(total=-(-n // batch_size) * n_positions, desc="sampling", unit="pos",
                                disable=not progress)
             uniforms = draw_uniforms_long(n, cfg.seq_len, n_positions, seed)
-            pick = _Picker(prior, temperature, top_k, top_p, use_compile(compile, prior, batch_size))
+            pick = _Picker(prior, temperature, top_k, top_p, use_compile(compile, prior, batch_size),
+                           decode_dtypes(dtype, kv_dtype, prior.codebook.device))
             for start, size, part, u in _batches(prior, n, cond, batch_size, uniforms):
                 tokens, windows = _decode_sliding(prior, size, part, pick, bar, u, starts=starts, vqvae=vqvae)
                 out[start:start + size] = tokens.cpu()
