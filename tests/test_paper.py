@@ -52,11 +52,14 @@ def test_paper_columns_beside_the_table():
     records, skipped = tables.load_records(json.loads(FIXTURE.read_text()))
     table = paper.add_paper_columns(tables.build_table("prior_size", records, skipped), "prior_size")
     rows = texts(table)
-    assert table.header[-3:] == ["paper: Transformer Layers", "paper: bits/dim (↓)", "paper: FVD (↓)"]
-    assert rows[0][0] == "2" and rows[0][-3:] == ["2", "2.84", "120.4 ± 6.0"]
-    assert rows[3][:1] == [""] and rows[3][-3:] == ["16", "2.05", "103.6 ± 2.0"]   # the paper has a 4th row
+    assert table.header[-5:] == ["paper: Transformer Layers", "paper: bits/dim (↓)", "paper: FVD (↓)",
+                                 "paper: classifier IS (↑)", "paper: classifier FD (↓)"]
+    # the paper has no classifier score of this project: a dash
+    assert rows[0][0] == "2" and rows[0][-5:] == ["2", "2.84", "120.4 ± 6.0", "–", "–"]
+    assert rows[3][:1] == [""] and rows[3][-5:] == ["16", "2.05", "103.6 ± 2.0", "–", "–"]   # the paper's 4th row
     csv_head = tables.render_csv(table).splitlines()[0]
-    assert csv_head.endswith("Runs,Experiments,paper: Transformer Layers,paper: bits/dim (↓),paper: FVD (↓),notes")
+    assert csv_head.endswith("Runs,Experiments,paper: Transformer Layers,paper: bits/dim (↓),paper: FVD (↓),"
+                             "paper: classifier IS (↑),paper: classifier FD (↓),notes")
 
 
 def test_paper_scale_needs_the_committed_preset(tmp_path):
