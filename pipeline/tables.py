@@ -192,7 +192,8 @@ TABLES = {
                             (BPD, FVD, CLS_IS, CLS_FD), swept=("prior.n_layer",)),
     "codebook_size": TableSpec("Number of codes (paper Table 6)", "# of Codes", param_key("vqvae.n_codes"),
                                (R_FVD, FVD, BPD, CLS_IS, CLS_FD), swept=("vqvae.n_codes",)),
-    "latent_size": TableSpec("Latent size (paper Table 5)", "Latent Size", latent_key, (R_FVD, FVD, FVD_STAR, CLS_IS, CLS_FD),
+    "latent_size": TableSpec("Latent size (paper Table 5)", "Latent Size", latent_key,
+                             (R_FVD, FVD, FVD_STAR, CLS_IS, CLS_FD),
                              swept=("vqvae.downsample",)),
     # the paper matched parameters by giving the VQ-VAE without attention more residual blocks
     "attention": TableSpec("Axial attention in the VQ-VAE (paper Table 3)", "VQ-VAE Architecture",

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from videogpt.distributed import to_device
 from videogpt.fileio import atomic_dir, file_sha256, write_json
 from videogpt.metrics.c3d import inception_score
 from videogpt.saved import CONFIG, WEIGHTS, load_model_files, write_model_files
@@ -115,15 +116,14 @@ def no_labels_reason(train: LabelledClips) -> str | None:
             "the classifier score needs at least 2 classes (label the videos, e.g. by class folders)")
 
 
-@torch.no_grad()
 def accuracy(model: VideoClassifier, clips: LabelledClips, batch_size: int, device) -> float | None:
     """Top-1 accuracy on the labelled clips of a split (None if it has none)."""
     idx = clips.labelled
     if len(idx) == 0:
         return None
-    logits = np.concatenate([model(to_float(torch.as_tensor(clips.read(idx[a:a + batch_size])).to(device))).cpu().numpy()
-                             for a in range(0, len(idx), batch_size)])
-    return float((logits.argmax(1) == np.asarray(clips.labels)[idx]).mean())
+    probs = np.concatenate([classify(model, clips.read(idx[a:a + batch_size]), batch_size, device)[0]
+                            for a in range(0, len(idx), batch_size)])
+    return label_accuracy(probs, np.asarray(clips.labels)[idx])
 
 
 def train_classifier(cp, train: LabelledClips, *, out_dir, test: LabelledClips | None = None, class_names=(),
@@ -150,10 +150,10 @@ def train_classifier(cp, train: LabelledClips, *, out_dir, test: LabelledClips |
     order: list[int] = []
     model.train()
     for _ in range(cp.max_steps):
-        if len(order) < cp.batch_size:  # a fresh permutation when the current one cannot fill a batch
+        while len(order) < cp.batch_size:  # fresh permutations until the batch can be filled
             order += torch.randperm(len(idx), generator=gen).tolist()
         batch, order = np.sort(idx[order[:cp.batch_size]]), order[cp.batch_size:]  # sorted: fast store reads
-        x = to_float(torch.as_tensor(train.read(batch)).to(device))
+        x = to_float(to_device(torch.as_tensor(train.read(batch)), device))
         loss = F.cross_entropy(model(x), torch.as_tensor(labels[batch], dtype=torch.long, device=device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -209,7 +209,7 @@ def classify(model: VideoClassifier, videos_uint8, batch_size: int = 16, device=
         batch = torch.as_tensor(np.asarray(videos_uint8[start:start + batch_size]))
         if batch.dtype != torch.uint8 or batch.ndim != 5 or batch.shape[-1] != 3:
             raise ValueError(f"expected uint8 (N, T, H, W, 3) videos, got {batch.dtype} {tuple(batch.shape)}")
-        f = model.features(to_float(batch.to(device)))
+        f = model.features(to_float(to_device(batch, device)))  # uint8 travels, converted there
         probs.append(torch.softmax(model.head(f).double(), dim=1).cpu().numpy())
         feats.append(f.double().cpu().numpy())
     k, d = model.config.n_classes, model.config.feature_dim
