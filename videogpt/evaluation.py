@@ -423,7 +423,7 @@ def classifier_entry(ep: EvalParams, scorer, model, real_rows, vqvae, samples: G
                 "classifier": None if model is None else {
                     "n_classes": model.config.n_classes, "input_shape": list(model.config.input_shape),
                     "width": model.config.width, "n_blocks": model.config.n_blocks,
-                    "test_accuracy": scorer.meta.get("test_accuracy")},
+                    "input_pool": model.config.input_pool, "test_accuracy": scorer.meta.get("test_accuracy")},
                 "split": proto.real_split, "n_real": proto.n_real, "n_generated": proto.n_generated,
                 "n_trials": n_trials, "indices_sha256": fvd_protocol_doc["indices_sha256"],
                 "selection": fvd_protocol_doc["selection"], "seed": ep.seed,
