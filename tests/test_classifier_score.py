@@ -247,10 +247,10 @@ def test_default_data_orders_real_recon_samples_noise(default_run):
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_class_conditional_samples_are_classified_as_their_labels(default_run):
-    """Threshold: accuracy >= 0.3 over the 64 samples, three times chance (1/10); a classifier
-    guessing at chance gets >= 20 of 64 right with probability 2.5e-6 (binomial)."""
+    """Threshold: accuracy >= 0.25 over the 64 samples (16 right), 2.5 times chance (1/10); a classifier
+    guessing at chance gets >= 16 of 64 right with probability 4.5e-4 (binomial)."""
     _, _, report = default_run
     acc = report["classifier"]["accuracy"]
     print(f"class-conditional prior: accuracy {acc['mean']} (chance 0.1), IS {report['classifier']['is']['mean']}")
     assert acc["protocol"]["n_generated"] == 64 and acc["protocol"]["condition"] == "class"
-    assert acc["mean"] >= 0.3
+    assert acc["mean"] >= 0.25
