@@ -18,12 +18,12 @@ from test_action_prior import make_params, train_models
 
 from pipeline import tables
 from videogpt.checkpoint import load_vqvae
-from videogpt.config import ClassifierParams
+from videogpt.config import ClassifierParams, EvalParams
 from videogpt.data.clip_store import read_clips, read_clips_at, read_labels
 from videogpt.data.moving_digits import write_moving_digits
-from videogpt.evaluation import compute_real_stats, evaluate, read_real_sets
+from videogpt.evaluation import classifier_entry, compute_real_stats, evaluate, read_real_sets
 from videogpt.fileio import file_sha256
-from videogpt.generate import read_samples, run_sample_stage
+from videogpt.generate import GeneratedSets, read_samples, run_sample_stage
 from videogpt.metrics.classifier import (NO_LABELS_FILE, ClassifierConfig, LabelledClips, VideoClassifier, classify,
                                          inception_score, load_classifier, train_classifier)
 from videogpt.training import train_prior
@@ -127,6 +127,13 @@ def test_no_labels_writes_a_marker_and_the_score_is_null_with_the_reason(tmp_pat
     loaded = load_classifier(tmp_path / "cls")
     assert loaded.model is None and loaded.reason == report["reason"]
     assert load_classifier(tmp_path / "absent").reason.startswith("no classifier")
+    # evaluate's entries: every one null with that reason, not a crash
+    samples = GeneratedSets(tokens=np.zeros((4, 1, 1, 1)), real_index=np.zeros(4, np.int64), attrs={"labels": None})
+    entry = classifier_entry(EvalParams(n_real=4), loaded, None, [np.zeros((4, 0))], None, samples, None,
+                             {"indices_sha256": "x", "selection": "y"}, {"condition": "none"}, "cpu")
+    assert set(entry) == {"is", "fd", "accuracy", "real_is", "recon_is", "recon_fd"}
+    assert all(e["mean"] is None and e["reason"] == report["reason"] for e in entry.values())
+    assert entry["is"]["protocol"]["weights_sha256"] is None
 
 
 # ---- evaluate's entries, on tiny trained models ----------------------------------------------------
