@@ -223,7 +223,8 @@ def default_run(tmp_path_factory):
     train_prior(class_params, vqvae_dir=out / "vqvae", tokens_path=out / "tokens.zarr", clips_path=out / "clips.zarr",
                 model_dir=out / "prior_class", ckpt_dir=out / "ckpt_prior_class", live_dir=out / "live_prior_class",
                 metrics_path=out / "prior_class.json")
-    train_classifier(params.classifier, store_split(out / "clips.zarr", "train"), out_dir=out / "classifier")
+    train_classifier(params.classifier, store_split(out / "clips.zarr", "train"),
+                     test=store_split(out / "clips.zarr", "test"), out_dir=out / "classifier")
     return out, run_eval(params, out, prior_dir, "default"), run_eval(class_params, out, out / "prior_class", "class")
 
 
