@@ -13,6 +13,7 @@ TOKENS = Path("data/tokens.zarr")          # per split: tokens (N,t,h,w), labels
 MODELS = Path("models")                     # a VideoGPT folder: VideoGPT.from_pretrained("models")
 VQVAE_DIR = MODELS / "vqvae"               # model.safetensors + config.json
 PRIOR_DIR = MODELS / "prior"
+CLASSIFIER_DIR = MODELS / "classifier"     # the sample-quality score's classifier (or no_labels.json)
 VQVAE_CKPT = Path("checkpoints/vqvae")     # resumable Lightning checkpoints (scratch, git-ignored; no DVC out)
 PRIOR_CKPT = Path("checkpoints/prior")
 VQVAE_LIVE = Path("dvclive/vqvae")         # dvclive logs (metrics.json, plots/)

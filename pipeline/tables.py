@@ -197,13 +197,18 @@ FVD = Column("FVD (↓)", EVAL, "fvd", ".1f")
 R_FVD = Column("R-FVD (↓)", EVAL, "r_fvd", ".1f")
 FVD_STAR = Column("FVD* (↓)", EVAL, "fvd_star", ".1f")
 NMSE = Column("NMSE (↓)", VQVAE, "nmse", ".4f")   # the VQ-VAE's own report: Table 3 needs no prior
+# The run's own classifier (stage train_classifier), standing in for the paper's IS and FVD without a download; its
+# protocol names the classifier's weights_sha256, so only numbers of one classifier share a column
+CLS_IS = Column("classifier IS (↑)", EVAL, "classifier.is", ".2f")
+CLS_FD = Column("classifier FD (↓)", EVAL, "classifier.fd", ".1f")
 
 TABLES = {
     "prior_size": TableSpec("Prior size (paper Table 4)", "Transformer Layers", param_key("prior.n_layer"),
-                            (BPD, FVD), swept=("prior.n_layer",)),
+                            (BPD, FVD, CLS_IS, CLS_FD), swept=("prior.n_layer",)),
     "codebook_size": TableSpec("Number of codes (paper Table 6)", "# of Codes", param_key("vqvae.n_codes"),
-                               (R_FVD, FVD, BPD), swept=("vqvae.n_codes",)),
-    "latent_size": TableSpec("Latent size (paper Table 5)", "Latent Size", latent_key, (R_FVD, FVD, FVD_STAR),
+                               (R_FVD, FVD, BPD, CLS_IS, CLS_FD), swept=("vqvae.n_codes",)),
+    "latent_size": TableSpec("Latent size (paper Table 5)", "Latent Size", latent_key,
+                             (R_FVD, FVD, FVD_STAR, CLS_IS, CLS_FD),
                              swept=("vqvae.downsample",)),
     # the paper matched parameters by giving the VQ-VAE without attention more residual blocks
     "attention": TableSpec("Axial attention in the VQ-VAE (paper Table 3)", "VQ-VAE Architecture",

@@ -20,6 +20,7 @@ TINY = {
               "checkpoint_every": 3, "val_every": 3},
     "sample": {"n_samples": 2, "batch_size": 2},
     "eval": {"n_real": 4, "batch_size": 2},
+    "classifier": {"width": 4, "n_blocks": 2, "max_steps": 10, "batch_size": 8},
     "trainer": {"accelerator": "cpu", "log_every_n_steps": 2},  # CPU bytes on a GPU host too
 }
 

@@ -39,11 +39,13 @@ def test_stages_a_grid_shares_are_those_no_swept_param_reaches():
     params = tables.flat_params(yaml.safe_load(open(paper.__file__.replace("pipeline/paper.py", "params.yaml"))))
     upstream = ["make_default_data", "preprocess", "fvd_real_stats"]
     assert paper.stages_unaffected_by(dvc_yaml, {"prior.n_layer", "prior.seed"}, params) == \
-        upstream + ["train_vqvae", "tokenize"]
-    assert paper.stages_unaffected_by(dvc_yaml, {"vqvae.attention"}, params) == upstream
+        upstream + ["train_vqvae", "tokenize", "train_classifier"]
+    # the classifier has its own seed: a VQ-VAE grid (over the top-level seed too) trains it once
+    assert paper.stages_unaffected_by(dvc_yaml, {"vqvae.attention", "seed"}, params) == upstream + ["train_classifier"]
     # preprocess reads ${data.source}, the default data's folder
     assert paper.stages_unaffected_by(dvc_yaml, {"default_data.n_train"}, params) == []
-    assert paper.stages_unaffected_by(dvc_yaml, {"sample.temperature"}, params)[-1] == "train_prior"  # report: all
+    sampling = paper.stages_unaffected_by(dvc_yaml, {"sample.temperature"}, params)
+    assert "train_prior" in sampling and "report" not in sampling    # the report reads every param
     toy = {"stages": {"a": {"params": [{"other.yaml": ["x"]}], "outs": ["out/a"]},
                       "b": {"deps": ["out/a/part"], "outs": [{"out/b.json": {"cache": False}}]},
                       "c": {"deps": ["out"], "params": ["y.z"]}, "d": {"params": ["y"]}}}
@@ -70,11 +72,14 @@ def test_paper_columns_beside_the_table():
     records, skipped = tables.load_records(json.loads(FIXTURE.read_text()))
     table = paper.add_paper_columns(tables.build_table("prior_size", records, skipped), "prior_size")
     rows = texts(table)
-    assert table.header[-3:] == ["paper: Transformer Layers", "paper: bits/dim (↓)", "paper: FVD (↓)"]
-    assert rows[0][0] == "2" and rows[0][-3:] == ["2", "2.84", "120.4 ± 6.0"]
-    assert rows[3][:1] == [""] and rows[3][-3:] == ["16", "2.05", "103.6 ± 2.0"]   # the paper has a 4th row
+    assert table.header[-5:] == ["paper: Transformer Layers", "paper: bits/dim (↓)", "paper: FVD (↓)",
+                                 "paper: classifier IS (↑)", "paper: classifier FD (↓)"]
+    # the paper has no classifier score of this project: a dash
+    assert rows[0][0] == "2" and rows[0][-5:] == ["2", "2.84", "120.4 ± 6.0", "–", "–"]
+    assert rows[3][:1] == [""] and rows[3][-5:] == ["16", "2.05", "103.6 ± 2.0", "–", "–"]   # the paper's 4th row
     csv_head = tables.render_csv(table).splitlines()[0]
-    assert csv_head.endswith("Runs,Experiments,paper: Transformer Layers,paper: bits/dim (↓),paper: FVD (↓),notes")
+    assert csv_head.endswith("Runs,Experiments,paper: Transformer Layers,paper: bits/dim (↓),paper: FVD (↓),"
+                             "paper: classifier IS (↑),paper: classifier FD (↓),notes")
 
 
 def test_paper_scale_needs_the_committed_preset(tmp_path):

@@ -159,7 +159,7 @@ def test_exp_run_reruns_only_the_prior_and_after(reproduced):
     commit(dst, env, "baseline")
     out = run([sys.executable, "-m", "dvc", "exp", "run", "-S", "prior.n_layer=2"], dst, env, timeout=900)
     assert "Running stage 'train_prior'" in out
-    for skipped in ("preprocess", "train_vqvae", "tokenize"):
+    for skipped in ("preprocess", "train_vqvae", "tokenize", "train_classifier"):  # the classifier reads the clips
         assert f"Running stage '{skipped}'" not in out
     show = run([sys.executable, "-m", "dvc", "exp", "show", "--csv"], dst, env)
     assert "val_bits_per_dim" in show
@@ -186,11 +186,12 @@ def test_prior_seed_sweep_reuses_the_vqvae_and_its_tokens(reproduced):
     run(["git", "checkout", "--", "params.yaml"], dst, env)  # the baseline's params (n_layer 1), not the last exp's
     out = run([sys.executable, "-m", "dvc", "exp", "run", "-S", "prior.seed=1"], dst, env, timeout=900)
     assert "Running stage 'train_prior'" in out and "Running stage 'sample'" in out
-    for skipped in ("preprocess", "train_vqvae", "tokenize", "fvd_real_stats"):
+    for skipped in ("preprocess", "train_vqvae", "tokenize", "fvd_real_stats", "train_classifier"):
         assert f"Running stage '{skipped}'" not in out
     run([sys.executable, "-m", "pipeline.tables", "prior_size", "--out-dir", "reports/tables"], dst, env)
-    rows = [r.split(",") for r in (dst / "reports/tables/prior_size.csv").read_text().splitlines()[1:]]
-    assert [(r[0], r[5]) for r in rows] == [("1", "2"), ("2", "1")], rows   # n_layer, runs
+    header, *rows = [r.split(",") for r in (dst / "reports/tables/prior_size.csv").read_text().splitlines()]
+    runs = header.index("Runs")
+    assert [(r[0], r[runs]) for r in rows] == [("1", "2"), ("2", "1")], rows   # n_layer, runs
     assert float(rows[0][2]) > 0                                             # two seeds: a sample std
 
 
@@ -200,7 +201,8 @@ def test_exp_run_of_a_longer_video_reruns_only_sample_and_evaluate(reproduced):
     dst, env, _ = reproduced
     out = run([sys.executable, "-m", "dvc", "exp", "run", "-S", "sample.n_frames=48"], dst, env, timeout=900)
     assert "Running stage 'sample'" in out and "Running stage 'evaluate'" in out
-    for skipped in ("make_default_data", "preprocess", "train_vqvae", "tokenize", "train_prior", "fvd_real_stats"):
+    for skipped in ("make_default_data", "preprocess", "train_vqvae", "tokenize", "train_prior", "fvd_real_stats",
+                    "train_classifier"):
         assert f"Running stage '{skipped}'" not in out
     videos = zarr.open_group(str(dst / "samples/samples.zarr"), mode="r")["videos"]
     assert videos.shape == (4, 48, 16, 16, 3)  # eval.n_real x eval.n_trials
@@ -220,11 +222,11 @@ def test_paper_table_command_on_the_real_pipeline(reproduced):
     assert "4 runs queued" in out and "4/4 runs finished" in out, out
     md = (dst / "reports/tables/prior_size_mini.md").read_text()
     rows = [[c.strip() for c in line.strip("|").split(" | ")] for line in md.splitlines() if line.startswith("| ")][1:]
-    assert [r[0] for r in rows] == ["1", "2", "", ""] and [r[3] for r in rows[:2]] == ["2", "2"], md
+    assert [r[0] for r in rows] == ["1", "2", "", ""] and [r[5] for r in rows[:2]] == ["2", "2"], md  # runs
     assert all(" ± " in r[1] for r in rows[:2]), md                  # bits/dim over two prior seeds
-    assert [r[-3] for r in rows] == ["2", "4", "8", "16"], md        # the paper's rows beside
+    assert [r[-5] for r in rows] == ["2", "4", "8", "16"], md        # the paper's rows beside
     for name in ("priorsize-mini-nlayer1-s0", "priorsize-mini-nlayer2-s1"):   # what each run re-ran
         log = run([sys.executable, "-m", "dvc", "queue", "logs", name], dst, env)
         assert "Running stage 'train_prior'" in log, log
-        for reused in ("preprocess", "train_vqvae", "tokenize"):
+        for reused in ("preprocess", "train_vqvae", "tokenize", "train_classifier"):
             assert f"Running stage '{reused}'" not in log, log

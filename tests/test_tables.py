@@ -190,13 +190,15 @@ def test_records_from_captured_payload(payload):
 def test_prior_size_table_means_over_seeds(payload):
     table = tables.build_table("prior_size", *tables.load_records(payload))
     rows = texts(table)
-    assert table.header == ["Transformer Layers", "bits/dim (↓)", "FVD (↓)", "Runs", "Experiments"]
+    assert table.header == ["Transformer Layers", "bits/dim (↓)", "FVD (↓)", "classifier IS (↑)", "classifier FD (↓)",
+                            "Runs", "Experiments"]
     # one row per n_layer, each the mean over seeds 0 and 1 (toy: bits/dim 3 - 0.1 n + 0.02 seed, FVD 100 + 80/n
     # + 2 seed): sample std of {x, x + 0.02} = 0.02 / sqrt(2) = 0.014, of {y, y + 2} = 1.4
-    assert rows == [["2", "2.810 ± 0.014", "141.0 ± 1.4", "2", f"{exp_named(payload, **{'prior.n_layer': 2})}, "
+    # the toy runs have no classifier score: n/a in its columns
+    assert rows == [["2", "2.810 ± 0.014", "141.0 ± 1.4", "n/a [^1]", "n/a [^2]", "2", f"{exp_named(payload, **{'prior.n_layer': 2})}, "
                      f"{exp_named(payload, **{'prior.n_layer': 2, 'seed': 1})}"],
-                    ["4", "2.610 ± 0.014", "121.0 ± 1.4", "2", f"master (baseline), {exp_named(payload, seed=1)}"],
-                    ["8", "2.210 ± 0.014", "111.0 ± 1.4", "2", f"{exp_named(payload, **{'prior.n_layer': 8})}, "
+                    ["4", "2.610 ± 0.014", "121.0 ± 1.4", "n/a [^1]", "n/a [^2]", "2", f"master (baseline), {exp_named(payload, seed=1)}"],
+                    ["8", "2.210 ± 0.014", "111.0 ± 1.4", "n/a [^1]", "n/a [^2]", "2", f"{exp_named(payload, **{'prior.n_layer': 8})}, "
                      f"{exp_named(payload, **{'prior.n_layer': 8, 'seed': 1})}"]]
     md = tables.render_markdown(table)
     assert "- protocol of FVD (↓): n_real=40, n_generated=16, frames=8, resolution=32, split=test" in md
@@ -226,7 +228,7 @@ def test_other_tables(payload):
     latent = texts(tables.build_table("latent_size", records, skipped))
     # 8 frames, 32x32 pixels: downsample [2,4,4] -> 4x8x8 (256 latents), [1,2,2] -> 8x16x16 (2048)
     assert [r[0] for r in latent] == ["4 × 8 × 8", "8 × 16 × 16"]
-    assert latent[1][1:5] == ["11.0", "120.0", "94.0", "1"]       # one run: no ± figure
+    assert latent[1][1:4] == ["11.0", "120.0", "94.0"] and latent[1][6] == "1"       # one run: no ± figure
     attention = texts(tables.build_table("attention", records, skipped))
     # the variant without attention has an extra residual block (both swept), as the paper matched parameters
     assert [r[0] for r in attention] == ["No Attention", "With Attention"]
@@ -278,9 +280,10 @@ def test_csv_and_files(payload, tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["prior_size.csv", "prior_size.md"]
     assert (tmp_path / "out" / "prior_size.md").read_text() == md
     lines = (tmp_path / "out" / "prior_size.csv").read_text().splitlines()
-    assert lines[0] == ("Transformer Layers,bits/dim (↓),bits/dim (↓) seed std,FVD (↓),FVD (↓) seed std,Runs,"
-                        "Experiments,notes")
-    key, bpd, bpd_std, fvd, fvd_std, n = lines[2].split(",")[:6]
+    assert lines[0] == ("Transformer Layers,bits/dim (↓),bits/dim (↓) seed std,FVD (↓),FVD (↓) seed std,"
+                        "classifier IS (↑),classifier IS (↑) seed std,classifier FD (↓),classifier FD (↓) seed std,"
+                        "Runs,Experiments,notes")
+    key, bpd, bpd_std, fvd, fvd_std, _, _, _, _, n = lines[2].split(",")[:10]
     assert key == "4" and float(bpd) == pytest.approx(2.61) and float(bpd_std) == pytest.approx(0.02 / 2 ** 0.5)
     assert float(fvd) == 121.0 and float(fvd_std) == pytest.approx(2 ** 0.5) and n == "2"
 
@@ -310,8 +313,8 @@ def test_live_dvc_experiments(tmp_path):
     rows = texts(table)
     assert [r[0] for r in rows] == ["4", "8"]
     # trials v-1, v, v+1: population std sqrt(2/3) = 0.8, shown apart from the seeds' spread
-    assert rows[0][1:4] == ["2.600", "120.0 (trials ± 0.8)", "1"]
-    assert rows[1][1:4] == ["2.210 ± 0.014", "111.0 ± 1.4 (trials ± 0.8)", "2"]  # seeds: FVD 110 and 112
+    assert rows[0][1:3] + rows[0][5:6] == ["2.600", "120.0 (trials ± 0.8)", "1"]
+    assert rows[1][1:3] + rows[1][5:6] == ["2.210 ± 0.014", "111.0 ± 1.4 (trials ± 0.8)", "2"]  # seeds: FVD 110, 112
     assert sorted(r.split(" (")[1] for r in table.refused) == ["differs from master in eval.n_trials: 1 vs 3)",
                                                                "differs from master in vqvae.n_codes: 256 vs 128)"]
 

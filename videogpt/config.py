@@ -176,6 +176,20 @@ class EvalParams:
 
 
 @dataclass(frozen=True)
+class ClassifierParams:
+    """The small video classifier of the sample-quality score (videogpt.metrics.classifier), trained on the labelled
+    training clips alone: it changes with the data and these keys, never with the VQ-VAE or prior params."""
+    width: int = _f(16, "channels of the first 3D conv block (doubled in each next block)", lo=1)
+    n_blocks: int = _f(3, "conv blocks (3x3x3 conv, batch norm, ReLU, 2x max pool)", lo=1)
+    input_pool: int = _f(2, "spatial average pool of the input frames (the score rates shapes, not pixel detail); "
+                            "1 = none", lo=1)
+    lr: float = _f(2e-3, "Adam learning rate (constant)", lo=0.0, lo_open=True)
+    max_steps: int = _f(300, "optimizer steps", lo=1)
+    batch_size: int = _f(32, "clips per step", lo=1)
+    seed: int = _f(0, "seed of the classifier's init and data order", lo=0)
+
+
+@dataclass(frozen=True)
 class TrainerParams:
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = _f("auto", "Lightning accelerator")
     devices: int = _f(1, "devices per node", lo=1)
@@ -202,6 +216,7 @@ class Params:
     prior: PriorParams = _f(None, factory=PriorParams)
     sample: SampleParams = _f(None, factory=SampleParams)
     eval: EvalParams = _f(None, factory=EvalParams)
+    classifier: ClassifierParams = _f(None, factory=ClassifierParams)
     trainer: TrainerParams = _f(None, factory=TrainerParams)
 
 

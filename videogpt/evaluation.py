@@ -24,6 +24,7 @@ from videogpt.distributed import (inference_autocast, inference_device, rank_and
                                   to_device)
 from videogpt.fileio import atomic_path, cache_dir, file_sha256, write_json
 from videogpt.generate import GeneratedSets, read_samples
+from videogpt.metrics.classifier import classify, inception_score, label_accuracy, load_classifier
 from videogpt.metrics.frechet import frechet_distance, gaussian_stats, load_stats, save_stats
 from videogpt.metrics.i3d import i3d_features, load_feature_network
 from videogpt.metrics.protocol import (MIN_FRAMES, WINDOW_FRAMES, FVDProtocol, fvd_protocol, generated_to_uint8,
@@ -279,7 +280,10 @@ def _dir_sha256(folder) -> str:
     return h.hexdigest()
 
 
-def evaluate(params: Params, *, clips_path, tokens_path, vqvae_dir, prior_dir, samples_dir, stats_dir) -> dict:
+def evaluate(params: Params, *, clips_path, tokens_path, vqvae_dir, prior_dir, samples_dir, stats_dir,
+             classifier_dir=None) -> dict:
+    """metrics/eval.json's content. classifier_dir: the train_classifier stage's output (None: no classifier
+    entries)."""
     device = inference_device(params.trainer)
     ep = params.eval
     proto = eval_protocol(ep)
@@ -301,6 +305,8 @@ def evaluate(params: Params, *, clips_path, tokens_path, vqvae_dir, prior_dir, s
 
     model = _load_model(ep, flavour, device) if real_stats is not None else None
     frames = sets["window_frames"]
+    scorer = None if classifier_dir is None else load_classifier(classifier_dir)
+    cls_model = scorer.model.to(device) if scorer is not None and scorer.model is not None else None
 
     def features(videos_uint8):
         return i3d_features(model, videos_uint8, batch_size=ep.batch_size, device=device, precision=ep.precision)
@@ -315,26 +321,34 @@ def evaluate(params: Params, *, clips_path, tokens_path, vqvae_dir, prior_dir, s
     # and featurising the same reconstructions.
     recon_identity = json.dumps({"vqvae": _dir_sha256(vqvae_dir), "device": device.type, "precision": ep.precision,
                                  "features": None if model is None else [flavour, protocol["weights_sha256"],
-                                                                         frames]}, sort_keys=True)
+                                                                         frames],
+                                 "classifier": None if cls_model is None else scorer.sha256}, sort_keys=True)
 
     @torch.inference_mode()
     def reconstruct(a: int, b: int) -> np.ndarray:
-        """Rows [MSE, I3D features of the reconstruction (if FVD is available)] of real clips union[a:b]."""
+        """Rows [MSE, I3D features of the reconstruction (if FVD is available), the classifier's p(y|x) and
+        features of the real clip and of its reconstruction (if there is a classifier)] of real clips union[a:b]."""
         clips = read_clips_at(clips_path, proto.real_split, union[a:b])
         cached = RECON_CACHE.path(recon_identity, clips, offsets[a:b])
         if cached.is_file():
             return np.load(cached, allow_pickle=False)
         x = to_float(to_device(torch.as_tensor(clips), device))
         recon = vqvae.decode(vqvae.encode(x))
-        rows = clip_mse(x, recon).double().cpu().numpy()[:, None]
+        parts = [clip_mse(x, recon).double().cpu().numpy()[:, None]]
         if model is not None:
-            videos = _windows(generated_to_uint8(recon.cpu(), flavour).numpy(), offsets[a:b], frames)
-            rows = np.concatenate([rows, features(videos)], axis=1)
+            parts.append(features(_windows(generated_to_uint8(recon.cpu(), flavour).numpy(), offsets[a:b], frames)))
+        if cls_model is not None:  # whole clips, the reconstructions rounded as the sample stage rounds samples
+            for videos in (clips, to_uint8(recon.cpu()).numpy()):
+                parts += classify(cls_model, videos, batch_size=ep.batch_size, device=device)
+        rows = np.concatenate(parts, axis=1)
         RECON_CACHE.save(cached, rows)
         return rows
 
     rows = sharded_map(lambda pair: reconstruct(*pair), len(union), ep.batch_size, lambda a, b: (a, b))
+    n_cls = 0 if cls_model is None else 2 * (cls_model.config.n_classes + cls_model.config.feature_dim)
     per_trial = [rows[_rows_of(union, t)] for t in trials]
+    cls_rows = [r[:, r.shape[1] - n_cls:] for r in per_trial]  # the classifier's columns, then the rest
+    per_trial = [r[:, :r.shape[1] - n_cls] for r in per_trial]
     recon = [recon_scores(r[:, 0]) for r in per_trial]
 
     def fd(a, b):
@@ -383,6 +397,9 @@ def evaluate(params: Params, *, clips_path, tokens_path, vqvae_dir, prior_dir, s
                   "protocol": recon_protocol(proto.n_real) | subset},
         "test_bits_per_dim": {"value": bpd, "protocol": bits_protocol(len(test_tokens))},
         "is": inception_score_entry(ep, vqvae, samples.tokens, device),
+        **({} if scorer is None else {"classifier": classifier_entry(
+            ep, scorer, cls_model, cls_rows, vqvae, samples, length_reason, protocol, conditioning_note(samples),
+            device)}),
     }
 
 
@@ -414,12 +431,7 @@ def inception_score_entry(ep: EvalParams, vqvae, tokens, device) -> dict:
     values = [None]
     if reason is None:
         model = c3d.load_c3d(ep.c3d_weights).to(device)
-        videos = []
-        with torch.inference_mode():
-            for start in range(0, n, ep.batch_size):
-                batch = to_device(torch.as_tensor(tokens[start:start + ep.batch_size], dtype=torch.long), device)
-                videos.append(to_uint8(vqvae.decode(batch).cpu()).numpy())  # rounded, as the sample stage
-        videos = np.concatenate(videos)
+        videos = decoded_samples(vqvae, tokens, ep.batch_size, device)
         frames = videos.shape[1]
         if frames != c3d.N_FRAMES:
             reason = f"the samples have {frames} frames; the C3D takes {c3d.N_FRAMES}"
@@ -429,3 +441,88 @@ def inception_score_entry(ep: EvalParams, vqvae, tokens, device) -> dict:
     return {**trial_summary(values), "reason": reason, "what": "Inception Score of the samples (higher is better)",
             "comparable_with": comparable if reason is None else [], "not_comparable_because": why_not,
             "protocol": protocol}
+
+
+@torch.inference_mode()
+def decoded_samples(vqvae, tokens, batch_size: int, device) -> np.ndarray:
+    """The sampled tokens (N, t, h, w) decoded to uint8 videos (N, T, H, W, 3), rounded as the sample stage
+    stores them."""
+    videos = []
+    for start in range(0, int(tokens.shape[0]), batch_size):
+        batch = to_device(torch.as_tensor(tokens[start:start + batch_size], dtype=torch.long), device)
+        videos.append(to_uint8(vqvae.decode(batch).cpu()).numpy())
+    return np.concatenate(videos)
+
+
+CLASSIFIER_NOTE = ("comparable only between this project's runs on the same data scored by the same classifier file "
+                   "(weights_sha256); not with any paper's numbers")
+
+
+def classifier_entry(ep: EvalParams, scorer, model, real_rows, vqvae, samples: GeneratedSets, length_reason,
+                     fvd_protocol_doc: dict, conditioning: dict, device) -> dict:
+    """The sample-quality score of the run's own classifier (videogpt.metrics.classifier, stage
+    train_classifier), per FVD trial, mean ± population std over trials: the samples' classifier Inception Score,
+    the Fréchet distance between the classifier features of the trial's samples and of its real clips (the FVD
+    subsets, whole clips), and, for a class-conditional prior, the accuracy of the classifier on the samples
+    against the labels they were drawn with; as reference lines, the IS of the real clips and the IS and FD of
+    their VQ-VAE reconstructions. real_rows[t]: (n_real, 2 (K + D)) p(y|x) and features of the trial's real
+    clips, then of their reconstructions. Null with the reason when there is no classifier (no labels)."""
+    proto = eval_protocol(ep)
+    n_trials = len(real_rows)
+    protocol = {"score": "classifier", "weights_sha256": scorer.sha256,
+                "classifier": None if model is None else {
+                    "n_classes": model.config.n_classes, "input_shape": list(model.config.input_shape),
+                    "width": model.config.width, "n_blocks": model.config.n_blocks,
+                    "input_pool": model.config.input_pool, "test_accuracy": scorer.meta.get("test_accuracy")},
+                "split": proto.real_split, "n_real": proto.n_real, "n_generated": proto.n_generated,
+                "n_trials": n_trials, "indices_sha256": fvd_protocol_doc["indices_sha256"],
+                "selection": fvd_protocol_doc["selection"], "seed": ep.seed,
+                "input": "whole clips as stored (uint8); samples and reconstructions rounded to uint8",
+                "is": "exp(E_x KL(p(y|x) || p(y))) over a trial's videos, eps 1e-20",
+                "fd": "Frechet distance between Gaussians fitted to the classifier's pooled features",
+                "covariance_ddof": proto.covariance_ddof, "sqrt": proto.sqrt,
+                "std": "population (np.std over trials)", **conditioning,
+                "comparable_with": [], "note": CLASSIFIER_NOTE}
+    k = None if model is None else model.config.n_classes
+
+    def split(r):  # (p(y|x), features) of real clips and of their reconstructions
+        d = (r.shape[1] - 2 * k) // 2
+        return (r[:, :k], r[:, k:k + d]), (r[:, k + d:2 * k + d], r[:, 2 * k + d:])
+
+    def entry(values, what, reason=None):
+        return {**trial_summary(values), "reason": (scorer.reason or reason) if values[0] is None else None,
+                "what": what, "protocol": protocol}
+
+    def fd(a, b):
+        return frechet_distance(*gaussian_stats(a, proto.covariance_ddof), *gaussian_stats(b, proto.covariance_ddof),
+                                sqrt=proto.sqrt)
+
+    none = [None] * n_trials
+    real_is, recon_is, recon_fd, is_, fd_, acc = none, none, none, none, none, none
+    labels = samples.attrs.get("labels")
+    acc_reason = (None if labels is not None else
+                  f"the prior is not class-conditional (condition {samples.attrs.get('condition', 'none')})")
+    if model is not None:
+        pairs = [split(r) for r in real_rows]
+        real_is = [inception_score(real[0]) for real, _ in pairs]
+        recon_is = [inception_score(rec[0]) for _, rec in pairs]
+        recon_fd = [fd(rec[1], real[1]) for real, rec in pairs]
+        if length_reason is None:
+            probs, feats = classify(model, decoded_samples(vqvae, samples.tokens, ep.batch_size, device),
+                                    batch_size=ep.batch_size, device=device)
+            n = proto.n_generated
+            is_ = [inception_score(probs[t * n:(t + 1) * n]) for t in range(n_trials)]
+            fd_ = [fd(feats[t * n:(t + 1) * n], real[1]) for t, (real, _) in enumerate(pairs)]
+            if labels is not None:
+                labels = np.asarray(labels)
+                acc = [label_accuracy(probs[t * n:(t + 1) * n], labels[t * n:(t + 1) * n]) for t in range(n_trials)]
+    return {
+        "is": entry(is_, "classifier Inception Score of the samples, per trial (higher is better)", length_reason),
+        "fd": entry(fd_, "FD(classifier features of the samples, of the trial's real clips), per trial (lower is "
+                         "better)", length_reason),
+        "accuracy": entry(acc, "the classifier's accuracy on the samples against the labels they were drawn with "
+                               f"(chance: 1/{k or 'n_classes'})", length_reason or acc_reason),
+        "real_is": entry(real_is, "reference: classifier Inception Score of the trials' real clips"),
+        "recon_is": entry(recon_is, "reference: classifier Inception Score of their VQ-VAE reconstructions"),
+        "recon_fd": entry(recon_fd, "reference: FD(classifier features of the reconstructions, of the real clips)"),
+    }

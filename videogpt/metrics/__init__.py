@@ -1,7 +1,8 @@
 """Evaluation metrics (the models' own reports, which run the models, are videogpt.reports): I3D
 features (videogpt.metrics.i3d), the named FVD protocols and their I3D flavours (videogpt.metrics.protocol), the
-Fréchet distance (videogpt.metrics.frechet), FVD trials (videogpt.metrics.trials) and TGANv2's UCF-101 C3D with the
-Inception Score (videogpt.metrics.c3d).
+Fréchet distance (videogpt.metrics.frechet), FVD trials (videogpt.metrics.trials), TGANv2's UCF-101 C3D with the
+Inception Score (videogpt.metrics.c3d) and the classifier score of the run's own labelled data
+(videogpt.metrics.classifier).
 
 The Fréchet and trial parts need only NumPy/SciPy; the I3D and protocol names are imported lazily (they
 pull in torch).
