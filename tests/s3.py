@@ -5,6 +5,7 @@ test, and sets the standard AWS environment variables only inside that test, so 
 anything built on them talk to it exactly as they would to a real store. Without the `cluster` extra the
 tests that use it skip, saying so.
 """
+import logging
 import uuid
 
 import pytest
@@ -16,6 +17,7 @@ NEEDS_EXTRA = "needs the cluster extra (pip install -e '.[cluster]'): s3fs and m
 def _moto_endpoint():
     pytest.importorskip("s3fs", reason=NEEDS_EXTRA)
     server_module = pytest.importorskip("moto.server", reason=NEEDS_EXTRA)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not one log line per request
     server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)  # port 0: a free one
     server.start()
     host, port = server.get_host_and_port()

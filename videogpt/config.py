@@ -187,6 +187,13 @@ class TrainerParams:
 
 
 @dataclass(frozen=True)
+class StorageParams:
+    root: Optional[str] = _f(None, "where preprocess and tokenize write their stores: null = data/ as always; a folder "
+                                   "or an fsspec URL (s3://bucket/prefix, gs://..., file:///...) = immutable "
+                                   "<root>/<stage>/<content hash>/ prefixes, the dvc outs becoming pointer files")
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int = _f(0, "seed of the trainings whose own seed (vqvae.seed, prior.seed) is null", lo=0)
     default_data: DefaultDataParams = _f(None, factory=DefaultDataParams)
@@ -197,6 +204,7 @@ class Params:
     sample: SampleParams = _f(None, factory=SampleParams)
     eval: EvalParams = _f(None, factory=EvalParams)
     trainer: TrainerParams = _f(None, factory=TrainerParams)
+    storage: StorageParams = _f(None, factory=StorageParams)
 
 
     def training_seed(self, stage: Literal["vqvae", "prior"]) -> int:
@@ -337,6 +345,10 @@ def _check_consistency(p: Params) -> None:
         raise ParamsError(f"prior.warmup_steps: {g.warmup_steps} must be smaller than prior.max_steps={g.max_steps}")
     if p.sample.top_k is not None and p.sample.top_k > p.vqvae.n_codes:
         raise ParamsError(f"sample.top_k: {p.sample.top_k} exceeds vqvae.n_codes={p.vqvae.n_codes}")
+    if p.storage.root is not None:
+        from videogpt.storage import location_problem
+        if problem := location_problem(p.storage.root):
+            raise ParamsError(f"storage.root: {problem}")
     if p.trainer.strategy == "fsdp":
         # Lightning's own refusal of fsdp on a CPU names no key; FSDP on GPUs is refused too (see the message).
         where = " (and trainer.accelerator: cpu has no FSDP at all)" if p.trainer.accelerator == "cpu" else ""

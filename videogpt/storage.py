@@ -50,6 +50,23 @@ def join(base: str | os.PathLike, *parts: str) -> str:
     return out
 
 
+def location_problem(location: str) -> str | None:
+    """Why a location cannot be used here (an unknown scheme, its fsspec package not installed), or None."""
+    if not location.strip():
+        return "empty location"
+    if local_path(location) is not None:
+        return None
+    import fsspec
+    protocol = location.split("://", 1)[0]
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except ValueError:
+        return f"{location}: fsspec knows no protocol '{protocol}'"
+    except ImportError as e:
+        return f"{location}: the package for {protocol}:// is not installed ({e}); pip install -e '.[cluster]'"
+    return None
+
+
 def filesystem(location: str | os.PathLike):
     """(fsspec filesystem, path within it) for a location. The filesystem reads its credentials from the
     environment as its own package documents; none are passed here."""
