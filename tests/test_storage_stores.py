@@ -15,7 +15,8 @@ from videogpt.data.ffmpeg_io import write_mp4
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory) -> Path:
-    """10 videos of 3 clips each at sequence_length 4 (7 train, 3 test, two classes) and one too short."""
+    """10 videos of 3 clips each at sequence_length 4 (7 train, 3 test, two classes) and one of two black
+    frames (rejected as a still image)."""
     src = tmp_path_factory.mktemp("src")
     for i in range(10):
         frames = np.random.default_rng(i).integers(0, 256, (12, 16, 16, 3), np.uint8)

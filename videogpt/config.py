@@ -51,7 +51,7 @@ class DefaultDataParams:
 @dataclass(frozen=True)
 class DataParams:
     source: str = _f("data/default_videos", "input folder (train/ and test/ sub-folders, or one folder + split_ratio)")
-    format: Literal["auto", "videos", "ucf101", "bair", "moving_mnist", "frames"] = _f(
+    format: Literal["auto", "videos", "ucf101", "bair", "moving_mnist", "frames", "webdataset"] = _f(
         "auto", "layout of data.source; auto detects it")
     split_ratio: Optional[float] = _f(None, "test fraction when data.source has no train/test folders",
                                      lo=0.0, hi=1.0, lo_open=True)
@@ -65,6 +65,10 @@ class DataParams:
     num_workers: int = _f(2, "decoder processes", lo=1)
     decode_timeout: float = _f(120.0, "seconds before a hanging ffmpeg call is killed", lo=0.0, lo_open=True)
     hflip: bool = _f(False, "random horizontal flips when training")
+    label_key: Optional[str] = _f(None, "data.format webdataset: the key of each sample's JSON holding its class; "
+                                        "null = unlabeled")
+    split_key: Optional[str] = _f(None, "data.format webdataset: the JSON key holding train/test; null = split "
+                                        "by data.split_ratio")
 
 
 @dataclass(frozen=True)

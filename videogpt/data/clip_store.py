@@ -45,7 +45,7 @@ from videogpt.config import DataParams, ParamsError, to_dict
 from videogpt.data.ffmpeg_io import VideoError
 from videogpt.data.formats import READERS, discover
 from videogpt.data.sources import (ACTION_SUFFIXES, ACTIONS, OUTSIDE_ROOT, SPLITS, UNLABELED, Rejection, Source,
-                                   SourceItem, Video, escapes, walk_files)
+                                   SourceItem, Video, escapes, file_stats)
 from videogpt.fileio import write_json
 from videogpt.progress import progress_bar
 
@@ -98,14 +98,18 @@ def _cut(item: SourceItem, video: Video, params: DataParams) -> VideoClips | Rej
     return VideoClips(item, video, starts)
 
 
-def load_clips(root: Path, params: DataParams, item: SourceItem) -> list[VideoClips | Rejection]:
+def load_clips(root: Path | str, params: DataParams, item: SourceItem) -> list[VideoClips | Rejection]:
     """Worker task: decode one item. Returns, per video in it, its frames and clip starts (not the clips:
     overlapping clips would multiply the bytes sent back to the writer), or why it produced no clip."""
-    target = escapes(root, root / item.path)  # the last check, whatever the adapter (and if a file changed since)
-    if target:
-        return [Rejection(item.path, item.split, OUTSIDE_ROOT, f"links to {target}")]
+    if storage.is_url(root):  # object storage: no links to follow out
+        location = storage.join(root, item.path)
+    else:
+        location = root / item.path
+        target = escapes(root, location)  # the last check, whatever the adapter (and if a file changed since)
+        if target:
+            return [Rejection(item.path, item.split, OUTSIDE_ROOT, f"links to {target}")]
     try:
-        videos = READERS[item.reader](root / item.path, params)
+        videos = READERS[item.reader](location, params)
     except VideoError as e:
         return [Rejection(item.path, item.split, e.reason, e.detail)]
     if isinstance(videos, Video):
@@ -286,8 +290,13 @@ class NoClipsError(RuntimeError):
     """No input file produced a single clip: nothing to train on."""
 
 
+# Keys added after stores were first built, recorded only when set: a store built without them keeps its bytes.
+RECORDED_WHEN_SET = ("label_key", "split_key")
+
+
 def _content_params(params: DataParams) -> dict:
-    return {k: v for k, v in to_dict(params).items() if k not in NOT_CONTENT}
+    return {k: v for k, v in to_dict(params).items()
+            if k not in NOT_CONTENT and not (k in RECORDED_WHEN_SET and v is None)}
 
 
 def _build(source: Source, params: DataParams, store, manifest_path: Path, rejected_path: Path,
@@ -411,19 +420,12 @@ def _remove(path: Path) -> None:
 
 def _run_key(source: Source, params: DataParams) -> str:
     """Digest of what the outputs depend on: the content params, what discovery found, every input file's
-    size and mtime, the shard size, and the code that writes them. Only a run with the same key is resumed."""
-    def stat(f: str) -> list:
-        try:
-            st = (source.root / f).stat()
-            return [f, st.st_size, st.st_mtime_ns]
-        except OSError:
-            return [f, None, None]
-
-    files, _ = walk_files(source.root)
+    size and mtime (in object storage: its ETag), the shard size, and the code that writes them. Only a run
+    with the same key is resumed; under storage.root it names the output prefix."""
     code = sorted(Path(__file__).parent.glob("*.py"))  # videogpt/data: a dependency of the stage in dvc.yaml
     key = {"params": _content_params(params), "format": source.format, "class_names": source.class_names,
            "items": [dataclasses.astuple(i) for i in source.items],
-           "rejected": [dataclasses.astuple(r) for r in source.rejected], "inputs": [stat(f) for f in files],
+           "rejected": [dataclasses.astuple(r) for r in source.rejected], "inputs": file_stats(source.root),
            "shard": SHARD, "code": [hashlib.sha256(p.read_bytes()).hexdigest() for p in code],
            "zarr": zarr.__version__}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
