@@ -5,7 +5,7 @@ import json
 import pytest
 from dvc_repo import TINY, copy_repo, dvc
 
-from test_storage_stores import files
+from test_storage_stores import files, source  # noqa: F401 (source: a fixture)
 from videogpt import storage
 from videogpt.checkpoint import load_vqvae
 from videogpt.config import load
@@ -44,3 +44,22 @@ def test_dvc_repro_with_the_stores_in_a_bucket(s3_bucket, tmp_path, monkeypatch)
     out = dvc(repo, env, "repro", "tokenize")
     assert "didn't change" in out and "Running stage" not in out
     assert storage.read_marker(pointers["tokens.zarr"]["url"])["hash"] == pointers["tokens.zarr"]["hash"]
+
+
+@pytest.mark.slow  # real DVC runs
+def test_dvc_repro_with_data_source_in_a_bucket(source, s3_bucket, tmp_path):  # noqa: F811
+    """DVC hashes the bucket prefix as the preprocess dep (dvc-s3, same AWS_* environment) and reruns the stage
+    when a video there changes."""
+    fs, bucket = storage.filesystem(s3_bucket)
+    fs.put(str(source), bucket + "/videos", recursive=True)
+    repo = tmp_path / "repo"
+    env = copy_repo(repo, {**TINY, "data": {**TINY["data"], "source": s3_bucket + "/videos", "num_workers": 1}})
+    dvc(repo, env, "repro", "preprocess")
+    lock = (repo / "dvc.lock").read_text()
+    assert f"path: {s3_bucket}/videos" in lock and "nfiles: 11" in lock
+    assert "up to date" in dvc(repo, env, "status", "preprocess")
+    assert "train/a/short.mp4,train,a still image" in (repo / "data/rejected.csv").read_text()
+    fs.rm(bucket + "/videos/train/a/short.mp4")
+    assert "modified" in dvc(repo, env, "status", "preprocess")
+    dvc(repo, env, "repro", "preprocess")
+    assert "short.mp4" not in (repo / "data/rejected.csv").read_text()
