@@ -108,18 +108,22 @@ def test_a_prefix_without_its_marker_is_refused_and_rebuilt(source, small_shards
     assert clip_store.read_clips(pointer, "train").shape == (21, 4, 8, 8, 3)
 
 
-def test_token_store_under_a_storage_root_equals_the_local_store(source, small_shards, s3_requests, s3_bucket,
-                                                                 tmp_path):
+@pytest.fixture(scope="module")
+def vqvae():
     import torch
 
-    from videogpt.tokens import TokenDataset, build_token_store, open_token_store
     from videogpt.vqvae import VQVAE, VQVAEConfig
     torch.manual_seed(0)
-    vqvae = VQVAE(VQVAEConfig(input_shape=(4, 8, 8), n_hiddens=16, res_hiddens=8, n_res_layers=1,
+    model = VQVAE(VQVAEConfig(input_shape=(4, 8, 8), n_hiddens=16, res_hiddens=8, n_res_layers=1,
                               downsample=(2, 2, 2), n_codes=64, embedding_dim=8))
-    vqvae.train()
-    vqvae(torch.rand(8, 3, 4, 8, 8) - 0.5)  # data-dependent codebook init
-    vqvae.eval()
+    model.train()
+    model(torch.rand(8, 3, 4, 8, 8) - 0.5)  # data-dependent codebook init
+    return model.eval()
+
+
+def test_token_store_under_a_storage_root_equals_the_local_store(source, small_shards, vqvae, s3_requests,
+                                                                 s3_bucket, tmp_path):
+    from videogpt.tokens import TokenDataset, build_token_store, open_token_store
     params = data_params(source)
     build(params, tmp_path / "local")
     build(params, tmp_path / "work", s3_bucket)
@@ -133,7 +137,8 @@ def test_token_store_under_a_storage_root_equals_the_local_store(source, small_s
     prefix = storage.resolve(pointer)
     assert prefix.startswith(s3_bucket + "/tokens/") and storage.read_marker(prefix)["counts"] == counts
     assert files(storage.join(prefix, "tokens.zarr")) == files(str(tmp_path / "local/tokens.zarr"))
-    assert set(files(prefix)) == {storage.MARKER} | {f"tokens.zarr/{k}" for k in files(str(tmp_path / "local/tokens.zarr"))}
+    local_objects = files(str(tmp_path / "local/tokens.zarr"))
+    assert set(files(prefix)) == {storage.MARKER} | {f"tokens.zarr/{k}" for k in local_objects}
     chunks = {k: n for k, n in s3_requests.count("put_object").items() if "/c/" in k}
     assert chunks and set(chunks.values()) == {1}, chunks  # one block of BLOCK clips per split: one PUT each
     np.testing.assert_array_equal(TokenDataset(pointer, "test").tokens,
@@ -148,3 +153,26 @@ def test_token_store_under_a_storage_root_equals_the_local_store(source, small_s
     fs.rm(storage.join(path, storage.MARKER))
     with pytest.raises(storage.IncompleteError, match=f"{prefix}: no _COMPLETE.json"):
         open_token_store(pointer)
+
+
+def test_storage_root_switched_on_and_off_in_one_workspace(source, small_shards, vqvae, tmp_path):
+    """A local store replaced by a pointer file and back (dvc exp run -S storage.root=... in one workspace)."""
+    from videogpt.tokens import build_token_store, open_token_store
+    params, work, root = data_params(source), tmp_path / "work", str(tmp_path / "root")
+
+    def both(root):
+        build(params, work, root)
+        build_token_store(vqvae, work / "clips.zarr", work / "tokens.zarr", fingerprint="fp", batch_size=4,
+                          progress=False, root=root)
+        return (clip_store.read_clips(work / "clips.zarr", "train"),
+                open_token_store(work / "tokens.zarr")["train"]["tokens"][:])
+
+    local = both(None)
+    assert (work / "clips.zarr").is_dir() and (work / "tokens.zarr").is_dir()
+    pointed = both(root)
+    assert storage.is_pointer(work / "clips.zarr") and storage.is_pointer(work / "tokens.zarr")
+    again = both(None)
+    assert (work / "clips.zarr").is_dir() and (work / "tokens.zarr").is_dir()
+    for a, b, c in zip(local, pointed, again):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)

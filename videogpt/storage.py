@@ -144,8 +144,13 @@ def remove(prefix: str) -> None:
 
 def write_pointer(pointer_path: str | os.PathLike, prefix: str, marker: dict) -> None:
     """The small local file dvc.yaml tracks: where the outputs are, their hash and counts. Written after the
-    marker, atomically (tmp + rename)."""
+    marker, atomically (tmp + rename), in place of whatever was there (a local store of a run without
+    storage.root)."""
+    import shutil
+
     from videogpt.fileio import write_json
+    if os.path.isdir(pointer_path) and not os.path.islink(pointer_path):
+        shutil.rmtree(pointer_path)
     write_json(pointer_path, {"pointer": POINTER_VERSION, "url": prefix, "key": marker["key"],
                               "hash": marker["hash"], "counts": marker["counts"]})
 

@@ -87,9 +87,10 @@ def build_token_store(vqvae, clips_path: str | Path, out_path: str | Path, *, fi
     complete-looking store. With `root` (storage.root: a local folder or an fsspec URL) it is built at
     <root>/tokens/<key>/tokens.zarr instead (key: the content hash of the clips, the VQ-VAE and the settings;
     see videogpt.storage), completed by _COMPLETE.json, and out_path becomes the pointer file to it; a
-    complete prefix with the same key is reused without encoding anything. Work goes in blocks of BLOCK clips (one chunk each); a marker file per
-    finished block lets a rerun with the same VQ-VAE skip what is done, and under torch.distributed
-    block i goes to rank i % world_size, so ranks write disjoint regions of the array. The encoder runs on
+    complete prefix with the same key is reused without encoding anything. Work goes in blocks of BLOCK
+    clips (one chunk each); a marker file per finished block lets a rerun with the same VQ-VAE skip what is
+    done, and under torch.distributed block i goes to rank i % world_size, so ranks write disjoint regions of
+    the array. The encoder runs on
     `device` at `precision` (tokenize.precision: "32" or "bf16" autocast; the code search stays float32).
     """
     rank, world = rank_and_world()
@@ -101,7 +102,8 @@ def build_token_store(vqvae, clips_path: str | Path, out_path: str | Path, *, fi
     if root is None:
         work = store = str(out_path.with_name(out_path.name + ".tmp"))
     else:
-        code = [hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in (__file__, inspect.getsourcefile(type(vqvae)))]
+        code = [hashlib.sha256(Path(f).read_bytes()).hexdigest()
+                for f in (__file__, inspect.getsourcefile(type(vqvae)))]
         key = storage.content_hash({"run": run_key, "code": code, "zarr": zarr.__version__,
                                     "clips": storage.read_pointer(clips_path)["hash"]
                                     if storage.is_pointer(clips_path) else storage.resolve(clips_path)})
@@ -149,9 +151,10 @@ def build_token_store(vqvae, clips_path: str | Path, out_path: str | Path, *, fi
                                  "class_names": list(clip_attrs.get("class_names", [])), "counts": counts})
         fs.rm(storage.join(work_path, "done"), recursive=True)
         fs.rm(key_file)
-        if out_path.is_dir():
-            shutil.rmtree(out_path)
         if root is None:
+            if out_path.is_dir():
+                shutil.rmtree(out_path)
+            out_path.unlink(missing_ok=True)  # a pointer file, from a run with storage.root
             Path(work).rename(out_path)
         else:
             storage.write_pointer(out_path, work, storage.write_marker(work, key=key, counts=counts))

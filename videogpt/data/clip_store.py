@@ -453,10 +453,11 @@ def build_clip_store(params: DataParams, store_path: str | Path, manifest_path: 
 
     With `root` (storage.root: a local folder or an fsspec URL) the three are written under the immutable
     prefix <root>/clips/<key> (see videogpt.storage) and store_path becomes the pointer file to it; see
-    _build_in_prefix. Without it (the default), all three are written to '<name>.tmp' beside their destination and renamed only once everything
-    succeeded (the store last), so an interrupted run leaves nothing that looks complete. It leaves its
-    '.tmp' outputs (once it has written a shard): run again with the same params and input files, it
-    continues from its last shard; otherwise they are deleted and the run starts over.
+    _build_in_prefix. Without it (the default), all three are written to '<name>.tmp' beside their
+    destination and renamed only once everything succeeded (the store last), so an interrupted run leaves
+    nothing that looks complete. It leaves its '.tmp' outputs (once it has written a shard): run again with
+    the same params and input files, it continues from its last shard; otherwise they are deleted and the
+    run starts over.
     Raises ParamsError (naming the data.* key) before decoding, NoClipsError if no file gave a clip.
     """
     started = time.perf_counter()
@@ -514,12 +515,10 @@ def _build_in_prefix(source: Source, params: DataParams, root: str, pointer_path
                 fs.put_file(str(local), storage.join(path, name))
         storage.write_marker(prefix, key=key, counts=counts)
     marker = storage.read_marker(prefix)
-    for name, out in ((REJECTED, rejected_path), (MANIFEST, manifest_path), (STORE, pointer_path)):
-        _remove(out)  # e.g. a local store of an earlier run without storage.root
+    for name, out in ((REJECTED, rejected_path), (MANIFEST, manifest_path)):
         out.parent.mkdir(parents=True, exist_ok=True)
-        if name != STORE:
-            fs.get_file(storage.join(path, name), str(_temp_path(out)))
-            os.replace(_temp_path(out), out)
+        fs.get_file(storage.join(path, name), str(_temp_path(out)))
+        os.replace(_temp_path(out), out)
     storage.write_pointer(pointer_path, prefix, marker)
     return marker["counts"]
 
