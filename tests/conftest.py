@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from dvc_repo import copy_repo
+from s3 import _moto_endpoint, s3_bucket, s3_requests  # noqa: F401 (fixtures: a local S3 server)
 from videogpt.data.ffmpeg_io import ffmpeg_exe
 
 torch.set_num_threads(1)

@@ -57,6 +57,7 @@ def test_repo_params_yaml_is_valid_and_lists_every_default():
     ("sample.window_stride", 5, "sample.window_stride: 5 must be an integer in 1..4"),
     ("trainer.precision", "fp8", "trainer.precision"),
     ("seed", 1.5, "seed: 1.5 is not an integer"),
+    ("storage.root", "nosuch://b/k", "storage.root: nosuch://b/k: fsspec knows no protocol 'nosuch'"),
 ])
 def test_bad_values_name_the_key(key, value, expected):
     with pytest.raises(ParamsError) as err:

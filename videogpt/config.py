@@ -51,7 +51,7 @@ class DefaultDataParams:
 @dataclass(frozen=True)
 class DataParams:
     source: str = _f("data/default_videos", "input folder (train/ and test/ sub-folders, or one folder + split_ratio)")
-    format: Literal["auto", "videos", "ucf101", "bair", "moving_mnist", "frames"] = _f(
+    format: Literal["auto", "videos", "ucf101", "bair", "moving_mnist", "frames", "webdataset"] = _f(
         "auto", "layout of data.source; auto detects it")
     split_ratio: Optional[float] = _f(None, "test fraction when data.source has no train/test folders",
                                      lo=0.0, hi=1.0, lo_open=True)
@@ -65,6 +65,10 @@ class DataParams:
     num_workers: int = _f(2, "decoder processes", lo=1)
     decode_timeout: float = _f(120.0, "seconds before a hanging ffmpeg call is killed", lo=0.0, lo_open=True)
     hflip: bool = _f(False, "random horizontal flips when training")
+    label_key: Optional[str] = _f(None, "data.format webdataset: the key of each sample's JSON holding its class; "
+                                        "null = unlabeled")
+    split_key: Optional[str] = _f(None, "data.format webdataset: the JSON key holding train/test; null = split "
+                                        "by data.split_ratio")
 
 
 @dataclass(frozen=True)
@@ -207,6 +211,13 @@ class TrainerParams:
 
 
 @dataclass(frozen=True)
+class StorageParams:
+    root: Optional[str] = _f(None, "where preprocess and tokenize write their stores: null = data/ as always; a folder "
+                                   "or an fsspec URL (s3://bucket/prefix, gs://..., file:///...) = immutable "
+                                   "<root>/<stage>/<content hash>/ prefixes, the dvc outs becoming pointer files")
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int = _f(0, "seed of the trainings whose own seed (vqvae.seed, prior.seed) is null", lo=0)
     default_data: DefaultDataParams = _f(None, factory=DefaultDataParams)
@@ -218,6 +229,7 @@ class Params:
     eval: EvalParams = _f(None, factory=EvalParams)
     classifier: ClassifierParams = _f(None, factory=ClassifierParams)
     trainer: TrainerParams = _f(None, factory=TrainerParams)
+    storage: StorageParams = _f(None, factory=StorageParams)
 
 
     def training_seed(self, stage: Literal["vqvae", "prior"]) -> int:
@@ -358,6 +370,10 @@ def _check_consistency(p: Params) -> None:
         raise ParamsError(f"prior.warmup_steps: {g.warmup_steps} must be smaller than prior.max_steps={g.max_steps}")
     if p.sample.top_k is not None and p.sample.top_k > p.vqvae.n_codes:
         raise ParamsError(f"sample.top_k: {p.sample.top_k} exceeds vqvae.n_codes={p.vqvae.n_codes}")
+    if p.storage.root is not None:
+        from videogpt.storage import location_problem
+        if problem := location_problem(p.storage.root):
+            raise ParamsError(f"storage.root: {problem}")
     if p.trainer.strategy == "fsdp":
         # Lightning's own refusal of fsdp on a CPU names no key; FSDP on GPUs is refused too (see the message).
         where = " (and trainer.accelerator: cpu has no FSDP at all)" if p.trainer.accelerator == "cpu" else ""

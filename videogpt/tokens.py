@@ -6,6 +6,8 @@ holds n_codes ((N, t, h, w, C) with C = vqvae.n_codebooks > 1, each value an ind
 """
 from __future__ import annotations
 
+import hashlib
+import inspect
 import json
 import shutil
 from pathlib import Path
@@ -15,6 +17,7 @@ import torch
 import zarr
 from torch.utils.data import DataLoader, Dataset
 
+from videogpt import storage
 from videogpt.config import PriorParams
 from videogpt.data.clip_store import (clips_array, read_actions, read_clips, read_labels, store_attrs,
                                       store_splits)
@@ -56,9 +59,14 @@ class _ClipBatches(Dataset):
         return torch.from_numpy(np.ascontiguousarray(clips))
 
 
-def _create(tmp: Path, clips_path, vqvae, run_key: dict) -> None:
-    shutil.rmtree(tmp, ignore_errors=True)
-    root = zarr.open_group(str(tmp), mode="w")
+STORE = "tokens.zarr"  # the store's name inside a storage prefix
+
+
+def _create(work: str, store: str, clips_path, vqvae, run_key: dict) -> None:
+    """A new, empty store at `store` (a location), the block markers' folder and the run key under `work`."""
+    storage.remove(work)
+    fs, path = storage.filesystem(work)
+    root = zarr.open_group(storage.zarr_store(store), mode="w")
     for split in store_splits(clips_path):
         n, *clip_shape = clips_array(clips_path, split).shape
         latent = vqvae.latent_shape(tuple(clip_shape[:3]))
@@ -66,45 +74,64 @@ def _create(tmp: Path, clips_path, vqvae, run_key: dict) -> None:
         group.create_array("tokens", shape=(n, *latent), dtype=token_dtype(vqvae.config.n_codes),
                            chunks=(BLOCK, *latent), dimension_names=("clip", *LATENT_AXES[:len(latent)]))
         group.create_array("labels", data=np.asarray(read_labels(clips_path, split), np.int32))
-    (tmp / "done").mkdir()
-    (tmp / "run_key.json").write_text(json.dumps(run_key, sort_keys=True))
+    fs.makedirs(storage.join(path, "done"), exist_ok=True)
+    fs.pipe_file(storage.join(path, "run_key.json"), json.dumps(run_key, sort_keys=True).encode())
 
 
 @torch.inference_mode()
 def build_token_store(vqvae, clips_path: str | Path, out_path: str | Path, *, fingerprint: str,
                       batch_size: int = 64, num_workers: int = 0, device: str | torch.device = "cpu",
-                      precision: str = "32", progress: bool = True) -> dict:
+                      precision: str = "32", progress: bool = True, root: str | None = None) -> dict:
     """Encode every clip of every split into `out_path`.
 
     The store is built at `<out>.tmp` and renamed at the end, so an interrupted run never leaves a
-    complete-looking store. Work goes in blocks of BLOCK clips (one chunk each); a marker file per
-    finished block lets a rerun with the same VQ-VAE skip what is done, and under torch.distributed
-    block i goes to rank i % world_size, so ranks write disjoint regions of the array. The encoder runs on
+    complete-looking store. With `root` (storage.root: a local folder or an fsspec URL) it is built at
+    <root>/tokens/<key>/tokens.zarr instead (key: the content hash of the clips, the VQ-VAE and the settings;
+    see videogpt.storage), completed by _COMPLETE.json, and out_path becomes the pointer file to it; a
+    complete prefix with the same key is reused without encoding anything. Work goes in blocks of BLOCK
+    clips (one chunk each); a marker file per finished block lets a rerun with the same VQ-VAE skip what is
+    done, and under torch.distributed block i goes to rank i % world_size, so ranks write disjoint regions of
+    the array. The encoder runs on
     `device` at `precision` (tokenize.precision: "32" or "bf16" autocast; the code search stays float32).
     """
     rank, world = rank_and_world()
     out_path = Path(out_path)
-    tmp = out_path.with_name(out_path.name + ".tmp")
     vqvae = vqvae.to(device).eval()
     clip_attrs = store_attrs(clips_path)
     run_key = {"vqvae": fingerprint, "batch_size": batch_size, "precision": precision,
                "clips": clip_attrs.get("counts")}
-    key_file = tmp / "run_key.json"
-    resumable = key_file.is_file() and json.loads(key_file.read_text()) == json.loads(json.dumps(run_key))
+    if root is None:
+        work = store = str(out_path.with_name(out_path.name + ".tmp"))
+    else:
+        code = [hashlib.sha256(Path(f).read_bytes()).hexdigest()
+                for f in (__file__, inspect.getsourcefile(type(vqvae)))]
+        key = storage.content_hash({"run": run_key, "code": code, "zarr": zarr.__version__,
+                                    "clips": storage.read_pointer(clips_path)["hash"]
+                                    if storage.is_pointer(clips_path) else storage.resolve(clips_path)})
+        work = storage.stage_prefix(root, "tokens", key)
+        store = storage.join(work, STORE)
+        if storage.is_complete(work):  # these clips were encoded by this model already
+            if rank == 0:
+                storage.write_pointer(out_path, work, storage.read_marker(work))
+            barrier()
+            return storage.read_marker(work)["counts"]
+    fs, work_path = storage.filesystem(work)
+    key_file = storage.join(work_path, "run_key.json")
+    resumable = fs.exists(key_file) and json.loads(fs.cat_file(key_file)) == json.loads(json.dumps(run_key))
     if rank == 0 and not resumable:
-        _create(tmp, clips_path, vqvae, run_key)
+        _create(work, store, clips_path, vqvae, run_key)
     barrier()
-    root = zarr.open_group(str(tmp), mode="r+")
+    root_group = zarr.open_group(storage.zarr_store(store), mode="r+")
     counts, skipped = {}, 0
     for split in store_splits(clips_path):
-        tokens = root[split]["tokens"]
+        tokens = root_group[split]["tokens"]
         n = tokens.shape[0]
         counts[split] = n
         for block, start in enumerate(range(0, n, BLOCK)):
-            marker = tmp / "done" / f"{split}-{block}"
+            marker = storage.join(work_path, "done", f"{split}-{block}")
             if block % world != rank:
                 continue
-            if marker.exists():
+            if fs.exists(marker):
                 skipped += 1
                 continue
             stop = min(start + BLOCK, n)
@@ -115,25 +142,30 @@ def build_token_store(vqvae, clips_path: str | Path, out_path: str | Path, *, fi
                          progress_bar(loader, desc=f"tokenize {split} [{start}:{stop}]", disable=not progress,
                                       unit="batch")]
             tokens[start:stop] = torch.cat(codes).numpy().astype(tokens.dtype)
-            marker.touch()
+            fs.touch(marker)
     if skipped:
         print(f"tokenize: resumed, {skipped} finished block(s) skipped", flush=True)
     barrier()
     if rank == 0:
-        root.attrs.update({"vqvae_fingerprint": fingerprint, "latent_shape": list(vqvae.latent_shape()),
-                           "n_codes": vqvae.config.n_codes,
-                           "class_names": list(clip_attrs.get("class_names", [])), "counts": counts})
-        shutil.rmtree(tmp / "done")
-        key_file.unlink()
-        if out_path.exists():
-            shutil.rmtree(out_path)
-        tmp.rename(out_path)
+        root_group.attrs.update({"vqvae_fingerprint": fingerprint, "latent_shape": list(vqvae.latent_shape()),
+                                 "n_codes": vqvae.config.n_codes,
+                                 "class_names": list(clip_attrs.get("class_names", [])), "counts": counts})
+        fs.rm(storage.join(work_path, "done"), recursive=True)
+        fs.rm(key_file)
+        if root is None:
+            if out_path.is_dir():
+                shutil.rmtree(out_path)
+            out_path.unlink(missing_ok=True)  # a pointer file, from a run with storage.root
+            Path(work).rename(out_path)
+        else:
+            storage.write_pointer(out_path, work, storage.write_marker(work, key=key, counts=counts))
     barrier()
     return counts
 
 
 def open_token_store(path: str | Path, *, expect_fingerprint: str | None = None):
-    root = zarr.open_group(str(path), mode="r")
+    """The token store's root group, read-only: a local store, a pointer file (storage.root set) or a URL."""
+    root = zarr.open_group(storage.zarr_store(storage.resolve(path, STORE), read_only=True), mode="r")
     if expect_fingerprint is not None and root.attrs.get("vqvae_fingerprint") != expect_fingerprint:
         raise ValueError(
             f"{path}: the token store was made by a different VQ-VAE (fingerprint "
@@ -153,7 +185,7 @@ class TokenDataset(Dataset):
 
     def __init__(self, tokens_path, split: str, *, with_label: bool = False, n_cond_frames: int = 0,
                  with_actions: bool = False, clips_path=None):
-        root = zarr.open_group(str(tokens_path), mode="r")
+        root = open_token_store(tokens_path)
         self.tokens = np.asarray(root[split]["tokens"][:])
         self.labels = np.asarray(root[split]["labels"][:], np.int64)
         self.with_label = with_label

@@ -28,6 +28,7 @@ import multiprocessing
 import os
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -39,11 +40,12 @@ import pandas as pd
 import zarr
 from zarr.codecs import ZstdCodec
 
+from videogpt import storage
 from videogpt.config import DataParams, ParamsError, to_dict
 from videogpt.data.ffmpeg_io import VideoError
 from videogpt.data.formats import READERS, discover
 from videogpt.data.sources import (ACTION_SUFFIXES, ACTIONS, OUTSIDE_ROOT, SPLITS, UNLABELED, Rejection, Source,
-                                   SourceItem, Video, escapes, walk_files)
+                                   SourceItem, Video, escapes, file_stats)
 from videogpt.fileio import write_json
 from videogpt.progress import progress_bar
 
@@ -96,14 +98,18 @@ def _cut(item: SourceItem, video: Video, params: DataParams) -> VideoClips | Rej
     return VideoClips(item, video, starts)
 
 
-def load_clips(root: Path, params: DataParams, item: SourceItem) -> list[VideoClips | Rejection]:
+def load_clips(root: Path | str, params: DataParams, item: SourceItem) -> list[VideoClips | Rejection]:
     """Worker task: decode one item. Returns, per video in it, its frames and clip starts (not the clips:
     overlapping clips would multiply the bytes sent back to the writer), or why it produced no clip."""
-    target = escapes(root, root / item.path)  # the last check, whatever the adapter (and if a file changed since)
-    if target:
-        return [Rejection(item.path, item.split, OUTSIDE_ROOT, f"links to {target}")]
+    if storage.is_url(root):  # object storage: no links to follow out
+        location = storage.join(root, item.path)
+    else:
+        location = root / item.path
+        target = escapes(root, location)  # the last check, whatever the adapter (and if a file changed since)
+        if target:
+            return [Rejection(item.path, item.split, OUTSIDE_ROOT, f"links to {target}")]
     try:
-        videos = READERS[item.reader](root / item.path, params)
+        videos = READERS[item.reader](location, params)
     except VideoError as e:
         return [Rejection(item.path, item.split, e.reason, e.detail)]
     if isinstance(videos, Video):
@@ -164,14 +170,19 @@ class CsvAppender:
 
 class SplitWriter:
     """Appends one split's clips to its Zarr arrays a whole shard at a time: a partial write would make
-    Zarr rewrite the shard file, once per clip. Given `resume` (its entry of a progress record), it opens the
-    arrays of an interrupted run and cuts them back to the clips recorded there."""
+    Zarr rewrite the shard file, once per clip. Labels wait in memory until a whole label chunk (or the
+    split's end) is there, so every shard and chunk object is written once (in object storage: one PUT);
+    only the arrays' small zarr.json is rewritten as they grow. Given `resume` (its entry of a progress
+    record), it opens the arrays of an interrupted run and cuts them back to the clips recorded there."""
 
     def __init__(self, group: zarr.Group, clip_shape: tuple[int, ...], manifest: CsvAppender,
                  resume: dict | None = None):
         self.group = group
         self.manifest = manifest
         self.pending: list[tuple[np.ndarray, int, dict, dict]] = []  # (clip, label, manifest row, extras)
+        # labels of the clips after the last whole label chunk written (all flushed clips' labels are here or
+        # in the array)
+        self.unwritten_labels: list[int] = [] if resume is None else resume["labels"]
         if resume is None:
             self.extras: dict[str, zarr.Array] = {}  # created when the first clip carrying one arrives
             self.clips = group.create_array("clips", shape=(0, *clip_shape), dtype="uint8",
@@ -191,7 +202,8 @@ class SplitWriter:
             array.resize((self.n_clips, *array.shape[1:]))
 
     def state(self) -> dict:
-        return {"clips": self.n_clips, "videos": self.n_videos, "extras": list(self.extras)}
+        return {"clips": self.n_clips, "videos": self.n_videos, "extras": list(self.extras),
+                "labels": list(self.unwritten_labels)}
 
     def add(self, clip: np.ndarray, label: int, row: dict, extras: dict[str, np.ndarray] | None = None) -> None:
         self.pending.append((clip, label, {"clip": self.n_clips + len(self.pending), **row}, extras or {}))
@@ -228,10 +240,24 @@ class SplitWriter:
         self.clips.resize((n + k, *self.clips.shape[1:]))
         self.clips[n:n + k] = np.stack(clips)
         self.labels.resize((n + k,))
-        self.labels[n:n + k] = np.asarray(labels, np.int32)
+        self.unwritten_labels += labels
         self.manifest.write(list(rows))
         self.n_clips += k
         self.pending = []
+        self._write_labels(whole_chunks_only=True)
+
+    def _write_labels(self, whole_chunks_only: bool) -> None:
+        """Write the waiting labels: those filling whole label chunks, or (at the end) all."""
+        start = self.n_clips - len(self.unwritten_labels)  # a multiple of LABEL_CHUNK
+        stop = start + len(self.unwritten_labels) // LABEL_CHUNK * LABEL_CHUNK if whole_chunks_only else self.n_clips
+        if stop > start:
+            self.labels[start:stop] = np.asarray(self.unwritten_labels[:stop - start], np.int32)
+            self.unwritten_labels = self.unwritten_labels[stop - start:]
+
+    def finish(self) -> None:
+        """Write what waits: the last, partial shard and the last labels."""
+        self.flush()
+        self._write_labels(whole_chunks_only=False)
 
 
 def _video_clips(result: VideoClips, params: DataParams, class_names: list[str]) -> Iterator[tuple]:
@@ -264,14 +290,20 @@ class NoClipsError(RuntimeError):
     """No input file produced a single clip: nothing to train on."""
 
 
+# Keys added after stores were first built, recorded only when set: a store built without them keeps its bytes.
+RECORDED_WHEN_SET = ("label_key", "split_key")
+
+
 def _content_params(params: DataParams) -> dict:
-    return {k: v for k, v in to_dict(params).items() if k not in NOT_CONTENT}
+    return {k: v for k, v in to_dict(params).items()
+            if k not in NOT_CONTENT and not (k in RECORDED_WHEN_SET and v is None)}
 
 
-def _build(source: Source, params: DataParams, store: Path, manifest_path: Path, rejected_path: Path,
-           key: str, resume: dict | None, progress: bool) -> dict:
-    """Decode every item and write store + manifest + rejected list at the given (temporary) paths; with
-    `resume` (the progress record of an interrupted run of the same key), continue that run.
+def _build(source: Source, params: DataParams, store, manifest_path: Path, rejected_path: Path,
+           key: str, resume: dict | None, progress: bool, progress_file: Path | None) -> dict:
+    """Decode every item and write store (a local path or a zarr store) + manifest + rejected list at the
+    given (temporary) paths; with `resume` (the progress record of an interrupted run of the same key),
+    continue that run. progress_file None: no progress record (a run that cannot be resumed).
 
     Invariant of the progress record (PROGRESS in the store): it is written, atomically, only right after
     a shard was written and while no clip waits in memory, and it describes the outputs at that moment:
@@ -300,7 +332,9 @@ def _build(source: Source, params: DataParams, store: Path, manifest_path: Path,
         extra_shapes = {name: array.shape[2:] for w in writers.values() for name, array in w.extras.items()}
 
         def save_progress(item: int, skip: int) -> None:
-            write_json(store / PROGRESS, {
+            if progress_file is None:
+                return
+            write_json(progress_file, {
                 "key": key, "item": item, "skip": skip, "splits": {s: w.state() for s, w in writers.items()},
                 "manifest_bytes": manifest.size(), "rejected_bytes": rejected.size(), "reasons": reasons,
                 "frame_rates": list(frame_rates.items())})
@@ -334,7 +368,7 @@ def _build(source: Source, params: DataParams, store: Path, manifest_path: Path,
                     writer.n_videos += 1
                     frame_rates[result.video.fps] += 1
         for writer in writers.values():
-            writer.flush()
+            writer.finish()
 
     counts = {split: {"videos": w.n_videos, "clips": w.n_clips} for split, w in writers.items()}
     counts["rejected"] = reasons.total()
@@ -386,19 +420,12 @@ def _remove(path: Path) -> None:
 
 def _run_key(source: Source, params: DataParams) -> str:
     """Digest of what the outputs depend on: the content params, what discovery found, every input file's
-    size and mtime, the shard size, and the code that writes them. Only a run with the same key is resumed."""
-    def stat(f: str) -> list:
-        try:
-            st = (source.root / f).stat()
-            return [f, st.st_size, st.st_mtime_ns]
-        except OSError:
-            return [f, None, None]
-
-    files, _ = walk_files(source.root)
+    size and mtime (in object storage: its ETag), the shard size, and the code that writes them. Only a run
+    with the same key is resumed; under storage.root it names the output prefix."""
     code = sorted(Path(__file__).parent.glob("*.py"))  # videogpt/data: a dependency of the stage in dvc.yaml
     key = {"params": _content_params(params), "format": source.format, "class_names": source.class_names,
            "items": [dataclasses.astuple(i) for i in source.items],
-           "rejected": [dataclasses.astuple(r) for r in source.rejected], "inputs": [stat(f) for f in files],
+           "rejected": [dataclasses.astuple(r) for r in source.rejected], "inputs": file_stats(source.root),
            "shard": SHARD, "code": [hashlib.sha256(p.read_bytes()).hexdigest() for p in code],
            "zarr": zarr.__version__}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
@@ -421,17 +448,24 @@ def _resumable(temps: list[Path], key: str) -> dict | None:
 
 
 def build_clip_store(params: DataParams, store_path: str | Path, manifest_path: str | Path,
-                     rejected_path: str | Path, progress: bool = True) -> StoreSummary:
+                     rejected_path: str | Path, progress: bool = True, root: str | None = None) -> StoreSummary:
     """Build the clip store, manifest and rejected list from data.source.
 
-    All three are written to '<name>.tmp' beside their destination and renamed only once everything
-    succeeded (the store last), so an interrupted run leaves nothing that looks complete. It leaves its
-    '.tmp' outputs (once it has written a shard): run again with the same params and input files, it
-    continues from its last shard; otherwise they are deleted and the run starts over.
+    With `root` (storage.root: a local folder or an fsspec URL) the three are written under the immutable
+    prefix <root>/clips/<key> (see videogpt.storage) and store_path becomes the pointer file to it; see
+    _build_in_prefix. Without it (the default), all three are written to '<name>.tmp' beside their
+    destination and renamed only once everything succeeded (the store last), so an interrupted run leaves
+    nothing that looks complete. It leaves its '.tmp' outputs (once it has written a shard): run again with
+    the same params and input files, it continues from its last shard; otherwise they are deleted and the
+    run starts over.
     Raises ParamsError (naming the data.* key) before decoding, NoClipsError if no file gave a clip.
     """
     started = time.perf_counter()
     source = discover(params)
+    if root is not None:
+        counts = _build_in_prefix(source, params, root, Path(store_path), Path(manifest_path), Path(rejected_path),
+                                  progress)
+        return StoreSummary(counts, source.class_names, time.perf_counter() - started)
     outputs = [Path(rejected_path), Path(manifest_path), Path(store_path)]  # store last: it marks completion
     temps = [_temp_path(p) for p in outputs]
     key = _run_key(source, params)
@@ -446,7 +480,7 @@ def build_clip_store(params: DataParams, store_path: str | Path, manifest_path: 
             _remove(path)  # leftovers of an interrupted run with other params or inputs
             path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        counts = _build(source, params, temps[2], temps[1], temps[0], key, resume, progress)
+        counts = _build(source, params, temps[2], temps[1], temps[0], key, resume, progress, temps[2] / PROGRESS)
         (temps[2] / PROGRESS).unlink(missing_ok=True)
         for tmp, out in zip(temps, outputs):
             _remove(out)
@@ -458,15 +492,49 @@ def build_clip_store(params: DataParams, store_path: str | Path, manifest_path: 
     return StoreSummary(counts, source.class_names, time.perf_counter() - started)
 
 
+STORE, MANIFEST, REJECTED = "clips.zarr", "manifest.csv", "rejected.csv"  # names inside a storage prefix
+
+
+def _build_in_prefix(source: Source, params: DataParams, root: str, pointer_path: Path, manifest_path: Path,
+                     rejected_path: Path, progress: bool) -> dict:
+    """Build into <root>/clips/<key> (key: _run_key) unless that prefix is complete already (the same inputs,
+    params and code wrote it: nothing is decoded). The Zarr store goes straight to the prefix, every shard
+    object written once; the CSVs are written locally, then uploaded. Then _COMPLETE.json, then local copies
+    of the CSVs (small dvc outs) and the pointer file at pointer_path. A prefix without its marker is what an
+    interrupted run left: it is deleted and written again (no shard-level resume in object storage)."""
+    key = _run_key(source, params)
+    prefix = storage.stage_prefix(root, "clips", key)
+    fs, path = storage.filesystem(prefix)
+    if not storage.is_complete(prefix):
+        storage.remove(prefix)
+        with tempfile.TemporaryDirectory(prefix="preprocess-") as tmp:
+            csvs = {REJECTED: Path(tmp) / REJECTED, MANIFEST: Path(tmp) / MANIFEST}
+            counts = _build(source, params, storage.zarr_store(storage.join(prefix, STORE)), csvs[MANIFEST],
+                            csvs[REJECTED], key, None, progress, None)
+            for name, local in csvs.items():
+                fs.put_file(str(local), storage.join(path, name))
+        storage.write_marker(prefix, key=key, counts=counts)
+    marker = storage.read_marker(prefix)
+    for name, out in ((REJECTED, rejected_path), (MANIFEST, manifest_path)):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fs.get_file(storage.join(path, name), str(_temp_path(out)))
+        os.replace(_temp_path(out), out)
+    storage.write_pointer(pointer_path, prefix, marker)
+    return marker["counts"]
+
+
 # ------------------------------------------------------------------------------------------------
 # Reading
 
 
 def open_store(store_path: str | Path) -> zarr.Group:
-    """The store's root group, read-only; a missing store says how to build it."""
-    if not (Path(store_path) / "zarr.json").is_file():
+    """The store's root group, read-only; a missing store says how to build it. store_path is a local store,
+    a pointer file (storage.root set: the store in its complete prefix) or an fsspec URL of a store."""
+    location = storage.resolve(store_path, STORE)
+    local = storage.local_path(location)
+    if local is not None and not (Path(local) / "zarr.json").is_file():
         raise FileNotFoundError(f"{store_path}: clip store not found; build it with `dvc repro preprocess`")
-    return zarr.open_group(store_path, mode="r")
+    return zarr.open_group(storage.zarr_store(location, read_only=True), mode="r")
 
 
 def open_split(store_path: str | Path, split: str) -> zarr.Group:

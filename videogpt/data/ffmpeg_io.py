@@ -2,6 +2,8 @@
 
 Every call is an argv list (built by ffmpeg-python, never a shell string) run with a timeout, and killed
 with SIGKILL when it expires: ffmpeg traps SIGTERM and can spin forever on some corrupt inputs.
+A video is a local path or a Stream (a file in object storage, a member of a tar): a Stream's bytes are
+piped to ffmpeg's stdin block by block as ffmpeg reads them, never copied whole to local disk.
 Decoding is strict (`-xerror -v error`): any decode error fails the file instead of yielding glitched
 frames, so the clip store never holds silently damaged video.
 """
@@ -14,6 +16,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 import ffmpeg
 import imageio_ffmpeg
@@ -40,6 +43,17 @@ class VideoInfo:
     duration: float | None
 
 
+@dataclass(frozen=True)
+class Stream:
+    """A video that is not a local file: `open()` gives a fresh binary file object (for example an fsspec
+    file in a bucket) each time ffmpeg needs to read it; `name` is what messages call it."""
+    open: Callable[[], BinaryIO]
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
 def ffmpeg_exe() -> str:
     """The ffmpeg binary: $IMAGEIO_FFMPEG_EXE when set, else the static build bundled with imageio-ffmpeg."""
     return imageio_ffmpeg.get_ffmpeg_exe()
@@ -50,12 +64,47 @@ def _input_url(path: str | Path) -> str:
     return "file:" + str(Path(path).absolute())
 
 
-def _run(argv: list[str], timeout: float, stdin: bytes | None = None) -> tuple[bytes, str, int]:
-    """Run ffmpeg; return (stdout, stderr, returncode). communicate() drains both pipes, so neither fills up."""
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def _input(video: str | Path | Stream):
+    """ffmpeg-python's input node for a video and the Stream to feed to stdin (None for a local file)."""
+    if isinstance(video, Stream):
+        return ffmpeg.input("pipe:"), video
+    return ffmpeg.input(_input_url(video)), None
+
+
+def _feed(stream: Stream) -> tuple[int, threading.Thread]:
+    """A pipe whose read end is for ffmpeg's stdin, filled from stream.open() by a thread, block by block
+    (ffmpeg may stop reading early, e.g. once it has the header: the rest is not read)."""
+    read_end, write_end = os.pipe()
+
+    def copy():
+        try:
+            with stream.open() as source, open(write_end, "wb") as pipe:
+                while block := source.read(1 << 20):
+                    pipe.write(block)
+        except (BrokenPipeError, ValueError):  # ffmpeg closed stdin: it has read what it wanted
+            pass
+
+    writer = threading.Thread(target=copy, daemon=True)
+    writer.start()
+    return read_end, writer
+
+
+def _run(argv: list[str], timeout: float, stdin: bytes | Stream | None = None) -> tuple[bytes, str, int]:
+    """Run ffmpeg; return (stdout, stderr, returncode). communicate() drains both pipes, so neither fills up.
+    stdin: bytes, or a Stream copied to ffmpeg's stdin as it reads."""
+    writer = None
+    if isinstance(stdin, Stream):
+        read_end, writer = _feed(stdin)
+        proc = subprocess.Popen(argv, stdin=read_end, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        os.close(read_end)
+        stdin = None
+    else:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         out, err = proc.communicate(stdin, timeout=timeout)
+        if writer is not None:
+            writer.join()
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
@@ -97,15 +146,22 @@ _TBR = re.compile(r"([\d.]+)(k?) tbr")
 _DURATION = re.compile(r"Duration: (\d+):(\d+):([\d.]+)")
 
 
-def probe(path: str | Path, timeout: float = 60.0) -> VideoInfo:
+def probe(path: str | Path | Stream, timeout: float = 60.0) -> VideoInfo:
     """Size, frame rate and duration of the first video stream, parsed from `ffmpeg -i` (no ffprobe here).
 
     Raises VideoError: empty file, unreadable, not a video (ffmpeg cannot open it), no video stream.
     """
-    path = Path(path)
-    _check_readable(path)
+    if isinstance(path, Stream):
+        with path.open() as f:
+            if not f.read(1):
+                raise VideoError("empty file", "0 bytes")
+        argv = [ffmpeg_exe(), "-hide_banner", "-i", "pipe:"]
+    else:
+        path = Path(path)
+        _check_readable(path)
+        argv = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", _input_url(path)]
     # Without an output file ffmpeg prints the input header and exits 1; only the header matters.
-    _, err, _ = _run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", _input_url(path)], timeout)
+    _, err, _ = _run(argv, timeout, stdin=path if isinstance(path, Stream) else None)
     if "Input #0" not in err:
         # The lines starting "Error opening input" are generic; the one before them says why.
         lines = [line for line in _error_lines(err) if not line.startswith("Error opening input")]
@@ -140,7 +196,7 @@ def _check_decoded(stderr: str, returncode: int) -> None:
         raise VideoError(f"ffmpeg: {last}", lines[0] if lines and lines[0] != last else "")
 
 
-def decode_video(path: str | Path, resolution: int, fps: float | None = None,
+def decode_video(path: str | Path | Stream, resolution: int, fps: float | None = None,
                  timeout: float = 120.0) -> np.ndarray:
     """Decode the first video stream to (T, S, S, 3) uint8, S = resolution.
 
@@ -148,13 +204,14 @@ def decode_video(path: str | Path, resolution: int, fps: float | None = None,
     square; `fps` resamples to a constant frame rate first. Raises VideoError on any decode error.
     The array is a read-only view of ffmpeg's output (np.array(...) it to modify it in place).
     """
-    stream = ffmpeg.input(_input_url(path)).video
+    source, stdin = _input(path)
+    stream = source.video
     if fps is not None:
         stream = stream.filter("fps", fps=fps)
     argv = (_scale_and_crop(stream, resolution).output("pipe:", format="rawvideo", pix_fmt="rgb24", xerror=None)
-            .global_args("-nostdin", "-hide_banner", "-v", "error")
+            .global_args(*(["-nostdin"] if stdin is None else []), "-hide_banner", "-v", "error")
             .compile(cmd=ffmpeg_exe()))
-    out, err, returncode = _run(argv, timeout)
+    out, err, returncode = _run(argv, timeout, stdin)
     _check_decoded(err, returncode)
     frame_bytes = resolution * resolution * 3
     if len(out) % frame_bytes:
@@ -180,16 +237,21 @@ def scale_raw_frames(frames: np.ndarray, resolution: int, timeout: float = 120.0
     return np.frombuffer(out, np.uint8).reshape(n, resolution, resolution, 3)
 
 
-def distinct_source_frames(path: str | Path, limit: int | None = None, timeout: float = 120.0) -> int:
+def distinct_source_frames(path: str | Path | Stream, limit: int | None = None, timeout: float = 120.0) -> int:
     """How many different pictures the first video stream holds, counting up to `limit` (ffmpeg is stopped
     there): every frame decoded as stored (native size, no frame-rate conversion, so a GIF's 2-second delay
     is one frame, not 200) and compared by MD5. Raises VideoError on a decode error, like decode_video."""
-    argv = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-i", _input_url(path), "-map", "0:v:0",
-            "-fps_mode", "passthrough", "-xerror", "-f", "framemd5", "pipe:"]
+    streamed = isinstance(path, Stream)
+    argv = [ffmpeg_exe(), *([] if streamed else ["-nostdin"]), "-hide_banner", "-v", "error", "-i",
+            "pipe:" if streamed else _input_url(path), "-map", "0:v:0", "-fps_mode", "passthrough", "-xerror",
+            "-f", "framemd5", "pipe:"]
     seen = set()
     # stderr goes to a file, not a pipe: undrained while stdout is read, a pipe could fill and stall ffmpeg
     with tempfile.TemporaryFile() as stderr:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr)
+        stdin = _feed(path)[0] if streamed else subprocess.DEVNULL
+        proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=stderr)
+        if streamed:
+            os.close(stdin)
         watchdog = threading.Timer(timeout, proc.kill)
         watchdog.start()
         try:
@@ -212,7 +274,7 @@ def distinct_source_frames(path: str | Path, limit: int | None = None, timeout: 
     return len(seen)
 
 
-def check_not_still(path: str | Path, frames: np.ndarray, timeout: float = 120.0) -> None:
+def check_not_still(path: str | Path | Stream, frames: np.ndarray, timeout: float = 120.0) -> None:
     """Raise VideoError("a still image: 1 frame") if the file holds fewer than two distinct frames (a
     single-frame GIF, a one-frame video, a GIF repeating one picture): decoded at a constant rate it
     would become many clips of one unmoving picture.

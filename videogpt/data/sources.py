@@ -21,6 +21,10 @@ data.fps that resamples the video (which frame an action belongs to would then b
 the reason; a sidecar without its video is listed as "actions file without a video". Videos without a
 sidecar get no actions (NaN in the store where others have them).
 
+Object storage: data.source may be an fsspec URL (s3://bucket/videos, gs://..., with the `cluster` extra) of
+the same layout of class folders. Its files are listed once and each video is streamed to ffmpeg (never
+copied whole to local disk); actions sidecars are read from local folders only.
+
 Containment: nothing outside data.source is read. A symlink (file or folder) below it that leads outside
 it is listed in rejected.csv as "outside the input root" and neither followed nor decoded (DVC tracks
 data.source, so such a file would be an untracked input); manifest paths are relative to data.source.
@@ -37,8 +41,9 @@ from pathlib import Path
 
 import numpy as np
 
+from videogpt import storage
 from videogpt.config import DataParams, ParamsError
-from videogpt.data.ffmpeg_io import VideoError, check_not_still, decode_video, probe
+from videogpt.data.ffmpeg_io import Stream, VideoError, check_not_still, decode_video, probe
 
 VIDEO_EXTENSIONS = frozenset(
     ".mp4 .m4v .mov .avi .mkv .webm .gif .mpg .mpeg .m2v .wmv .asf .flv .f4v .ogv .3gp .3g2 .ts .mts .m2ts "
@@ -68,7 +73,7 @@ class Rejection:
 
 @dataclass
 class Source:
-    root: Path
+    root: Path | str              # a local folder, or the URL of a folder in object storage
     items: list[SourceItem]       # in output order: train first, then test, each sorted by path
     class_names: list[str]
     rejected: list[Rejection]     # known to be unusable without decoding
@@ -129,6 +134,36 @@ def walk_files(root: Path) -> tuple[list[str], list[Rejection]]:
     return sorted(files), sorted(rejected, key=lambda r: r.source)  # not in the file system's listing order
 
 
+def remote_files(url: str) -> tuple[list[str], list[list]]:
+    """The non-hidden files below a folder in object storage: (relative paths, sorted; [path, size, version]
+    per file, the version being its ETag or modification time, whichever the store gives)."""
+    fs, path = storage.filesystem(url)
+    found = fs.find(path, detail=True)
+    files, stats = [], []
+    for name in sorted(found):
+        rel = name[len(path):].strip("/")
+        if rel and not any(part.startswith(".") for part in rel.split("/")):
+            info = found[name]
+            version = info.get("ETag") or info.get("LastModified") or info.get("mtime")
+            files.append(rel)
+            stats.append([rel, info.get("size"), str(version)])
+    return files, stats
+
+
+def file_stats(root: Path | str) -> list[list]:
+    """[path, size, version] of every input file below root (local: mtime in ns): what a rerun compares."""
+    if storage.is_url(root):
+        return remote_files(str(root))[1]
+
+    def stat(f: str) -> list:
+        try:
+            st = (Path(root) / f).stat()
+            return [f, st.st_size, st.st_mtime_ns]
+        except OSError:
+            return [f, None, None]
+    return [stat(f) for f in walk_files(Path(root))[0]]
+
+
 def is_video(path: str) -> bool:
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 
@@ -177,9 +212,13 @@ def split_files(files: list[str], ratio: float, seed: int) -> dict[str, str]:
     return {f: "test" if i in test else "train" for i, f in enumerate(files)}
 
 
-def uses_split_folders(root: Path, params: DataParams) -> bool:
-    """True for the <source>/train + <source>/test layout; checks data.split_ratio fits the layout."""
-    present = [s for s in SPLITS if (root / s).is_dir()]
+def uses_split_folders(root: Path | str, params: DataParams, files: list[str] | None = None) -> bool:
+    """True for the <source>/train + <source>/test layout; checks data.split_ratio fits the layout. A folder
+    in object storage exists only through its files (given as `files`)."""
+    if files is None:
+        present = [s for s in SPLITS if (root / s).is_dir()]
+    else:
+        present = [s for s in SPLITS if any(f.startswith(s + "/") for f in files)]
     if present and len(present) < len(SPLITS):
         missing = next(s for s in SPLITS if s not in present)
         raise ParamsError(f"data.source: '{root}' has a {present[0]}/ folder but no {missing}/ folder")
@@ -214,12 +253,21 @@ def discover_videos(params: DataParams) -> Source:
     """Layout <source>/{train,test}/[class/]*.mp4, or <source>/[class/]*.mp4 split by data.split_ratio.
     The class of a file is the first folder below its split root (or below <source>); files directly in
     it are unlabeled."""
-    root = Path(params.source)
-    split_folders = uses_split_folders(root, params)
-    files, rejected = walk_files(root)
+    remote = storage.is_url(params.source)
+    if remote:
+        root, (files, _) = params.source.rstrip("/"), remote_files(params.source)
+        rejected = []
+        split_folders = uses_split_folders(root, params, files)
+    else:
+        root = Path(params.source)
+        split_folders = uses_split_folders(root, params)
+        files, rejected = walk_files(root)
     videos = [f for f in files if is_video(f)]
     video_stems = {v.rsplit(".", 1)[0] for v in videos}
     sidecars = {f for f in files if sidecar_video_stem(f) in video_stems}
+    if remote:
+        rejected += [Rejection(f, split_folder(f), "actions file in object storage",
+                               "actions sidecars are read from local folders only") for f in sorted(sidecars)]
     rejected += [Rejection(f, split_folder(f), "actions file without a video",
                            f"no video named {Path(sidecar_video_stem(f)).name}.* beside it")
                  for f in files if sidecar_video_stem(f) is not None and f not in sidecars]
@@ -239,7 +287,7 @@ def discover_videos(params: DataParams) -> Source:
     if "train" not in split_of.values():
         raise ParamsError(f"data.split_ratio: {params.split_ratio} leaves no training video out of {len(split_of)}")
 
-    items, class_names = labelled_items(split_of, within_split)
+    items, class_names = labelled_items(split_of, within_split, "remote_video" if remote else "video")
     return Source(root, items, class_names, rejected)
 
 
@@ -256,8 +304,18 @@ class Video:
 
 def read_video_file(path: Path, params: DataParams) -> Video:
     """A video file, with the actions of its sidecar file if it has one (see the module docstring)."""
+    return read_video(path, params, actions_sidecar(path))
+
+
+def read_remote_video(url: str, params: DataParams) -> Video:
+    """A video file in object storage, streamed to ffmpeg."""
+    fs, path = storage.filesystem(url)
+    return read_video(Stream(lambda: fs.open(path, "rb"), url), params)
+
+
+def read_video(path: Path | Stream, params: DataParams, sidecar: Path | None = None) -> Video:
+    """Decode one video (a local file or a Stream), with the actions of `sidecar` if given."""
     info = probe(path, timeout=params.decode_timeout)
-    sidecar = actions_sidecar(path)
     if sidecar is not None and params.fps is not None and params.fps != info.fps:
         raise VideoError("actions with fps resampling",
                          f"data.fps={params.fps:g} resamples this {info.fps:g} fps video, so which frame each row "
