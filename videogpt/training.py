@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from videogpt.checkpoint import load_vqvae
 from videogpt.config import Params, ParamsError, PriorParams, TrainerParams, VQVAEParams, to_dict
 from videogpt.data.clip_store import check_clip_shape, read_actions
 from videogpt.data.dataset import ClipDataset
-from videogpt.distributed import inference_device
+from videogpt.distributed import inference_device, launch_env
 from videogpt.fileio import write_json
 from videogpt.lightning import PriorModule, VQVAEModule, finish_resume, make_trainer, prepare_resume
 from videogpt.prior import ACTION_CONDITIONS, Prior, PriorConfig
@@ -31,6 +32,21 @@ from videogpt.vqvae import VQVAE, VQVAEConfig, count_parameters
 def _loader(ds, batch_size, num_workers, shuffle, drop_last=False):
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=num_workers,
                       pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0)
+
+
+def check_launch(tp: TrainerParams) -> None:
+    """Under srun or torchrun, the processes the launcher started must be those the Trainer expects
+    (trainer.devices per node x trainer.num_nodes); otherwise Lightning either starts processes of its own beside
+    them (duplicate work racing on the same files) or waits forever for ranks that never come. Checked before any
+    data is read. A process started by Lightning's own launcher carries its WORLD_SIZE, which matches."""
+    world = launch_env()[1]
+    per_node = os.environ.get("SLURM_NTASKS_PER_NODE", "").split("(")[0]  # srun writes e.g. "2(x3)"
+    if world > 1 and (world != tp.devices * tp.num_nodes or (per_node.isdigit() and int(per_node) != tp.devices)):
+        raise ParamsError(
+            f"trainer.devices, trainer.num_nodes: {tp.devices} device(s) x {tp.num_nodes} node(s), but the launcher "
+            f"started {world} processes (SLURM_NTASKS or WORLD_SIZE; SLURM_NTASKS_PER_NODE="
+            f"{os.environ.get('SLURM_NTASKS_PER_NODE', 'unset')}): set trainer.devices to the tasks per node "
+            "(srun --ntasks-per-node, torchrun --nproc-per-node) and trainer.num_nodes to the nodes")
 
 
 def _digest(obj) -> str:
@@ -76,6 +92,7 @@ def fit(trainer, module, train_dl, val_dl, resume_from) -> None:
 
 def train_vqvae(params: Params, *, clips_path, manifest_path, model_dir, ckpt_dir, live_dir, metrics_path,
                 picture_path) -> dict:
+    check_launch(params.trainer)
     input_shape = check_clip_shape(clips_path, params.data.resolution, params.data.sequence_length)
     cfg = VQVAEConfig.from_params(params.vqvae, input_shape)
     vp, tp = params.vqvae, params.trainer
@@ -153,6 +170,7 @@ def action_statistics(clips_path, params: Params) -> tuple[tuple[int, int], np.n
 
 def train_prior(params: Params, *, vqvae_dir, tokens_path, clips_path, model_dir, ckpt_dir, live_dir,
                 metrics_path) -> dict:
+    check_launch(params.trainer)
     vqvae = load_vqvae(vqvae_dir)
     fp = fingerprint(vqvae_dir)
     root = open_token_store(tokens_path, expect_fingerprint=fp)
