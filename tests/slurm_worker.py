@@ -2,7 +2,9 @@
 
     python tests/slurm_worker.py <work dir> <out dir>
 
-Runs the train_prior stage's procedure (videogpt.training.train_prior) with trainer.devices=2 on the CPU, then
+Runs the train_prior stage's procedure (videogpt.training.train_prior) with trainer.devices=2 on the CPU, reading
+the token store through fsspec (tests/counting_fs.py: local files, every read request recorded; the requests made
+while training are saved as `train_gets`), then
 the tokenize stage's rank set-up and store build (init_from_env + build_token_store), as `srun python -m stages.X`
 would. Every file this process opens for writing or renames into place under <out dir> is recorded by an audit
 hook in <work dir>/writes_rank<SLURM_PROCID>.json, with the ranks this process was given.
@@ -15,6 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(1, os.path.dirname(os.path.abspath(__file__)))  # tests/counting_fs.py
 
 import torch  # noqa: E402
 
@@ -50,6 +53,14 @@ def main(work: Path, out: Path) -> None:
     import videogpt.training as training
 
     record_writes(out)
+    import counting_fs
+    from pytorch_lightning.callbacks import Callback
+
+    class SnapshotGets(Callback):  # the requests of the training epoch, before the report reads the store again
+        def on_train_end(self, trainer, pl_module):
+            seen["train_gets"] = list(counting_fs.GETS)
+
+    counting_fs.register()
     params = parse({"trainer": {"accelerator": "cpu", "devices": 2, "strategy": "ddp", "log_every_n_steps": 1},
                     "prior": {"n_layer": 1, "n_head": 2, "n_embd": 16, "batch_size": 4, "max_steps": 2,
                               "val_every": 2, "checkpoint_every": 1, "warmup_steps": 0}})
@@ -58,11 +69,12 @@ def main(work: Path, out: Path) -> None:
 
     def make_trainer(*args, **kwargs):
         trainer = real_make_trainer(*args, **kwargs)
+        trainer.callbacks.append(SnapshotGets())
         seen["trainer"] = trainer
         return trainer
 
     training.make_trainer = make_trainer
-    report = training.train_prior(params, vqvae_dir=work / "vqvae", tokens_path=work / "tokens.zarr",
+    report = training.train_prior(params, vqvae_dir=work / "vqvae", tokens_path=counting_fs.url(work / "tokens.zarr"),
                                   clips_path=work / "clips.zarr", model_dir=out / "prior", ckpt_dir=out / "ckpt",
                                   live_dir=out / "live", metrics_path=out / "prior.json")
     trainer = seen.pop("trainer")

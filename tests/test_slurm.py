@@ -77,6 +77,7 @@ def srun_run(tmp_path_factory):
 
     from videogpt.checkpoint import load_vqvae
     from videogpt.saved import fingerprint, save_model
+    import videogpt.tokens as tokens
     from videogpt.tokens import build_token_store
     from videogpt.vqvae import VQVAE, VQVAEConfig
 
@@ -86,8 +87,12 @@ def srun_run(tmp_path_factory):
     cfg = VQVAEConfig(input_shape=(4, 16, 16), n_hiddens=16, res_hiddens=8, n_res_layers=1, downsample=(2, 4, 4),
                       n_codes=16, embedding_dim=8, n_heads=2)
     save_model(work / "vqvae", VQVAE(cfg).eval(), cfg)
-    build_token_store(load_vqvae(work / "vqvae"), work / "clips.zarr", work / "tokens.zarr", fingerprint=fingerprint(work / "vqvae"),
-                      progress=False)
+    block, tokens.BLOCK = tokens.BLOCK, 4  # 8 chunks (objects) of 4 grids per split: shards to deal to the ranks
+    try:
+        build_token_store(load_vqvae(work / "vqvae"), work / "clips.zarr", work / "tokens.zarr", fingerprint=fingerprint(work / "vqvae"),
+                          progress=False)
+    finally:
+        tokens.BLOCK = block
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -128,3 +133,15 @@ def test_the_store_built_by_two_srun_tasks_equals_the_reference(srun_run):
     ref, got = zarr.open_group(str(work / "tokens.zarr"), mode="r"), zarr.open_group(str(out / "tokens.zarr"), mode="r")
     for split in ("train", "test"):
         np.testing.assert_array_equal(got[split]["tokens"][:], ref[split]["tokens"][:])
+
+
+def test_two_ranks_training_the_prior_read_disjoint_shards_whose_union_is_the_split(srun_run):
+    """The ranks trained through fsspec (world size 2 -> the shard stream): every chunk object of the train
+    tokens was read by exactly one rank, once, and together they read all 8."""
+    work, _, ranks = srun_run
+    train = str(work / "tokens.zarr" / "train" / "tokens" / "c") + "/"
+    read = [[p for p in seen["train_gets"] if p.startswith(train)] for seen in ranks]
+    for r in read:
+        assert len(r) == len(set(r)) == 4, r  # each rank: its own 4 whole shards, one request each
+    assert not set(read[0]) & set(read[1])
+    assert sorted(set(read[0]) | set(read[1])) == sorted(f"{train}{i}/0/0/0" for i in range(8))

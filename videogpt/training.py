@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader
 from videogpt.checkpoint import load_vqvae
 from videogpt.config import Params, ParamsError, PriorParams, TrainerParams, VQVAEParams, to_dict
 from videogpt.data.clip_store import check_clip_shape, read_actions
-from videogpt.data.dataset import ClipDataset
+from videogpt.data.dataset import ClipDataset, ClipShards
+from videogpt.data.streaming import ShardStream
 from videogpt.distributed import inference_device, launch_env
 from videogpt.fileio import write_json
 from videogpt.lightning import PriorModule, VQVAEModule, finish_resume, make_trainer, prepare_resume
@@ -30,8 +31,21 @@ from videogpt.vqvae import VQVAE, VQVAEConfig, count_parameters
 
 
 def _loader(ds, batch_size, num_workers, shuffle, drop_last=False):
+    shuffle = shuffle and not isinstance(ds, ShardStream)  # a stream shuffles itself
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=num_workers,
                       pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0)
+
+
+def streams(tp: TrainerParams, *stores) -> bool:
+    """Whether the training loaders stream whole shards (videogpt.data.streaming) instead of indexing the store
+    clip by clip: across processes (each rank would otherwise hold, or index, the whole split) and from object
+    storage (a URL; one request per clip otherwise). A one-process run on local stores keeps the map-style
+    loaders and so its batches."""
+    return tp.devices * tp.num_nodes > 1 or any("://" in str(store) for store in stores)
+
+
+def _size(ds) -> int:
+    return ds.n if isinstance(ds, ShardStream) else len(ds)
 
 
 def check_launch(tp: TrainerParams) -> None:
@@ -97,14 +111,17 @@ def train_vqvae(params: Params, *, clips_path, manifest_path, model_dir, ckpt_di
     cfg = VQVAEConfig.from_params(params.vqvae, input_shape)
     vp, tp = params.vqvae, params.trainer
     # Training and validation batches travel as uint8 and become float on the device (VQVAEModule)
-    train_ds = ClipDataset(clips_path, "train", hflip=params.data.hflip, uint8=True)
-    if len(train_ds) < vp.batch_size:
-        raise ParamsError(f"vqvae.batch_size: {vp.batch_size} exceeds the {len(train_ds)} training clips")
+    seed = params.training_seed("vqvae")
+    if streams(tp, clips_path):
+        train_ds = ClipShards(clips_path, "train", seed=seed, hflip=params.data.hflip, uint8=True)
+    else:
+        train_ds = ClipDataset(clips_path, "train", hflip=params.data.hflip, uint8=True)
+    if _size(train_ds) < vp.batch_size:
+        raise ParamsError(f"vqvae.batch_size: {vp.batch_size} exceeds the {_size(train_ds)} training clips")
     val_ds = ClipDataset(clips_path, "test")
     train_dl = _loader(train_ds, vp.batch_size, vp.num_workers, shuffle=True, drop_last=True)
     val_dl = _loader(ClipDataset(clips_path, "test", uint8=True), vp.batch_size, vp.num_workers, shuffle=False)
 
-    seed = params.training_seed("vqvae")
     run_key = {"params": {"seed": seed, "vqvae": run_key_section(vp), "data": to_dict(params.data),
                           "trainer": run_key_section(tp)},
                "clips": hashlib.sha256(Path(manifest_path).read_bytes()).hexdigest()}
@@ -177,15 +194,16 @@ def train_prior(params: Params, *, vqvae_dir, tokens_path, clips_path, model_dir
     n_classes = check_class_labels(root, params)
     actions = action_statistics(clips_path, params)
     pp, tp = params.prior, params.trainer
-    train_ds = prior_dataset(pp, tokens_path, clips_path, "train")
+    seed = params.training_seed("prior")
+    train_ds = prior_dataset(pp, tokens_path, clips_path, "train",
+                             stream_seed=seed if streams(tp, tokens_path, clips_path) else None)
     val_ds = prior_dataset(pp, tokens_path, clips_path, "test")
-    if len(train_ds) < pp.batch_size:
-        raise ParamsError(f"prior.batch_size: {pp.batch_size} exceeds the {len(train_ds)} training token grids")
+    if _size(train_ds) < pp.batch_size:
+        raise ParamsError(f"prior.batch_size: {pp.batch_size} exceeds the {_size(train_ds)} training token grids")
     frame_shape = (params.data.resolution, params.data.resolution)
     cfg = PriorConfig.from_params(pp, vqvae.config, n_classes=n_classes, frame_shape=frame_shape,
                                   action_shape=actions[0] if actions else None)
 
-    seed = params.training_seed("prior")
     run_key = {"params": {"seed": seed, "prior": run_key_section(pp), "trainer": run_key_section(tp)}, "vqvae": fp}
     resume_from = prepare_resume(ckpt_dir, run_key)
     torch.manual_seed(seed)
@@ -208,7 +226,7 @@ def train_prior(params: Params, *, vqvae_dir, tokens_path, clips_path, model_dir
         return {}
     report = {
         "val_bits_per_dim": val_bits,
-        "train_unigram_entropy_bits": unigram_entropy_bits(train_ds.tokens, cfg.n_codes),
+        "train_unigram_entropy_bits": unigram_entropy_bits(train_ds.code_counts(cfg.n_codes)),
         "n_params": model.num_params(),
         "steps": trainer.global_step,
         # VideoGPT has no validation split: "val" is the test split, as in the paper's code
