@@ -155,3 +155,30 @@ def test_peak_memory_does_not_grow_with_the_split(tmp_path):
     _, held_small = peak_growth_mib(small, "memory")
     _, held_large = peak_growth_mib(large, "memory")
     assert held_large - held_small > 40, (held_small, held_large)
+
+
+def test_clip_stream_yields_every_stored_clip_once_flipped_as_drawn(tmp_path):
+    """ClipShards over a sharded clip store (8 clips per shard): one reader yields each clip once, as ClipDataset
+    stores it or flipped left-right (hflip), and the same torch seed gives the same items."""
+    from videogpt.data.dataset import ClipDataset, ClipShards
+    rng = np.random.default_rng(1)
+    root = zarr.open_group(str(tmp_path / "clips.zarr"), mode="w")
+    g = root.create_group("train")
+    g.create_array("clips", data=rng.integers(0, 256, (40, 2, 4, 4, 3), dtype=np.uint8), chunks=(1, 2, 4, 4, 3),
+                   shards=(8, 2, 4, 4, 3))
+    g.create_array("labels", data=np.arange(40, dtype=np.int32))
+    ref = ClipDataset(tmp_path / "clips.zarr", "train", uint8=True)
+
+    def run():
+        torch.manual_seed(0)
+        return list(ClipShards(tmp_path / "clips.zarr", "train", seed=0, hflip=True, uint8=True))
+
+    items = run()
+    assert sorted(label for _, label in items) == list(range(40))
+    flipped = 0
+    for video, label in items:
+        want = ref[label][0]
+        flipped += not torch.equal(video, want)
+        assert torch.equal(video, want) or torch.equal(video, want.flip(-2))
+    assert 5 < flipped < 35  # about half
+    assert all(torch.equal(a[0], b[0]) and a[1] == b[1] for a, b in zip(items, run()))
