@@ -16,7 +16,7 @@ import torch
 import zarr
 from torch.utils.data import DataLoader
 
-from videogpt.data.streaming import assignment, pieces
+from videogpt.data.streaming import assignment, fewest_items, pieces
 from videogpt.tokens import TokenDataset, TokenShards
 
 pytest.importorskip("fsspec")
@@ -54,6 +54,9 @@ def test_readers_get_disjoint_pieces_that_cover_the_split():
     assert again == assignment(n, shard, seed=3, epoch=0, n_readers=4)[0]
     assert again != assignment(n, shard, seed=3, epoch=1, n_readers=4)[0]  # each epoch deals anew
     assert again != assignment(n, shard, seed=4, epoch=0, n_readers=4)[0]
+    for n, shard, readers in ((100, 8, 3), (96, 8, 4), (10, 8, 4), (1000, 64, 6), (33, 1, 2)):
+        fewest = min(assignment(n, shard, s, e, readers)[1] for s in range(3) for e in range(20))
+        assert fewest_items(n, shard, readers) <= fewest  # a true lower bound
     # fewer shards than readers: equal smaller pieces, still a partition
     assert pieces(10, 8, 4) == [(0, 2), (2, 4), (4, 6), (6, 8), (8, 10)]
     with pytest.raises(ValueError, match="3 items cannot be shared by 4 readers"):
@@ -182,3 +185,15 @@ def test_clip_stream_yields_every_stored_clip_once_flipped_as_drawn(tmp_path):
         assert torch.equal(video, want) or torch.equal(video, want.flip(-2))
     assert 5 < flipped < 35  # about half
     assert all(torch.equal(a[0], b[0]) and a[1] == b[1] for a, b in zip(items, run()))
+
+
+def test_a_batch_larger_than_a_readers_share_is_refused_naming_the_key(tmp_path):
+    """Under DDP every reader (rank x worker) must get at least a batch each epoch, else no rank would step."""
+    from videogpt.config import ParamsError, TrainerParams
+    from videogpt.training import _check_size
+    write_token_store(tmp_path / "t.zarr", 64, 8)  # 8 shards: 2 per reader for 2 ranks x 2 workers
+    stream = TokenShards(tmp_path / "t.zarr", "train", seed=0)
+    _check_size(stream, TrainerParams(devices=2), 16, 2, "prior.batch_size", "training token grids")
+    with pytest.raises(ParamsError, match="prior.batch_size: 17 exceeds the 16 training token grids that each of "
+                                          "the 4 readers"):
+        _check_size(stream, TrainerParams(devices=2), 17, 2, "prior.batch_size", "training token grids")

@@ -18,7 +18,7 @@ from videogpt.checkpoint import load_vqvae
 from videogpt.config import Params, ParamsError, PriorParams, TrainerParams, VQVAEParams, to_dict
 from videogpt.data.clip_store import check_clip_shape, read_actions
 from videogpt.data.dataset import ClipDataset, ClipShards
-from videogpt.data.streaming import ShardStream
+from videogpt.data.streaming import ShardStream, fewest_items
 from videogpt.distributed import inference_device, launch_env
 from videogpt.fileio import write_json
 from videogpt.lightning import PriorModule, VQVAEModule, finish_resume, make_trainer, prepare_resume
@@ -44,8 +44,17 @@ def streams(tp: TrainerParams, *stores) -> bool:
     return tp.devices * tp.num_nodes > 1 or any("://" in str(store) for store in stores)
 
 
-def _size(ds) -> int:
-    return ds.n if isinstance(ds, ShardStream) else len(ds)
+def _check_size(ds, tp: TrainerParams, batch_size: int, num_workers: int, key: str, what: str) -> None:
+    """Enough items for one batch: of the split, and for a stream of every reader's share (ranks x workers),
+    since a reader with less than a batch would leave every epoch without a step."""
+    if isinstance(ds, ShardStream):
+        readers = tp.devices * tp.num_nodes * max(1, num_workers)
+        share = fewest_items(ds.n, ds.shard, readers)
+        if share < batch_size:
+            raise ParamsError(f"{key}: {batch_size} exceeds the {share} {what} that each of the {readers} readers "
+                              "(trainer.devices x trainer.num_nodes x DataLoader workers) may get in an epoch")
+    elif len(ds) < batch_size:
+        raise ParamsError(f"{key}: {batch_size} exceeds the {len(ds)} {what}")
 
 
 def check_launch(tp: TrainerParams) -> None:
@@ -116,8 +125,7 @@ def train_vqvae(params: Params, *, clips_path, manifest_path, model_dir, ckpt_di
         train_ds = ClipShards(clips_path, "train", seed=seed, hflip=params.data.hflip, uint8=True)
     else:
         train_ds = ClipDataset(clips_path, "train", hflip=params.data.hflip, uint8=True)
-    if _size(train_ds) < vp.batch_size:
-        raise ParamsError(f"vqvae.batch_size: {vp.batch_size} exceeds the {_size(train_ds)} training clips")
+    _check_size(train_ds, tp, vp.batch_size, vp.num_workers, "vqvae.batch_size", "training clips")
     val_ds = ClipDataset(clips_path, "test")
     train_dl = _loader(train_ds, vp.batch_size, vp.num_workers, shuffle=True, drop_last=True)
     val_dl = _loader(ClipDataset(clips_path, "test", uint8=True), vp.batch_size, vp.num_workers, shuffle=False)
@@ -198,8 +206,7 @@ def train_prior(params: Params, *, vqvae_dir, tokens_path, clips_path, model_dir
     train_ds = prior_dataset(pp, tokens_path, clips_path, "train",
                              stream_seed=seed if streams(tp, tokens_path, clips_path) else None)
     val_ds = prior_dataset(pp, tokens_path, clips_path, "test")
-    if _size(train_ds) < pp.batch_size:
-        raise ParamsError(f"prior.batch_size: {pp.batch_size} exceeds the {_size(train_ds)} training token grids")
+    _check_size(train_ds, tp, pp.batch_size, pp.num_workers, "prior.batch_size", "training token grids")
     frame_shape = (params.data.resolution, params.data.resolution)
     cfg = PriorConfig.from_params(pp, vqvae.config, n_classes=n_classes, frame_shape=frame_shape,
                                   action_shape=actions[0] if actions else None)

@@ -34,6 +34,14 @@ def pieces(n: int, shard: int, n_readers: int) -> list[tuple[int, int]]:
     return [(a, min(a + size, n)) for a in range(0, n, size)]
 
 
+def fewest_items(n: int, shard: int, n_readers: int) -> int:
+    """A lower bound, over all epochs, on the items each reader yields: its share of the pieces, at most one of
+    them the short last piece."""
+    parts = pieces(n, shard, n_readers)
+    size = parts[0][1] - parts[0][0]
+    return (len(parts) // n_readers - 1) * size + (parts[-1][1] - parts[-1][0])
+
+
 def assignment(n: int, shard: int, seed: int, epoch: int, n_readers: int) -> tuple[list[list[tuple[int, int]]], int]:
     """(the pieces of each reader in reading order, the items every reader yields) for one epoch."""
     parts = pieces(n, shard, n_readers)
