@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from videogpt import storage
+from videogpt import storage, training
+from videogpt.config import TrainerParams
 
 
 def test_join_keeps_urls_intact():
@@ -61,6 +62,8 @@ def test_marker_and_pointer_round_trip(root, tmp_path):
     recorded = json.loads(pointer.read_text())
     assert recorded["url"] == prefix and recorded["hash"] == marker["hash"] and recorded["counts"] == {"train": 3}
     assert "testing" not in pointer.read_text()  # no credentials in what is written
+    # training streams whole shards from a store in a bucket, reached through its pointer too
+    assert training.streams(TrainerParams(), pointer) == storage.is_url(prefix)
     # A prefix whose content changed after the pointer was written: refused
     _write(prefix, {"manifest.csv": b"clip\n1\n"})
     storage.write_marker(prefix, key=key, counts={"train": 3})

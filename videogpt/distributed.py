@@ -34,12 +34,54 @@ def inference_autocast(device: str | torch.device, precision: str):
     return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+def _srun_launched() -> bool:
+    """Whether srun started this process, by the rule of Lightning's SLURMEnvironment.detect (SLURM_NTASKS set, job
+    not named "bash" or "interactive"), so that these helpers and the training stages' Trainer agree."""
+    return "SLURM_NTASKS" in os.environ and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive")
+
+
+def launch_env() -> tuple[int, int, int]:
+    """(global rank, world size, local rank) as the launcher set them, before any process group exists.
+
+    srun: SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID (checked first, as Lightning does: its SLURMEnvironment is
+    what the training stages' Trainer uses under srun). torchrun: RANK / WORLD_SIZE / LOCAL_RANK. Otherwise 0, 1, 0.
+    """
+    if _srun_launched():
+        return (int(os.environ.get("SLURM_PROCID", "0")), int(os.environ["SLURM_NTASKS"]),
+                int(os.environ.get("SLURM_LOCALID", "0")))
+    if "WORLD_SIZE" in os.environ:
+        return (int(os.environ.get("RANK", "0")), int(os.environ["WORLD_SIZE"]),
+                int(os.environ.get("LOCAL_RANK", "0")))
+    return 0, 1, 0
+
+
+def launched_as_rank_zero() -> bool:
+    """Whether this process is global rank 0, read from the launcher's environment before any process group
+    exists: srun's SLURM_PROCID (launch_env), torchrun's RANK, and the LOCAL_RANK / NODE_RANK of the processes
+    Lightning's own launcher starts (they have no RANK)."""
+    if launch_env()[0] != 0:
+        return False
+    return _srun_launched() or all(int(os.environ.get(k, "0")) == 0 for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
 def init_from_env() -> None:
-    """Join the process group when launched by torchrun/srun (WORLD_SIZE > 1)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    """Join the process group when launched by torchrun or srun with more than one process.
+
+    Under srun the rendezvous address and port are the ones Lightning's SLURMEnvironment picks (MASTER_ADDR /
+    MASTER_PORT when set, else the first host of SLURM_NODELIST and a port derived from SLURM_JOB_ID), so the
+    non-training stages and the training stages meet the same way.
+    """
+    rank, world, local_rank = launch_env()
+    if world <= 1 or torch.distributed.is_initialized():
+        return
+    if _srun_launched():
+        from lightning_fabric.plugins.environments import SLURMEnvironment
+        env = SLURMEnvironment()  # refuses --ntasks without --ntasks-per-node, as the Trainer would
+        os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = env.main_address, str(env.main_port)
+    torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo", init_method="env://",
+                                         rank=rank, world_size=world)
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
 
 
 def rank_and_world() -> tuple[int, int]:

@@ -21,7 +21,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
-from videogpt.distributed import rank_and_world
+from videogpt.distributed import launched_as_rank_zero, rank_and_world
 from videogpt.fileio import write_text
 from videogpt.video import to_float
 from videogpt.vqvae import codebook_counts, mean_perplexity
@@ -250,12 +250,6 @@ def quiet_lightning():
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-
-
-def launched_as_rank_zero() -> bool:
-    """Whether this process is global rank 0, read from the launcher's environment before any process group
-    exists: torchrun's RANK, SLURM's SLURM_PROCID, and LOCAL_RANK / NODE_RANK of the processes Lightning starts."""
-    return all(int(os.environ.get(k, "0")) == 0 for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
 def prepare_resume(ckpt_dir: str | Path, run_key: dict) -> str | None:

@@ -112,8 +112,9 @@ def save_reconstruction_picture(vqvae: VQVAE, dataset, path, n: int = 6) -> None
     save_png(path, contact_sheet(rows), upscale=2)
 
 
-def unigram_entropy_bits(tokens: np.ndarray, n_codes: int) -> float:
-    p = np.bincount(tokens.reshape(-1).astype(np.int64), minlength=n_codes) / tokens.size
+def unigram_entropy_bits(counts: np.ndarray) -> float:
+    """Entropy in bits of the codes' frequencies, from (n_codes,) occurrence counts."""
+    p = counts / counts.sum()
     p = p[p > 0]
     return float(-(p * np.log2(p)).sum())
 

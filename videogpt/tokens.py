@@ -21,7 +21,8 @@ from videogpt import storage
 from videogpt.config import PriorParams
 from videogpt.data.clip_store import (clips_array, read_actions, read_clips, read_labels, store_attrs,
                                       store_splits)
-from videogpt.data.dataset import ClipDataset
+from videogpt.data.dataset import ClipDataset, shard_rows
+from videogpt.data.streaming import ShardStream
 from videogpt.distributed import barrier, inference_autocast, rank_and_world, to_device
 from videogpt.prior import ACTION_CONDITIONS, FRAME_CONDITIONS
 from videogpt.progress import progress_bar
@@ -201,19 +202,72 @@ class TokenDataset(Dataset):
         return len(self.tokens)
 
     def __getitem__(self, i):
-        item = {"tokens": torch.from_numpy(self.tokens[i].astype(np.int64))}
-        if self.with_label:
-            item["label"] = torch.tensor(self.labels[i])
+        frames = self.clips[i][0][:, :self.n_cond_frames] if self.n_cond_frames else None
+        return token_item(self.tokens[i], self.labels[i] if self.with_label else None, frames,
+                          None if self.actions is None else self.actions[i])
+
+    def code_counts(self, n_codes: int) -> np.ndarray:
+        """(n_codes,) int64: how often each code occurs in the split."""
+        return np.bincount(self.tokens.reshape(-1).astype(np.int64), minlength=n_codes)
+
+
+def token_item(tokens, label, frames, actions) -> dict:
+    """One item of TokenDataset / TokenShards: the keys whose value is not None (see TokenDataset)."""
+    item = {"tokens": torch.from_numpy(tokens.astype(np.int64))}
+    if label is not None:
+        item["label"] = torch.tensor(np.int64(label))
+    if frames is not None:
+        item["frames"] = frames
+    if actions is not None:
+        item["actions"] = torch.from_numpy(actions)
+    return item
+
+
+class TokenShards(ShardStream):
+    """TokenDataset's items, streamed by whole chunks (BLOCK grids, one object each) as
+    videogpt.data.streaming says: a rank holds one chunk plus the shuffle buffer (default two chunks' grids),
+    not the split. Conditioning frames are read for each chunk's rows in one bulk read of the clip store;
+    actions (small, T x A floats per clip) are held whole, as in TokenDataset."""
+
+    def __init__(self, tokens_path, split: str, *, seed: int, with_label: bool = False, n_cond_frames: int = 0,
+                 with_actions: bool = False, clips_path=None, buffer: int | None = None):
+        self.tokens_path, self.split, self.clips_path = str(tokens_path), split, clips_path
+        self.with_label, self.n_cond_frames = with_label, n_cond_frames
+        super().__init__(seed, buffer=0)
+        tokens = self.group()["tokens"]
+        self.n, self.shard = tokens.shape[0], shard_rows(tokens)
+        self.buffer = buffer or 2 * self.shard
+        self.actions = read_actions(clips_path, split) if with_actions else None
+
+    def open(self) -> dict:
+        group = zarr.open_group(self.tokens_path, mode="r")[self.split]
+        return {"tokens": group["tokens"], "labels": group["labels"]}
+
+    def read(self, start: int, stop: int) -> list:
+        group = self.group()
+        tokens = group["tokens"][start:stop]
+        labels = group["labels"][start:stop] if self.with_label else [None] * len(tokens)
+        frames = [None] * len(tokens)
         if self.n_cond_frames:
-            video, _ = self.clips[i]
-            item["frames"] = video[:, :self.n_cond_frames]
-        if self.actions is not None:
-            item["actions"] = torch.from_numpy(self.actions[i])
-        return item
+            clips = clips_array(self.clips_path, self.split)[start:stop, :self.n_cond_frames]
+            frames = [to_float(c) for c in clips]
+        actions = [None] * len(tokens) if self.actions is None else self.actions[start:stop]
+        return [token_item(*row) for row in zip(tokens, labels, frames, actions)]
+
+    def code_counts(self, n_codes: int) -> np.ndarray:
+        """As TokenDataset.code_counts, read chunk by chunk."""
+        tokens = self.group()["tokens"]
+        return sum((np.bincount(tokens[a:a + self.shard].reshape(-1).astype(np.int64), minlength=n_codes)
+                    for a in range(0, self.n, self.shard)), np.zeros(n_codes, np.int64))
 
 
-def prior_dataset(prior: PriorParams, tokens_path, clips_path, split: str) -> TokenDataset:
-    """The token grids of a split with what the `prior:` params condition on (labels, first frames, actions)."""
-    return TokenDataset(tokens_path, split, with_label=prior.condition == "class",
-                        n_cond_frames=prior.n_cond_frames if prior.condition in FRAME_CONDITIONS else 0,
-                        with_actions=prior.condition in ACTION_CONDITIONS, clips_path=clips_path)
+def prior_dataset(prior: PriorParams, tokens_path, clips_path, split: str,
+                  stream_seed: int | None = None) -> TokenDataset | TokenShards:
+    """The token grids of a split with what the `prior:` params condition on (labels, first frames, actions):
+    held in memory, or streamed by chunks (TokenShards) in the order `stream_seed` fixes when it is given."""
+    kwargs = dict(with_label=prior.condition == "class",
+                  n_cond_frames=prior.n_cond_frames if prior.condition in FRAME_CONDITIONS else 0,
+                  with_actions=prior.condition in ACTION_CONDITIONS, clips_path=clips_path)
+    if stream_seed is not None:
+        return TokenShards(tokens_path, split, seed=stream_seed, **kwargs)
+    return TokenDataset(tokens_path, split, **kwargs)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -16,8 +17,10 @@ from torch.utils.data import DataLoader
 from videogpt.checkpoint import load_vqvae
 from videogpt.config import Params, ParamsError, PriorParams, TrainerParams, VQVAEParams, to_dict
 from videogpt.data.clip_store import check_clip_shape, read_actions
-from videogpt.data.dataset import ClipDataset
-from videogpt.distributed import inference_device
+from videogpt import storage
+from videogpt.data.dataset import ClipDataset, ClipShards
+from videogpt.data.streaming import ShardStream, fewest_items
+from videogpt.distributed import inference_device, launch_env
 from videogpt.fileio import write_json
 from videogpt.lightning import PriorModule, VQVAEModule, finish_resume, make_trainer, prepare_resume
 from videogpt.prior import ACTION_CONDITIONS, Prior, PriorConfig
@@ -29,8 +32,45 @@ from videogpt.vqvae import VQVAE, VQVAEConfig, count_parameters
 
 
 def _loader(ds, batch_size, num_workers, shuffle, drop_last=False):
+    shuffle = shuffle and not isinstance(ds, ShardStream)  # a stream shuffles itself
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=num_workers,
                       pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0)
+
+
+def streams(tp: TrainerParams, *stores) -> bool:
+    """Whether the training loaders stream whole shards (videogpt.data.streaming) instead of indexing the store
+    clip by clip: across processes (each rank would otherwise hold, or index, the whole split) and from object
+    storage (a URL, or a pointer file leading to one under storage.root; one request per clip otherwise). A
+    one-process run on local stores keeps the map-style loaders and so its batches."""
+    return tp.devices * tp.num_nodes > 1 or any(storage.is_url(storage.resolve(store)) for store in stores)
+
+
+def _check_size(ds, tp: TrainerParams, batch_size: int, num_workers: int, key: str, what: str) -> None:
+    """Enough items for one batch: of the split, and for a stream of every reader's share (ranks x workers),
+    since a reader with less than a batch would leave every epoch without a step."""
+    if isinstance(ds, ShardStream):
+        readers = tp.devices * tp.num_nodes * max(1, num_workers)
+        share = fewest_items(ds.n, ds.shard, readers)
+        if share < batch_size:
+            raise ParamsError(f"{key}: {batch_size} exceeds the {share} {what} that each of the {readers} readers "
+                              "(trainer.devices x trainer.num_nodes x DataLoader workers) may get in an epoch")
+    elif len(ds) < batch_size:
+        raise ParamsError(f"{key}: {batch_size} exceeds the {len(ds)} {what}")
+
+
+def check_launch(tp: TrainerParams) -> None:
+    """Under srun or torchrun, the processes the launcher started must be those the Trainer expects
+    (trainer.devices per node x trainer.num_nodes); otherwise Lightning either starts processes of its own beside
+    them (duplicate work racing on the same files) or waits forever for ranks that never come. Checked before any
+    data is read. A process started by Lightning's own launcher carries its WORLD_SIZE, which matches."""
+    world = launch_env()[1]
+    per_node = os.environ.get("SLURM_NTASKS_PER_NODE", "").split("(")[0]  # srun writes e.g. "2(x3)"
+    if world > 1 and (world != tp.devices * tp.num_nodes or (per_node.isdigit() and int(per_node) != tp.devices)):
+        raise ParamsError(
+            f"trainer.devices, trainer.num_nodes: {tp.devices} device(s) x {tp.num_nodes} node(s), but the launcher "
+            f"started {world} processes (SLURM_NTASKS or WORLD_SIZE; SLURM_NTASKS_PER_NODE="
+            f"{os.environ.get('SLURM_NTASKS_PER_NODE', 'unset')}): set trainer.devices to the tasks per node "
+            "(srun --ntasks-per-node, torchrun --nproc-per-node) and trainer.num_nodes to the nodes")
 
 
 def _digest(obj) -> str:
@@ -76,18 +116,21 @@ def fit(trainer, module, train_dl, val_dl, resume_from) -> None:
 
 def train_vqvae(params: Params, *, clips_path, manifest_path, model_dir, ckpt_dir, live_dir, metrics_path,
                 picture_path) -> dict:
+    check_launch(params.trainer)
     input_shape = check_clip_shape(clips_path, params.data.resolution, params.data.sequence_length)
     cfg = VQVAEConfig.from_params(params.vqvae, input_shape)
     vp, tp = params.vqvae, params.trainer
     # Training and validation batches travel as uint8 and become float on the device (VQVAEModule)
-    train_ds = ClipDataset(clips_path, "train", hflip=params.data.hflip, uint8=True)
-    if len(train_ds) < vp.batch_size:
-        raise ParamsError(f"vqvae.batch_size: {vp.batch_size} exceeds the {len(train_ds)} training clips")
+    seed = params.training_seed("vqvae")
+    if streams(tp, clips_path):
+        train_ds = ClipShards(clips_path, "train", seed=seed, hflip=params.data.hflip, uint8=True)
+    else:
+        train_ds = ClipDataset(clips_path, "train", hflip=params.data.hflip, uint8=True)
+    _check_size(train_ds, tp, vp.batch_size, vp.num_workers, "vqvae.batch_size", "training clips")
     val_ds = ClipDataset(clips_path, "test")
     train_dl = _loader(train_ds, vp.batch_size, vp.num_workers, shuffle=True, drop_last=True)
     val_dl = _loader(ClipDataset(clips_path, "test", uint8=True), vp.batch_size, vp.num_workers, shuffle=False)
 
-    seed = params.training_seed("vqvae")
     run_key = {"params": {"seed": seed, "vqvae": run_key_section(vp), "data": to_dict(params.data),
                           "trainer": run_key_section(tp)},
                "clips": hashlib.sha256(Path(manifest_path).read_bytes()).hexdigest()}
@@ -153,21 +196,22 @@ def action_statistics(clips_path, params: Params) -> tuple[tuple[int, int], np.n
 
 def train_prior(params: Params, *, vqvae_dir, tokens_path, clips_path, model_dir, ckpt_dir, live_dir,
                 metrics_path) -> dict:
+    check_launch(params.trainer)
     vqvae = load_vqvae(vqvae_dir)
     fp = fingerprint(vqvae_dir)
     root = open_token_store(tokens_path, expect_fingerprint=fp)
     n_classes = check_class_labels(root, params)
     actions = action_statistics(clips_path, params)
     pp, tp = params.prior, params.trainer
-    train_ds = prior_dataset(pp, tokens_path, clips_path, "train")
+    seed = params.training_seed("prior")
+    train_ds = prior_dataset(pp, tokens_path, clips_path, "train",
+                             stream_seed=seed if streams(tp, tokens_path, clips_path) else None)
     val_ds = prior_dataset(pp, tokens_path, clips_path, "test")
-    if len(train_ds) < pp.batch_size:
-        raise ParamsError(f"prior.batch_size: {pp.batch_size} exceeds the {len(train_ds)} training token grids")
+    _check_size(train_ds, tp, pp.batch_size, pp.num_workers, "prior.batch_size", "training token grids")
     frame_shape = (params.data.resolution, params.data.resolution)
     cfg = PriorConfig.from_params(pp, vqvae.config, n_classes=n_classes, frame_shape=frame_shape,
                                   action_shape=actions[0] if actions else None)
 
-    seed = params.training_seed("prior")
     run_key = {"params": {"seed": seed, "prior": run_key_section(pp), "trainer": run_key_section(tp)}, "vqvae": fp}
     resume_from = prepare_resume(ckpt_dir, run_key)
     torch.manual_seed(seed)
@@ -190,7 +234,7 @@ def train_prior(params: Params, *, vqvae_dir, tokens_path, clips_path, model_dir
         return {}
     report = {
         "val_bits_per_dim": val_bits,
-        "train_unigram_entropy_bits": unigram_entropy_bits(train_ds.tokens, cfg.n_codes),
+        "train_unigram_entropy_bits": unigram_entropy_bits(train_ds.code_counts(cfg.n_codes)),
         "n_params": model.num_params(),
         "steps": trainer.global_step,
         # VideoGPT has no validation split: "val" is the test split, as in the paper's code

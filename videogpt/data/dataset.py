@@ -8,8 +8,23 @@ import torch
 import zarr
 from torch.utils.data import Dataset
 
-from videogpt.data.clip_store import clips_array, read_labels
+from videogpt.data.clip_store import clips_array, open_split, read_labels
+from videogpt.data.streaming import ShardStream
 from videogpt.video import to_float
+
+
+def clip_item(clip, label, hflip: bool, uint8: bool) -> tuple[torch.Tensor, int]:
+    """A stored uint8 (T, H, W, 3) clip as a training item (ClipDataset's docstring), flipped left-right with
+    probability 1/2 (torch's RNG) when hflip."""
+    video = torch.as_tensor(clip) if uint8 else to_float(clip)
+    if hflip and torch.rand(()) < 0.5:
+        video = video.flip(-2 if uint8 else -1)  # the W axis
+    return video, int(label)
+
+
+def shard_rows(array: zarr.Array) -> int:
+    """Rows per stored object of a Zarr array: its shard (one object of many chunks), else its chunk."""
+    return (array.shards or array.chunks)[0]
 
 
 class ClipDataset(Dataset):
@@ -51,7 +66,26 @@ class ClipDataset(Dataset):
         except Exception as e:
             raise RuntimeError(f"{self.store_path}/{self.split}/clips: clip {index} is unreadable "
                                f"(corrupt or missing shard?): {type(e).__name__}: {e}") from e
-        video = torch.as_tensor(clip) if self.uint8 else to_float(clip)
-        if self.hflip and torch.rand(()) < 0.5:
-            video = video.flip(-2 if self.uint8 else -1)  # the W axis
-        return video, int(self.labels[index])
+        return clip_item(clip, self.labels[index], self.hflip, self.uint8)
+
+
+class ClipShards(ShardStream):
+    """ClipDataset's items, streamed by whole shards (videogpt.data.streaming): each DDP rank and DataLoader
+    worker reads only its own shards, one bulk read each, and holds one shard plus the shuffle buffer (default
+    two shards' clips). `seed` fixes the order; hflip draws from torch's RNG as in ClipDataset."""
+
+    def __init__(self, store_path, split: str, *, seed: int, hflip: bool = False, uint8: bool = False,
+                 buffer: int | None = None):
+        self.store_path, self.split, self.hflip, self.uint8 = store_path, split, hflip, uint8
+        super().__init__(seed, buffer=0)
+        clips = self.group()["clips"]
+        self.n, self.shard = clips.shape[0], shard_rows(clips)
+        self.buffer = buffer or 2 * self.shard
+
+    def open(self) -> dict:
+        group = open_split(self.store_path, self.split)
+        return {"clips": group["clips"], "labels": group["labels"]}
+
+    def read(self, start: int, stop: int) -> list:
+        clips, labels = self.group()["clips"][start:stop], self.group()["labels"][start:stop]
+        return [clip_item(c, label, self.hflip, self.uint8) for c, label in zip(clips, labels)]
