@@ -98,13 +98,15 @@ def test_dvc_yaml_declares_the_paths_of_pipeline_paths():
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     declared = set()
     for stage in dvc["stages"].values():
-        for kind in ("outs", "metrics"):
+        for kind in ("outs", "metrics", "plots"):
             for out in stage.get(kind, []):
                 declared.add(next(iter(out)) if isinstance(out, dict) else out)
     for name in ("DEFAULT_VIDEOS", "CLIPS", "MANIFEST", "REJECTED", "TOKENS", "VQVAE_DIR", "PRIOR_DIR",
-                 "VQVAE_LIVE", "PRIOR_LIVE", "SAMPLES", "REAL_STATS",
-                 "VQVAE_METRICS", "PRIOR_METRICS", "EVAL_METRICS"):
+                 "SAMPLES", "REAL_STATS", "VQVAE_METRICS", "PRIOR_METRICS", "EVAL_METRICS"):
         assert str(getattr(paths, name)) in declared, name
+    for name in ("VQVAE_LIVE", "PRIOR_LIVE"):   # what dvclive writes there: its summary and its curves
+        live = getattr(paths, name)
+        assert {str(live / "metrics.json"), str(live / "plots" / "metrics")} <= declared, name
     # resume checkpoints are scratch, not outs: a declared out that is neither cached nor in git is missing in a
     # queued experiment's temp workspace and makes DVC re-run the stage there instead of reusing the baseline's
     assert not any(str(d).startswith("checkpoints") for d in declared)
