@@ -147,7 +147,7 @@ def test_fsdp_is_refused_before_any_work_naming_the_keys(accelerator):
 def test_new_keys_at_their_defaults_leave_the_run_key_unchanged():
     """The run key (resume, and the VQ-VAE's saved metadata) of a run at the defaults is what it was before the
     keys existed; a non-default value enters it."""
-    from videogpt.config import PriorParams, VQVAEParams
+    from videogpt.config import DataParams, PriorParams, VQVAEParams
     from videogpt.training import LATER_KEYS, run_key_section
     key = run_key_section(TrainerParams())
     assert key == {"accelerator": "auto", "devices": 1, "num_nodes": 1, "strategy": "auto", "precision": "32",
@@ -157,6 +157,11 @@ def test_new_keys_at_their_defaults_leave_the_run_key_unchanged():
         assert run_key_section(TrainerParams(**{name: changed}))[name] == changed
     for section in (VQVAEParams, PriorParams):   # a training's own seed: only when set
         assert "seed" not in run_key_section(section()) and run_key_section(section(seed=3))["seed"] == 3
+    # the data section as the VQ-VAE's key held it before the WebDataset keys: the default config.json's bytes
+    assert list(run_key_section(DataParams())) == ["source", "format", "split_ratio", "split_seed", "ucf_split",
+                                                   "resolution", "sequence_length", "frame_stride", "clip_stride",
+                                                   "fps", "num_workers", "decode_timeout", "hflip"]
+    assert run_key_section(DataParams(label_key="label"))["label_key"] == "label"
 
 
 def graph_breaks(fn, *args) -> list:

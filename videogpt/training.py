@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from videogpt.checkpoint import load_vqvae
-from videogpt.config import Params, ParamsError, PriorParams, TrainerParams, VQVAEParams, to_dict
+from videogpt.config import DataParams, Params, ParamsError, PriorParams, TrainerParams, VQVAEParams, to_dict
 from videogpt.data.clip_store import check_clip_shape, read_actions
 from videogpt import storage
 from videogpt.data.dataset import ClipDataset, ClipShards
@@ -81,7 +81,7 @@ def _digest(obj) -> str:
 # at the defaults keeps its key (its checkpoints still resume, the VQ-VAE's config.json keeps its bytes). A training's
 # own seed enters the key resolved, as "seed", whatever its section says.
 LATER_KEYS = {TrainerParams: ("accumulate_grad_batches", "checkpoint_activations", "deterministic"),
-              VQVAEParams: ("seed", "n_codebooks"), PriorParams: ("seed",)}
+              VQVAEParams: ("seed", "n_codebooks"), PriorParams: ("seed",), DataParams: ("label_key", "split_key")}
 
 
 def run_key_section(section) -> dict:
@@ -131,7 +131,7 @@ def train_vqvae(params: Params, *, clips_path, manifest_path, model_dir, ckpt_di
     train_dl = _loader(train_ds, vp.batch_size, vp.num_workers, shuffle=True, drop_last=True)
     val_dl = _loader(ClipDataset(clips_path, "test", uint8=True), vp.batch_size, vp.num_workers, shuffle=False)
 
-    run_key = {"params": {"seed": seed, "vqvae": run_key_section(vp), "data": to_dict(params.data),
+    run_key = {"params": {"seed": seed, "vqvae": run_key_section(vp), "data": run_key_section(params.data),
                           "trainer": run_key_section(tp)},
                "clips": hashlib.sha256(Path(manifest_path).read_bytes()).hexdigest()}
     resume_from = prepare_resume(ckpt_dir, run_key)
