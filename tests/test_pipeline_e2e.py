@@ -140,6 +140,12 @@ def test_second_repro_has_nothing_to_do(reproduced):
     dst, env, _ = reproduced
     out = run([sys.executable, "-m", "dvc", "status"], dst, env)
     assert "up to date" in out, out
+    # a fresh clone has no __pycache__ beside the code the stages depend on: still nothing to do
+    import shutil
+    for cache in dst.glob("videogpt/**/__pycache__"):
+        shutil.rmtree(cache)
+    out = run([sys.executable, "-m", "dvc", "status"], dst, env)
+    assert "up to date" in out, out
 
 
 def test_forced_rerun_reproduces_every_output_bitwise(reproduced):
