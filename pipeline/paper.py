@@ -130,7 +130,7 @@ PAPER_SOURCE = "VideoGPT (Yan et al. 2021) on BAIR, its own protocol (FVD ± ove
 
 # Params a user sets for their machine or files: they may differ from the preset at --scale paper.
 MACHINE_KEYS = ("data.source", "eval.i3d_weights")
-MACHINE_PREFIXES = ("trainer.",)
+MACHINE_PREFIXES = ("trainer.", "storage.")
 
 
 class PaperError(RuntimeError):
@@ -260,16 +260,16 @@ def stages_unaffected_by(dvc_yaml: dict, keys, params_flat: dict | None = None) 
     return [name for name in stages if name not in affected]
 
 
-def prime_shared_stages(repo: Path, table: str, runs: list[Run]) -> None:
+def prime_shared_stages(repo: Path, table: str, grid: Grid, runs: list[Run]) -> None:
     """Run once, with the params every run shares, the stages no swept param reaches, when those params differ
-    from the baseline's: the queued runs then restore these stages from the run-cache (not one copy per worker)."""
+    from the baseline's: the queued runs then restore these stages from the run-cache (not one copy per worker).
+    The swept keys are the grid's (its rows' and its seed's), even when a subset of rows or seeds is run."""
     baseline = tables.flat_params(yaml.safe_load((repo / tables.PARAMS_FILE).read_text()) or {})
-    keys = {k for run in runs for k in run.params}
-    shared = {k: runs[0].params[k] for k in keys if all(k in r.params and r.params[k] == runs[0].params[k]
-                                                         for r in runs)}
+    swept = {k for row in grid.rows for k in row} | {grid.seed_key}
+    shared = {k: v for k, v in runs[0].params.items() if k not in swept}
     if all(baseline.get(k) == v for k, v in shared.items()):
         return    # the reproduced baseline already holds them
-    targets = stages_unaffected_by(yaml.safe_load((repo / "dvc.yaml").read_text()), keys - set(shared), baseline)
+    targets = stages_unaffected_by(yaml.safe_load((repo / "dvc.yaml").read_text()), swept, baseline)
     if not targets:
         return
     name = f"{table.replace('_', '')}-shared"
@@ -384,8 +384,9 @@ def build(repo: Path, name: str, runs: list[Run]) -> tuple[tables.Table, dict[st
 def render(table: tables.Table, scale: str, grid: Grid, runs: list[Run], logs: dict[str, str],
            wall_s: float | None) -> str:
     md = tables.render_markdown(table)
+    n_rows = len({tuple(sorted((k, str(v)) for k, v in r.params.items() if k != grid.seed_key)) for r in runs})
     lines = [md.rstrip("\n"), "",
-             f"Scale `{scale}`: {len(runs)} runs ({len(grid.rows)} rows x seeds of `{grid.seed_key}`), every run with "
+             f"Scale `{scale}`: {len(runs)} runs ({n_rows} rows x {len(runs) // n_rows} seeds of `{grid.seed_key}`), every run with "
              + (", ".join(f"`{k}={_value_text(v)}`" for k, v in grid.fixed.items()) or "the baseline's params")
              + (f" ({grid.note})" if grid.note else "") + "."
              + (f" Wall time {wall_s / 60:.0f} min." if wall_s is not None else ""),
@@ -425,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         reproduce_baseline(repo, args.commit_baseline)
         states = experiment_states(repo)
         if any(states.get(r.name) != "success" for r in runs):
-            prime_shared_stages(repo, args.table, runs)
+            prime_shared_stages(repo, args.table, grid, runs)
         queued = queue(repo, runs)
         print(f"{len(queued)} runs queued, {len(runs) - len(queued)} already there", flush=True)
         if args.no_run:

@@ -111,10 +111,12 @@ def test_live_grid_queued_run_and_tabled(tmp_path, capsys):
     md = (repo / "tables" / "prior_size_mini.md").read_text()
     rows = texts_of(md)
     # toy: bits/dim 3 - 0.1 n + 0.02 prior.seed -> seeds 0, 1: mean +0.01, sample std 0.014
-    assert rows[0][:4] == ["2", "2.810 ± 0.014", "141.0 ± 1.4", "2"]
-    assert rows[1][:4] == ["8", "2.210 ± 0.014", "111.0 ± 1.4", "2"]
-    assert rows[0][-3:] == ["2", "2.84", "120.4 ± 6.0"]
-    assert "Scale `mini`: 4 runs" in md and "`prior.max_steps=1200`" in md
+    # columns: layers, bits/dim, FVD, classifier IS, classifier FD (the toy writes none: n/a), runs, experiments
+    assert [rows[0][i] for i in (0, 1, 2, 5)] == ["2", "2.810 ± 0.014", "141.0 ± 1.4", "2"]
+    assert [rows[1][i] for i in (0, 1, 2, 5)] == ["8", "2.210 ± 0.014", "111.0 ± 1.4", "2"]
+    assert rows[0][3].startswith("n/a") and "metrics/eval.json: no classifier.is" in md
+    assert rows[0][-5:] == ["2", "2.84", "120.4 ± 6.0", "–", "–"]
+    assert "Scale `mini`: 4 runs (2 rows x 2 seeds of `prior.seed`)" in md and "`prior.max_steps=1200`" in md
     assert (repo / "tables" / "prior_size_mini.csv").is_file()
     out = capsys.readouterr().out
     assert "4 runs queued, 0 already there" in out and "4/4 runs finished" in out

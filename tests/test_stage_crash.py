@@ -112,9 +112,12 @@ MID_WORK = {
     "fvd_real_stats": ("I3D loaded, computing features of the real clips", lambda d, reads: reads() >= 2),
     "evaluate": ("recon/bits-per-dim done, I3D loaded, computing features", lambda d, reads: reads() >= 2),
     "report": ("VQ-VAE loaded, reconstructing clips for the page", lambda d, reads: reads() >= 1),
+    # the classifier is written only once trained: watch its training batches being read from the store
+    "train_classifier": ("training, a few batches read from the clip store", lambda d, reads: reads() >= 4),
 }
 I3D = "<i3d weights>"
-WATCHED = {"fvd_real_stats": I3D, "evaluate": I3D, "report": "models/vqvae/model.safetensors"}
+WATCHED = {"fvd_real_stats": I3D, "evaluate": I3D, "report": "models/vqvae/model.safetensors",
+           "train_classifier": "data/clips.zarr/train/clips/c"}   # a folder: reads of the shards in it
 
 
 def finished_training(model: str, steps: int):

@@ -142,22 +142,27 @@ def peak_growth_mib(path: Path, kind: str) -> tuple[int, float]:
 
 
 def test_peak_memory_does_not_grow_with_the_split(tmp_path):
-    """One epoch of the stream over a split of 16 MiB of token grids and over one 4x as large: the peak RSS of
-    the process (VmHWM, reset after the imports) grows by less than 12 MiB more for the larger split (a chunk is
-    0.5 MiB, the buffer two chunks; measured here: 30-34 MiB of growth for 1x, 2x, 4x and 8x the split alike,
-    the DataLoader's and zarr's own working memory). The in-memory TokenDataset, the control, grows by the 48 MiB
-    the larger split adds."""
+    """One epoch of the stream over a split of 16 MiB of token grids and over one 8x as large: the peak RSS of
+    the process (VmHWM, reset after the imports; median of 3 runs each, since one run's peak varies by ~10 MiB with
+    the allocator) grows by less than 16 MiB more for the larger split (a chunk is 0.5 MiB, the buffer two chunks;
+    measured here: medians 6-8 MiB apart, the rest being the DataLoader's and zarr's own working memory). The
+    in-memory TokenDataset, the control, grows by about the 112 MiB the larger split adds (measured 114)."""
     grid = (4, 32, 32)  # 4 KiB per grid (uint8)
     small, large = tmp_path / "small.zarr", tmp_path / "large.zarr"
     write_token_store(small, 4096, 128, grid)
-    write_token_store(large, 4 * 4096, 128, grid)
-    n_small, stream_small = peak_growth_mib(small, "stream")
-    n_large, stream_large = peak_growth_mib(large, "stream")
-    assert (n_small, n_large) == (4096, 4 * 4096)
-    assert stream_large - stream_small < 12, (stream_small, stream_large)
+    write_token_store(large, 8 * 4096, 128, grid)
+
+    def median_growth(path, mode):
+        runs = [peak_growth_mib(path, mode) for _ in range(3)]
+        return runs[0][0], sorted(growth for _, growth in runs)[1]
+
+    n_small, stream_small = median_growth(small, "stream")
+    n_large, stream_large = median_growth(large, "stream")
+    assert (n_small, n_large) == (4096, 8 * 4096)
+    assert stream_large - stream_small < 16, (stream_small, stream_large)
     _, held_small = peak_growth_mib(small, "memory")
     _, held_large = peak_growth_mib(large, "memory")
-    assert held_large - held_small > 40, (held_small, held_large)
+    assert held_large - held_small > 100, (held_small, held_large)
 
 
 def test_clip_stream_yields_every_stored_clip_once_flipped_as_drawn(tmp_path):
