@@ -37,6 +37,7 @@ RUNS = [
     ("tokenize", "tokenization.py", ["--quick"], [], 180),
     ("memory", "memory.py", ["--quick"], [], 180),
     ("preprocess", "preprocess.py", ["--quick"], [], 180),
+    ("engine", "engine.py", ["--quick"], [], 400),  # needs the cluster extra and the default run's outputs
     ("sample_default", "sample.py", ["--configs", "default", "--batch-sizes", "1,16"], ["--configs", "default"], 180),
     ("sample_large", "sample.py", ["--configs", "large", "--batch-sizes", "1", "--window", "2"],
      ["--configs", "large"], 240),

@@ -11,7 +11,8 @@ def main():
     params = start()
     from videogpt.data.clip_store import NoClipsError, build_clip_store
     try:
-        summary = build_clip_store(params.data, paths.CLIPS, paths.MANIFEST, paths.REJECTED, root=params.storage.root)
+        summary = build_clip_store(params.data, paths.CLIPS, paths.MANIFEST, paths.REJECTED, root=params.storage.root,
+                                   compute=params.compute)
     except (ParamsError, NoClipsError, NotImplementedError) as err:
         sys.exit(f"preprocess: {err}")  # one clear line, exit status 1
     print(f"preprocess: {summary} -> {paths.CLIPS} (rejected files: {paths.REJECTED})")

@@ -15,7 +15,8 @@ def main():
     counts = build_token_store(load_vqvae(paths.VQVAE_DIR), paths.CLIPS, paths.TOKENS,
                                fingerprint=fingerprint(paths.VQVAE_DIR), batch_size=params.tokenize.batch_size,
                                num_workers=params.tokenize.num_workers, device=device,
-                               precision=params.tokenize.precision, root=params.storage.root)
+                               precision=params.tokenize.precision, root=params.storage.root,
+                               compute=params.compute)
     print(f"tokenize: {counts} clips -> {paths.TOKENS}")
 
 

@@ -25,13 +25,17 @@ def _moto_endpoint():
     server.stop()
 
 
+def aws_env(endpoint: str) -> dict[str, str]:
+    """The standard AWS variables that point s3fs (and anything on it) at the moto server at `endpoint`."""
+    return {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}
+
+
 @pytest.fixture
 def s3_bucket(_moto_endpoint, monkeypatch):
     """'s3://<bucket>': an empty bucket on the local moto server; AWS_* variables point at it during the test."""
     import s3fs
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-                        "AWS_ENDPOINT_URL": _moto_endpoint}.items():
+    for name, value in aws_env(_moto_endpoint).items():
         monkeypatch.setenv(name, value)
     s3fs.S3FileSystem.clear_instance_cache()  # instances cache their endpoint: make new ones read the variables
     bucket = f"test-{uuid.uuid4().hex[:12]}"

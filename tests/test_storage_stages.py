@@ -1,5 +1,6 @@
 """The stages with storage.root on a local S3 server (moto, tests/s3.py), run by DVC as a user would: the outs
-are pointer files, the stores sit under immutable prefixes in the bucket and equal the default local stores."""
+are pointer files, the stores sit under immutable prefixes in the bucket and equal the default local stores,
+also when the stages decode and encode on Ray (compute.engine: ray, a local Ray the stages start)."""
 import json
 
 import pytest
@@ -15,11 +16,13 @@ from videogpt.tokens import build_token_store
 
 
 @pytest.mark.slow  # trains the tiny VQ-VAE through DVC (about 75 s)
-def test_dvc_repro_with_the_stores_in_a_bucket(s3_bucket, tmp_path, monkeypatch):
+def test_dvc_repro_with_the_stores_in_a_bucket_on_ray(s3_bucket, tmp_path, monkeypatch):
+    pytest.importorskip("ray", reason="the cluster extra")
     repo = tmp_path / "repo"
     root = s3_bucket + "/videogpt"
-    env = copy_repo(repo, {**TINY, "storage": {"root": root}})
-    dvc(repo, env, "repro", "tokenize")
+    env = copy_repo(repo, {**TINY, "storage": {"root": root}, "compute": {"engine": "ray", "workers": 2}})
+    out = dvc(repo, env, "repro", "tokenize")
+    assert out.count("ray: 2 workers on a local Ray") == 2, out  # preprocess and tokenize ran on Ray
     pointers = {name: json.loads((repo / "data" / name).read_text()) for name in ("clips.zarr", "tokens.zarr")}
     assert pointers["clips.zarr"]["url"].startswith(root + "/clips/")
     assert pointers["tokens.zarr"]["url"].startswith(root + "/tokens/")
@@ -27,7 +30,8 @@ def test_dvc_repro_with_the_stores_in_a_bucket(s3_bucket, tmp_path, monkeypatch)
     assert "path: data/clips.zarr" in lock and "path: data/tokens.zarr" in lock  # DVC tracks the pointers
     assert "up to date" in dvc(repo, env, "status", "--with-deps", "tokenize")
 
-    # The same stores built locally, without storage.root, from the same videos and VQ-VAE: the same bytes
+    # The same stores built locally (the local engine, no storage.root), from the same videos and VQ-VAE: the same
+    # bytes
     monkeypatch.chdir(repo)  # data.source is relative to the repository, and recorded as written
     params = load("params.yaml")
     local = tmp_path / "local"

@@ -36,9 +36,9 @@ def data_params(source: Path):
     return dataclasses.replace(parse({}).data, source=str(source), resolution=8, sequence_length=4, num_workers=1)
 
 
-def build(params, out: Path, root=None):
+def build(params, out: Path, root=None, compute=None):
     return clip_store.build_clip_store(params, out / "clips.zarr", out / "manifest.csv", out / "rejected.csv",
-                                       progress=False, root=root)
+                                       progress=False, root=root, compute=compute)
 
 
 def files(folder: str) -> dict[str, bytes]:

@@ -218,6 +218,17 @@ class StorageParams:
 
 
 @dataclass(frozen=True)
+class ComputeParams:
+    engine: Literal["local", "ray"] = _f("local", "where the per-item work of preprocess (decoding) and tokenize (encoding) "
+                                                  "runs: local = this machine (data.num_workers decoders); ray = Ray "
+                                                  "workers on the cluster at $RAY_ADDRESS, else on a local Ray (the "
+                                                  "cluster extra). The same bytes either way")
+    workers: int = _f(2, "Ray workers (actors) of a compute.engine: ray stage, one CPU each", lo=1)
+    gpus_per_worker: float = _f(0.0, "GPUs each Ray worker running a model holds (tokenize's VQ-VAE); 0 = CPU; a "
+                                     "fraction shares a GPU", lo=0.0)
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int = _f(0, "seed of the trainings whose own seed (vqvae.seed, prior.seed) is null", lo=0)
     default_data: DefaultDataParams = _f(None, factory=DefaultDataParams)
@@ -230,6 +241,7 @@ class Params:
     classifier: ClassifierParams = _f(None, factory=ClassifierParams)
     trainer: TrainerParams = _f(None, factory=TrainerParams)
     storage: StorageParams = _f(None, factory=StorageParams)
+    compute: ComputeParams = _f(None, factory=ComputeParams)
 
 
     def training_seed(self, stage: Literal["vqvae", "prior"]) -> int:
@@ -374,6 +386,11 @@ def _check_consistency(p: Params) -> None:
         from videogpt.storage import location_problem
         if problem := location_problem(p.storage.root):
             raise ParamsError(f"storage.root: {problem}")
+    if p.compute.engine == "ray":
+        import importlib.util
+        if importlib.util.find_spec("ray") is None:
+            raise ParamsError("compute.engine: ray is not installed here; pip install -e '.[cluster]' (or set "
+                              "compute.engine: local)")
     if p.trainer.strategy == "fsdp":
         # Lightning's own refusal of fsdp on a CPU names no key; FSDP on GPUs is refused too (see the message).
         where = " (and trainer.accelerator: cpu has no FSDP at all)" if p.trainer.accelerator == "cpu" else ""

@@ -42,6 +42,13 @@ def local_path(location: str | os.PathLike) -> str | None:
     return None if is_url(location) else location
 
 
+def absolute(location: str | os.PathLike) -> str:
+    """The location as another process (a Ray worker) can open it whatever its working folder: a URL as it is,
+    a local path made absolute."""
+    location = str(location)
+    return location if is_url(location) else os.path.abspath(location)
+
+
 def join(base: str | os.PathLike, *parts: str) -> str:
     """base/part/...: '/'-joined strings, the URL's scheme and bucket kept intact ("s3://b" + "k" -> "s3://b/k")."""
     out = str(base)

@@ -18,12 +18,14 @@ import zarr
 from torch.utils.data import DataLoader, Dataset
 
 from videogpt import storage
-from videogpt.config import PriorParams
+from videogpt.config import ComputeParams, PriorParams
+from videogpt.data.clip_store import STORE as CLIPS_STORE
 from videogpt.data.clip_store import (clips_array, read_actions, read_clips, read_labels, store_attrs,
                                       store_splits)
 from videogpt.data.dataset import ClipDataset, shard_rows
 from videogpt.data.streaming import ShardStream
 from videogpt.distributed import barrier, inference_autocast, rank_and_world, to_device
+from videogpt.engine import ordered_map
 from videogpt.prior import ACTION_CONDITIONS, FRAME_CONDITIONS
 from videogpt.progress import progress_bar
 from videogpt.video import to_float
@@ -63,6 +65,30 @@ class _ClipBatches(Dataset):
 STORE = "tokens.zarr"  # the store's name inside a storage prefix
 
 
+class _BlockEncoder:
+    """(split, start, stop) -> the codes of those clips, (n, *latent) int64: one block of the token store. Called
+    here or, pickled with its VQ-VAE, on a Ray worker, which then picks its own device (device None)."""
+
+    def __init__(self, vqvae, clips: str, batch_size: int, precision: str, device, num_workers: int,
+                 progress: bool):
+        self.vqvae, self.clips, self.batch_size, self.precision = vqvae, clips, batch_size, precision
+        self.device, self.num_workers, self.progress = device, num_workers, progress
+
+    @torch.inference_mode()
+    def __call__(self, block: tuple[str, int, int]) -> np.ndarray:
+        split, start, stop = block
+        if self.device is None:  # on a Ray worker: the GPU Ray gave it, if any
+            self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        vqvae = self.vqvae.to(self.device)
+        loader = DataLoader(_ClipBatches(self.clips, split, start, stop, self.batch_size), batch_size=None,
+                            num_workers=self.num_workers)
+        with inference_autocast(self.device, self.precision):
+            codes = [vqvae.encode(to_float(to_device(clips, self.device))).cpu() for clips in
+                     progress_bar(loader, desc=f"tokenize {split} [{start}:{stop}]", disable=not self.progress,
+                                  unit="batch")]
+        return torch.cat(codes).numpy()
+
+
 def _create(work: str, store: str, clips_path, vqvae, run_key: dict) -> None:
     """A new, empty store at `store` (a location), the block markers' folder and the run key under `work`."""
     storage.remove(work)
@@ -82,7 +108,8 @@ def _create(work: str, store: str, clips_path, vqvae, run_key: dict) -> None:
 @torch.inference_mode()
 def build_token_store(vqvae, clips_path: str | Path, out_path: str | Path, *, fingerprint: str,
                       batch_size: int = 64, num_workers: int = 0, device: str | torch.device = "cpu",
-                      precision: str = "32", progress: bool = True, root: str | None = None) -> dict:
+                      precision: str = "32", progress: bool = True, root: str | None = None,
+                      compute: ComputeParams | None = None) -> dict:
     """Encode every clip of every split into `out_path`.
 
     The store is built at `<out>.tmp` and renamed at the end, so an interrupted run never leaves a
@@ -93,11 +120,13 @@ def build_token_store(vqvae, clips_path: str | Path, out_path: str | Path, *, fi
     clips (one chunk each); a marker file per finished block lets a rerun with the same VQ-VAE skip what is
     done, and under torch.distributed block i goes to rank i % world_size, so ranks write disjoint regions of
     the array. The encoder runs on
-    `device` at `precision` (tokenize.precision: "32" or "bf16" autocast; the code search stays float32).
+    `device` at `precision` (tokenize.precision: "32" or "bf16" autocast; the code search stays float32), or,
+    under compute.engine: ray, on compute.workers Ray workers (a GPU each where compute.gpus_per_worker says),
+    the blocks' codes coming back here to be written in order: the same bytes either way.
     """
     rank, world = rank_and_world()
     out_path = Path(out_path)
-    vqvae = vqvae.to(device).eval()
+    vqvae = vqvae.eval()
     clip_attrs = store_attrs(clips_path)
     run_key = {"vqvae": fingerprint, "batch_size": batch_size, "precision": precision,
                "clips": clip_attrs.get("counts")}
@@ -123,11 +152,9 @@ def build_token_store(vqvae, clips_path: str | Path, out_path: str | Path, *, fi
         _create(work, store, clips_path, vqvae, run_key)
     barrier()
     root_group = zarr.open_group(storage.zarr_store(store), mode="r+")
-    counts, skipped = {}, 0
+    counts, blocks, skipped = {}, [], 0
     for split in store_splits(clips_path):
-        tokens = root_group[split]["tokens"]
-        n = tokens.shape[0]
-        counts[split] = n
+        n = counts[split] = root_group[split]["tokens"].shape[0]
         for block, start in enumerate(range(0, n, BLOCK)):
             marker = storage.join(work_path, "done", f"{split}-{block}")
             if block % world != rank:
@@ -135,15 +162,19 @@ def build_token_store(vqvae, clips_path: str | Path, out_path: str | Path, *, fi
             if fs.exists(marker):
                 skipped += 1
                 continue
-            stop = min(start + BLOCK, n)
-            loader = DataLoader(_ClipBatches(clips_path, split, start, stop, batch_size), batch_size=None,
-                                num_workers=num_workers)
-            with inference_autocast(device, precision):
-                codes = [vqvae.encode(to_float(to_device(clips, device))).cpu() for clips in
-                         progress_bar(loader, desc=f"tokenize {split} [{start}:{stop}]", disable=not progress,
-                                      unit="batch")]
-            tokens[start:stop] = torch.cat(codes).numpy().astype(tokens.dtype)
-            fs.touch(marker)
+            blocks.append((split, start, min(start + BLOCK, n), marker))
+    on_ray = compute is not None and compute.engine == "ray"
+    encoder = _BlockEncoder(vqvae, storage.absolute(storage.resolve(clips_path, CLIPS_STORE)), batch_size,
+                            precision, None if on_ray else device, 0 if on_ray else num_workers,
+                            progress and not on_ray)
+    # The encoder runs here or on Ray workers; this process writes every block's codes, in order.
+    codes = ordered_map(encoder, [block[:3] for block in blocks], compute, gpus=True)
+    for (split, start, stop, marker), block_codes in progress_bar(zip(blocks, codes), total=len(blocks),
+                                                                    desc="tokenize", unit="block",
+                                                                    disable=not (progress and on_ray)):
+        tokens = root_group[split]["tokens"]
+        tokens[start:stop] = block_codes.astype(tokens.dtype)
+        fs.touch(marker)
     if skipped:
         print(f"tokenize: resumed, {skipped} finished block(s) skipped", flush=True)
     barrier()

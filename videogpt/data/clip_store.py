@@ -24,7 +24,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 import sys
@@ -33,7 +32,7 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -41,7 +40,8 @@ import zarr
 from zarr.codecs import ZstdCodec
 
 from videogpt import storage
-from videogpt.config import DataParams, ParamsError, to_dict
+from videogpt.engine import ordered_map
+from videogpt.config import ComputeParams, DataParams, ParamsError, to_dict
 from videogpt.data.ffmpeg_io import VideoError
 from videogpt.data.formats import READERS, discover
 from videogpt.data.sources import (ACTION_SUFFIXES, ACTIONS, OUTSIDE_ROOT, SPLITS, UNLABELED, Rejection, Source,
@@ -117,22 +117,6 @@ def load_clips(root: Path | str, params: DataParams, item: SourceItem) -> list[V
     if not videos:
         return [Rejection(item.path, item.split, "no videos in file")]
     return [_cut(item, video, params) for video in videos]
-
-
-def _ordered_map(fn: Callable, items: Iterable, num_workers: int) -> Iterator:
-    """fn over items in input order, on num_workers processes. Unlike Pool.imap, at most a few results wait
-    in memory when the writer is slower than the decoders (imap queues every finished result)."""
-    if num_workers == 1:
-        yield from map(fn, items)
-        return
-    with multiprocessing.Pool(num_workers) as pool:
-        pending = collections.deque()
-        for item in items:
-            pending.append(pool.apply_async(fn, (item,)))
-            if len(pending) >= 4 * num_workers:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -300,10 +284,11 @@ def _content_params(params: DataParams) -> dict:
 
 
 def _build(source: Source, params: DataParams, store, manifest_path: Path, rejected_path: Path,
-           key: str, resume: dict | None, progress: bool, progress_file: Path | None) -> dict:
+           key: str, resume: dict | None, progress: bool, progress_file: Path | None, compute: ComputeParams | None) -> dict:
     """Decode every item and write store (a local path or a zarr store) + manifest + rejected list at the
     given (temporary) paths; with `resume` (the progress record of an interrupted run of the same key),
-    continue that run. progress_file None: no progress record (a run that cannot be resumed).
+    continue that run. progress_file None: no progress record (a run that cannot be resumed). The items are
+    decoded where `compute` says (videogpt.engine) and written here, in item order.
 
     Invariant of the progress record (PROGRESS in the store): it is written, atomically, only right after
     a shard was written and while no clip waits in memory, and it describes the outputs at that moment:
@@ -341,7 +326,7 @@ def _build(source: Source, params: DataParams, store, manifest_path: Path, rejec
 
         # closing(): on an error, stop the worker pool now rather than whenever the generator is collected
         results = stack.enter_context(contextlib.closing(
-            _ordered_map(partial(load_clips, source.root, params), source.items[first:], params.num_workers)))
+            ordered_map(partial(load_clips, source.root, params), source.items[first:], compute, params.num_workers)))
         bar = progress_bar(results, total=len(source.items), initial=first, desc="preprocess", unit="item",
                            file=sys.stderr, disable=not progress)
         for index, item_results in enumerate(bar, first):
@@ -448,7 +433,8 @@ def _resumable(temps: list[Path], key: str) -> dict | None:
 
 
 def build_clip_store(params: DataParams, store_path: str | Path, manifest_path: str | Path,
-                     rejected_path: str | Path, progress: bool = True, root: str | None = None) -> StoreSummary:
+                     rejected_path: str | Path, progress: bool = True, root: str | None = None,
+                     compute: ComputeParams | None = None) -> StoreSummary:
     """Build the clip store, manifest and rejected list from data.source.
 
     With `root` (storage.root: a local folder or an fsspec URL) the three are written under the immutable
@@ -458,13 +444,15 @@ def build_clip_store(params: DataParams, store_path: str | Path, manifest_path: 
     nothing that looks complete. It leaves its '.tmp' outputs (once it has written a shard): run again with
     the same params and input files, it continues from its last shard; otherwise they are deleted and the
     run starts over.
+    `compute` (the compute params; None: local) says where the videos are decoded; the outputs are the same
+    bytes whatever the engine and the number of workers.
     Raises ParamsError (naming the data.* key) before decoding, NoClipsError if no file gave a clip.
     """
     started = time.perf_counter()
     source = discover(params)
     if root is not None:
         counts = _build_in_prefix(source, params, root, Path(store_path), Path(manifest_path), Path(rejected_path),
-                                  progress)
+                                  progress, compute)
         return StoreSummary(counts, source.class_names, time.perf_counter() - started)
     outputs = [Path(rejected_path), Path(manifest_path), Path(store_path)]  # store last: it marks completion
     temps = [_temp_path(p) for p in outputs]
@@ -480,7 +468,8 @@ def build_clip_store(params: DataParams, store_path: str | Path, manifest_path: 
             _remove(path)  # leftovers of an interrupted run with other params or inputs
             path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        counts = _build(source, params, temps[2], temps[1], temps[0], key, resume, progress, temps[2] / PROGRESS)
+        counts = _build(source, params, temps[2], temps[1], temps[0], key, resume, progress, temps[2] / PROGRESS,
+                        compute)
         (temps[2] / PROGRESS).unlink(missing_ok=True)
         for tmp, out in zip(temps, outputs):
             _remove(out)
@@ -496,7 +485,7 @@ STORE, MANIFEST, REJECTED = "clips.zarr", "manifest.csv", "rejected.csv"  # name
 
 
 def _build_in_prefix(source: Source, params: DataParams, root: str, pointer_path: Path, manifest_path: Path,
-                     rejected_path: Path, progress: bool) -> dict:
+                     rejected_path: Path, progress: bool, compute: ComputeParams | None) -> dict:
     """Build into <root>/clips/<key> (key: _run_key) unless that prefix is complete already (the same inputs,
     params and code wrote it: nothing is decoded). The Zarr store goes straight to the prefix, every shard
     object written once; the CSVs are written locally, then uploaded. Then _COMPLETE.json, then local copies
@@ -510,7 +499,7 @@ def _build_in_prefix(source: Source, params: DataParams, root: str, pointer_path
         with tempfile.TemporaryDirectory(prefix="preprocess-") as tmp:
             csvs = {REJECTED: Path(tmp) / REJECTED, MANIFEST: Path(tmp) / MANIFEST}
             counts = _build(source, params, storage.zarr_store(storage.join(prefix, STORE)), csvs[MANIFEST],
-                            csvs[REJECTED], key, None, progress, None)
+                            csvs[REJECTED], key, None, progress, None, compute)
             for name, local in csvs.items():
                 fs.put_file(str(local), storage.join(path, name))
         storage.write_marker(prefix, key=key, counts=counts)

@@ -1,0 +1,154 @@
+"""compute.engine: ray. preprocess decodes its videos as Ray tasks (here a local Ray of 1 or 2 CPUs; on a
+cluster the one at RAY_ADDRESS) and writes the same bytes as engine local, into a moto S3 bucket as into a
+folder, each shard object PUT once; a Ray worker killed mid-stage is replaced and its video decoded again."""
+import os
+import signal
+from functools import partial
+
+import pytest
+
+pytest.importorskip("ray", reason="compute.engine: ray needs the cluster extra (pip install -e '.[cluster]')")
+
+from s3 import aws_env  # noqa: E402
+from test_preprocess import unusual_valid_inputs  # noqa: E402
+from test_storage_stores import build, data_params, files, small_shards, source, vqvae  # noqa: E402,F401
+
+from videogpt import storage  # noqa: E402
+from videogpt.config import ComputeParams, ParamsError, parse  # noqa: E402
+from videogpt.data import clip_store  # noqa: E402
+from videogpt.engine import ordered_map, start_local_ray  # noqa: E402
+
+
+def on_ray(workers: int) -> ComputeParams:
+    return ComputeParams(engine="ray", workers=workers)
+
+
+@pytest.mark.parametrize("compute,local_workers", [(None, 1), (None, 2), (on_ray(2), 1)])
+def test_ordered_map_keeps_the_input_order_and_raises_what_fn_raises(compute, local_workers):
+    squares = ordered_map(partial(pow, exp=2), range(40), compute, local_workers)
+    assert list(squares) == [i * i for i in range(40)]
+    with pytest.raises(ValueError, match="invalid literal"):
+        list(ordered_map(int, ["1", "2", "x", "4"], compute, local_workers))
+
+
+@pytest.fixture(scope="module")
+def local_ray(_moto_endpoint):
+    """One local Ray of 2 CPUs for the tests below (the stages join a Ray that is up, as on a cluster), its
+    workers pointed at the moto server like the tests' own process. The test above starts and stops its own."""
+    import ray
+    start_local_ray(2, aws_env(_moto_endpoint))
+    yield
+    ray.shutdown()
+
+
+def test_an_unknown_engine_is_refused_naming_the_key():
+    with pytest.raises(ParamsError, match="compute.engine"):
+        parse({"compute": {"engine": "spark"}})
+
+
+def outputs(out, root=None) -> dict[str, bytes]:
+    """Every object of the clip store (in its prefix when under a root) and both CSVs."""
+    store = storage.join(storage.resolve(out / "clips.zarr"), "clips.zarr") if root else str(out / "clips.zarr")
+    return {**{f"clips.zarr/{k}": v for k, v in files(store).items()},
+            **{name: (out / name).read_bytes() for name in ("manifest.csv", "rejected.csv")}}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("videos", ["mp4", "mixed"])
+def test_preprocess_on_ray_into_a_bucket_equals_local(videos, workers, local_ray, source, small_shards, ffmpeg,
+                                                      s3_bucket, s3_requests, tmp_path):
+    if videos == "mixed":  # odd sizes, grey ffv1 in mkv, audio, variable frame rate, a transparent GIF
+        unusual_valid_inputs(tmp_path / "src", ffmpeg)
+        source = tmp_path / "src"
+    params = data_params(source)
+    local = build(params, tmp_path / "local")
+    s3_requests.calls.clear()
+    ray_run = build(params, tmp_path / "ray", s3_bucket + f"/{videos}{workers}", on_ray(workers))
+    assert ray_run.counts == local.counts and ray_run.counts["train"]["clips"] > 4
+    assert outputs(tmp_path / "ray", root=True) == outputs(tmp_path / "local")
+    key = storage.resolve(tmp_path / "ray/clips.zarr").split("/", 3)[3]
+    shards = {k: n for k, n in s3_requests.count("put_object", key + "/clips.zarr/").items() if "/c/" in k}
+    assert shards and set(shards.values()) == {1}, shards  # one writer, one PUT per shard object
+
+
+def test_a_ray_worker_killed_mid_stage_is_replaced_and_the_bytes_stay(local_ray, source, small_shards, tmp_path,
+                                                                      monkeypatch):
+    params = data_params(source)
+    build(params, tmp_path / "local")
+    died = tmp_path / "died"
+    real = clip_store.load_clips
+
+    def dies_once(root, params, item):  # pickled by value into the Ray worker (a local function)
+        if item.path.endswith("03.mp4") and not died.exists():
+            died.touch()
+            os.kill(os.getpid(), signal.SIGKILL)  # the worker process, mid-task
+        return real(root, params, item)
+
+    monkeypatch.setattr(clip_store, "load_clips", dies_once)
+    build(params, tmp_path / "ray", compute=on_ray(2))
+    assert died.exists()  # the worker did die, and its task ran again elsewhere
+    assert outputs(tmp_path / "ray") == outputs(tmp_path / "local")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_tokenize_on_ray_into_a_bucket_equals_local(workers, local_ray, source, small_shards, vqvae, s3_bucket,
+                                                    tmp_path, monkeypatch):
+    from videogpt import tokens
+    monkeypatch.setattr(tokens, "BLOCK", 8)  # 5 blocks of work (21 train clips, 9 test)
+    params = data_params(source)
+    build(params, tmp_path / "local")
+    build(params, tmp_path / "ray", s3_bucket + f"/tok{workers}")
+    local = tokens.build_token_store(vqvae, tmp_path / "local/clips.zarr", tmp_path / "local/tokens.zarr",
+                                     fingerprint="fp", batch_size=4, progress=False)
+    counts = tokens.build_token_store(vqvae, tmp_path / "ray/clips.zarr", tmp_path / "ray/tokens.zarr",
+                                      fingerprint="fp", batch_size=4, progress=False, root=s3_bucket + f"/tok{workers}",
+                                      compute=on_ray(workers))
+    assert counts == local == {"train": 21, "test": 9}
+    prefix = storage.resolve(tmp_path / "ray/tokens.zarr")
+    assert files(storage.join(prefix, "tokens.zarr")) == files(str(tmp_path / "local/tokens.zarr"))
+
+
+KILLED_BUILD = """
+import sys
+from videogpt.config import ComputeParams, DataParams
+from videogpt.data import clip_store
+clip_store.SHARD, clip_store.LABEL_CHUNK = 4, 8
+src, out = sys.argv[1:]
+params = DataParams(source=src, resolution=8, sequence_length=4, num_workers=1)
+clip_store.build_clip_store(params, out + "/clips.zarr", out + "/manifest.csv", out + "/rejected.csv", progress=False,
+                            compute=ComputeParams(engine="ray", workers=1))
+"""
+
+
+def test_preprocess_on_ray_killed_mid_stage_resumes_and_decodes_fewer_videos(local_ray, small_shards, tmp_path,
+                                                                             capsys):
+    """The stage's own process SIGKILLed once a shard is written (its Ray workers die with it): run again, it
+    continues after the last whole shard, decoding fewer videos, and ends with the local engine's bytes."""
+    import subprocess
+    import sys
+    import time
+
+    import numpy as np
+
+    from videogpt.data.ffmpeg_io import write_mp4
+    src = tmp_path / "src"
+    for i in range(40):
+        frames = np.random.default_rng(i).integers(0, 256, (12, 16, 16, 3), np.uint8)
+        write_mp4(src / ("train" if i < 30 else "test") / "ab"[i % 2] / f"{i:02d}.mp4", frames, fps=8)
+    params = data_params(src)
+    build(params, tmp_path / "local")
+    # its own process group: the kill takes the local Ray it started with it, as when its machine goes
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_BUILD, str(src), str(tmp_path / "ray")],
+                            start_new_session=True)
+    progress = tmp_path / "ray/clips.zarr.tmp" / clip_store.PROGRESS
+    deadline = time.monotonic() + 300
+    while not progress.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert progress.exists() and not (tmp_path / "ray/clips.zarr").exists()  # killed mid-stage, nothing final
+    build(params, tmp_path / "ray", compute=on_ray(1))
+    message = capsys.readouterr().err
+    done, total = map(int, message.split("resuming after ")[1].split(" items")[0].split(" of "))
+    assert 0 < done < total == 40, message  # the videos before `done` were not decoded again
+    assert outputs(tmp_path / "ray") == outputs(tmp_path / "local")
