@@ -56,7 +56,8 @@ def main() -> None:
             clips = sum(counts[s]["clips"] for s in ("train", "test"))
             log(f"tokenize, {name}")
             tok = time_runs(lambda: tokens.build_token_store(vqvae, out / "clips.zarr", out / "tokens.zarr",
-                                                              fingerprint="bench", batch_size=params.tokenize.batch_size,
+                                                              fingerprint="bench",
+                                                              batch_size=params.tokenize.batch_size,
                                                               progress=False, compute=compute),
                             warmup=0, runs=args.runs)
             results[name] = {"preprocess_videos_per_s": round(videos / summarize(pre)["median_s"], 1),

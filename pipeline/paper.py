@@ -386,7 +386,8 @@ def render(table: tables.Table, scale: str, grid: Grid, runs: list[Run], logs: d
     md = tables.render_markdown(table)
     n_rows = len({tuple(sorted((k, str(v)) for k, v in r.params.items() if k != grid.seed_key)) for r in runs})
     lines = [md.rstrip("\n"), "",
-             f"Scale `{scale}`: {len(runs)} runs ({n_rows} rows x {len(runs) // n_rows} seeds of `{grid.seed_key}`), every run with "
+             f"Scale `{scale}`: {len(runs)} runs ({n_rows} rows x {len(runs) // n_rows} seeds of `{grid.seed_key}`), "
+             "every run with "
              + (", ".join(f"`{k}={_value_text(v)}`" for k, v in grid.fixed.items()) or "the baseline's params")
              + (f" ({grid.note})" if grid.note else "") + "."
              + (f" Wall time {wall_s / 60:.0f} min." if wall_s is not None else ""),

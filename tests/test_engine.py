@@ -3,8 +3,12 @@ cluster the one at RAY_ADDRESS) and writes the same bytes as engine local, into 
 folder, each shard object PUT once; a Ray worker killed mid-stage is replaced and its video decoded again."""
 import os
 import signal
+import subprocess
+import sys
+import time
 from functools import partial
 
+import numpy as np
 import pytest
 
 pytest.importorskip("ray", reason="compute.engine: ray needs the cluster extra (pip install -e '.[cluster]')")
@@ -16,6 +20,7 @@ from test_storage_stores import build, data_params, files, small_shards, source,
 from videogpt import storage  # noqa: E402
 from videogpt.config import ComputeParams, ParamsError, parse  # noqa: E402
 from videogpt.data import clip_store  # noqa: E402
+from videogpt.data.ffmpeg_io import write_mp4  # noqa: E402
 from videogpt.engine import ordered_map, start_local_ray  # noqa: E402
 
 
@@ -124,13 +129,6 @@ def test_preprocess_on_ray_killed_mid_stage_resumes_and_decodes_fewer_videos(loc
                                                                              capsys):
     """The stage's own process SIGKILLed once a shard is written (its Ray workers die with it): run again, it
     continues after the last whole shard, decoding fewer videos, and ends with the local engine's bytes."""
-    import subprocess
-    import sys
-    import time
-
-    import numpy as np
-
-    from videogpt.data.ffmpeg_io import write_mp4
     src = tmp_path / "src"
     for i in range(40):
         frames = np.random.default_rng(i).integers(0, 256, (12, 16, 16, 3), np.uint8)

@@ -9,9 +9,9 @@ has exactly one writer.
 - `local`: a pool of `local_workers` processes on this machine (1: in this process, no pool).
 - `ray`: compute.workers Ray actors, each holding fn, take the items round-robin. With RAY_ADDRESS set (a
   cluster: KubeRay, or `ray start` inside a SLURM allocation) they run on that cluster; else a local Ray of
-  compute.workers CPUs is started for the map and stopped after it. A worker process that dies (killed, out of memory, its
-  node lost) is restarted and its calls run again (`RETRIES` times), so fn must be safe to run twice: the
-  stages' fns only read their inputs and return.
+  compute.workers CPUs is started for the map and stopped after it. A worker process that dies (killed, out of
+  memory, its node lost) is restarted and its calls run again (`RETRIES` times), so fn must be safe to run
+  twice: the stages' fns only read their inputs and return.
 
 Either way at most a few results per worker wait for the consumer (back-pressure: a slow writer holds the
 decoders back instead of filling memory), and a consumer that stops early (an error) cancels what is pending.
@@ -109,9 +109,9 @@ def _ray_map(fn: Callable, items: Iterable, workers: int, gpus: float) -> Iterat
         # A dead worker's actor is restarted (its constructor run again) and its pending calls run again.
         worker = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=RETRIES, max_task_retries=RETRIES)(_Worker)
         actors = [worker.remote(fn_ref) for _ in range(workers)]
-        where = os.environ.get("RAY_ADDRESS") or "a local Ray"
-        print(f"ray: {workers} workers on {where} ({ray.cluster_resources().get('CPU', 0):g} CPUs, "
-              f"{ray.cluster_resources().get('GPU', 0):g} GPUs)", file=sys.stderr, flush=True)
+        where, resources = os.environ.get("RAY_ADDRESS") or "a local Ray", ray.cluster_resources()
+        print(f"ray: {workers} workers on {where} ({resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} "
+              "GPUs)", file=sys.stderr, flush=True)
         pending = collections.deque()
         try:
             for i, item in enumerate(items):  # dealt round-robin; consumed in order
