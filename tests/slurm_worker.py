@@ -1,13 +1,14 @@
 """Worker for tests/test_slurm.py: one srun task (SLURM_* variables set by the test, no WORLD_SIZE).
 
-    python tests/slurm_worker.py <work dir> <out dir>
+    python tests/slurm_worker.py train|tokenize <work dir> <out dir>
 
-Runs the train_prior stage's procedure (videogpt.training.train_prior) with trainer.devices=2 on the CPU, reading
-the token store through fsspec (tests/counting_fs.py: local files, every read request recorded; the requests made
-while training are saved as `train_gets`), then
-the tokenize stage's rank set-up and store build (init_from_env + build_token_store), as `srun python -m stages.X`
-would. Every file this process opens for writing or renames into place under <out dir> is recorded by an audit
-hook in <work dir>/writes_rank<SLURM_PROCID>.json, with the ranks this process was given.
+`train` runs the train_prior stage's procedure (videogpt.training.train_prior) with trainer.devices=2 on the CPU,
+reading the token store through fsspec (tests/counting_fs.py: local files, every read request recorded; the
+requests made while training are saved as `train_gets`); `tokenize` runs the tokenize stage's rank set-up and
+store build (init_from_env + build_token_store). Each is its own srun (its own processes and rendezvous), as
+`srun python -m stages.X` would be. Every file this process opens for writing or renames into place under
+<out dir> is recorded by an audit hook in <work dir>/<phase>_rank<SLURM_PROCID>.json, with the ranks this
+process was given.
 """
 from __future__ import annotations
 
@@ -43,16 +44,11 @@ def record_writes(out: Path):
     sys.addaudithook(hook)
 
 
-def main(work: Path, out: Path) -> None:
-    torch.set_num_threads(1)
+def train(work: Path, out: Path) -> dict:
     from videogpt.config import parse
-    from videogpt.distributed import init_from_env, launch_env, rank_and_world
-    from videogpt.checkpoint import load_vqvae
-    from videogpt.saved import fingerprint
-    from videogpt.tokens import build_token_store
+    from videogpt.distributed import launch_env
     import videogpt.training as training
 
-    record_writes(out)
     import counting_fs
     from pytorch_lightning.callbacks import Callback
 
@@ -80,16 +76,29 @@ def main(work: Path, out: Path) -> None:
     trainer = seen.pop("trainer")
     seen.update(trainer_rank=trainer.global_rank, trainer_world=trainer.world_size, steps=trainer.global_step,
                 environment=type(trainer.strategy.cluster_environment).__name__, reported=bool(report))
-    torch.distributed.destroy_process_group()  # tokenize starts from a fresh process, as its own stage
+    return seen
+
+
+def tokenize(work: Path, out: Path) -> dict:
+    from videogpt.checkpoint import load_vqvae
+    from videogpt.distributed import init_from_env, rank_and_world
+    from videogpt.saved import fingerprint
+    from videogpt.tokens import build_token_store
 
     init_from_env()
-    seen["tokenize_rank_world"] = rank_and_world()
+    seen = {"tokenize_rank_world": rank_and_world()}
     build_token_store(load_vqvae(work / "vqvae"), work / "clips.zarr", out / "tokens.zarr",
                       fingerprint=fingerprint(work / "vqvae"), progress=False)
+    return seen
+
+
+def main(phase: str, work: Path, out: Path) -> None:
+    torch.set_num_threads(1)
+    record_writes(out)
+    seen = {"train": train, "tokenize": tokenize}[phase](work, out)
     seen["writes"] = WRITES
-    rank = os.environ["SLURM_PROCID"]
-    (work / f"writes_rank{rank}.json").write_text(json.dumps(seen))
+    (work / f"{phase}_rank{os.environ['SLURM_PROCID']}.json").write_text(json.dumps(seen))
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    main(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]))

@@ -72,7 +72,7 @@ def test_a_task_layout_the_trainer_does_not_expect_is_refused_naming_the_keys(mo
 
 @pytest.fixture(scope="module")
 def srun_run(tmp_path_factory):
-    """Two fake srun tasks run train_prior and tokenize; returns (work dir, out dir, [rank 0's record, rank 1's])."""
+    """Two fake srun tasks run train_prior, then two more tokenize; returns (work dir, out dir, [rank 0's record, rank 1's])."""
     import torch
 
     from videogpt.checkpoint import load_vqvae
@@ -93,17 +93,35 @@ def srun_run(tmp_path_factory):
                           progress=False)
     finally:
         tokens.BLOCK = block
+    out = work / "out"
+    ranks = [{}, {}]
+    for phase in ("train", "tokenize"):  # two stages: two sruns, each its own processes and rendezvous
+        for r, seen in enumerate(run_two_tasks(phase, work, out)):
+            writes = ranks[r].pop("writes", []) + seen.pop("writes")
+            ranks[r].update(seen, writes=writes)
+    return work, out, ranks
+
+
+def run_two_tasks(phase: str, work: Path, out: Path, timeout: float = 300) -> list[dict]:
+    """Two fake srun tasks of tests/slurm_worker.py `phase`; their records, rank 0's first. A pair that does not
+    finish in `timeout` seconds is killed and the test fails with both outputs."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    out = work / "out"
-    procs = [subprocess.Popen([sys.executable, str(WORKER), str(work), str(out)], cwd=work,
+    procs = [subprocess.Popen([sys.executable, str(WORKER), phase, str(work), str(out)], cwd=work,
                               env=slurm_env(r, 2, port, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for r in range(2)]
-    logs = [p.communicate(timeout=300)[0] for p in procs]
+    try:
+        logs = [p.communicate(timeout=timeout)[0] for p in procs]
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            p.kill()
+        logs = [p.communicate()[0] for p in procs]
+        pytest.fail(f"the two srun tasks of {phase} did not finish in {timeout:g} s:\n" + "\n".join(
+            f"--- rank {r} (exit {p.returncode}):\n{log[-3000:]}" for r, (p, log) in enumerate(zip(procs, logs))))
     for p, log in zip(procs, logs):
         assert p.returncode == 0, log[-4000:]
-    return work, out, [json.loads((work / f"writes_rank{r}.json").read_text()) for r in range(2)]
+    return [json.loads((work / f"{phase}_rank{r}.json").read_text()) for r in range(2)]
 
 
 def test_each_srun_task_gets_its_rank_in_the_trainer_and_the_helpers(srun_run):
