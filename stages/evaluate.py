@@ -7,15 +7,14 @@ from pipeline import paths
 
 def main():
     params = start()
-    from videogpt.distributed import init_from_env, rank_and_world
+    from videogpt.distributed import launched_as_rank_zero
+    if not launched_as_rank_zero():  # under torchrun/srun: rank 0 does it all (compute.engine: ray spreads it)
+        return
     from videogpt.evaluation import evaluate
     from videogpt.fileio import write_json
-    init_from_env()  # under torchrun/srun the ranks share the I3D work
     report = evaluate(params, clips_path=paths.CLIPS, tokens_path=paths.TOKENS, vqvae_dir=paths.VQVAE_DIR,
                       prior_dir=paths.PRIOR_DIR, samples_dir=paths.SAMPLES, stats_dir=paths.REAL_STATS,
                       classifier_dir=paths.CLASSIFIER_DIR)
-    if rank_and_world()[0] != 0:  # rank 0 writes the metrics
-        return
     write_json(paths.EVAL_METRICS, report)
     fvd = report["fvd"]
     fvd_text = f"{fvd['mean']:.1f} ± {fvd['std']:.1f}" if fvd["mean"] is not None else f"null ({fvd['reason']})"

@@ -6,8 +6,9 @@ from pipeline import paths
 
 def main():
     params = start()
-    from videogpt.distributed import init_from_env
-    init_from_env()  # under torchrun/srun the ranks share the I3D work
+    from videogpt.distributed import launched_as_rank_zero
+    if not launched_as_rank_zero():  # under torchrun/srun: rank 0 does it all (compute.engine: ray spreads it)
+        return
     from videogpt.evaluation import compute_real_stats
     info = compute_real_stats(params, clips_path=paths.CLIPS, out_dir=paths.REAL_STATS)
     what = "statistics computed" if info["available"] else "statistics skipped: " + info["reason"]

@@ -1,6 +1,8 @@
 """compute.engine: ray. preprocess decodes its videos as Ray tasks (here a local Ray of 1 or 2 CPUs; on a
 cluster the one at RAY_ADDRESS) and writes the same bytes as engine local, into a moto S3 bucket as into a
-folder, each shard object PUT once; a Ray worker killed mid-stage is replaced and its video decoded again."""
+folder, each shard object PUT once; a Ray worker killed mid-stage is replaced and its video decoded again;
+tokenize and the FVD statistics (I3D features as per-trial sums) give the local engine's bytes."""
+import dataclasses
 import os
 import signal
 import subprocess
@@ -150,3 +152,99 @@ def test_preprocess_on_ray_killed_mid_stage_resumes_and_decodes_fewer_videos(loc
     done, total = map(int, message.split("resuming after ")[1].split(" items")[0].split(" of "))
     assert 0 < done < total == 40, message  # the videos before `done` were not decoded again
     assert outputs(tmp_path / "ray") == outputs(tmp_path / "local")
+
+
+@pytest.fixture(scope="module")
+def i3d_weights(tmp_path_factory):
+    import torch
+    from i3d_layout import published_layout_state_dict
+    path = tmp_path_factory.mktemp("i3d") / "i3d_pretrained_400.pt"
+    torch.save(published_layout_state_dict(seed=0), path)
+    return path
+
+
+def stats_bytes(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_fvd_statistics_on_ray_from_a_bucket_equal_local(workers, local_ray, source, small_shards, i3d_weights,
+                                                         s3_bucket, tmp_path, monkeypatch):
+    """The real-set I3D statistics: parts of clips featurised on the Ray workers, their per-trial sums (n, Σx,
+    Σxxᵀ) added in part order here: the statistics files' bytes equal the local engine's."""
+    from videogpt import evaluation
+    from videogpt.metrics.frechet import load_stats
+    monkeypatch.setattr(evaluation, "PART_CLIPS", 1)  # a part per clip of the trials (2 of the 3 test clips)
+    data = dataclasses.replace(data_params(source), resolution=16, sequence_length=10)  # one clip per video
+    build(data, tmp_path / "local")
+    build(data, tmp_path / "ray", s3_bucket + f"/fvd{workers}")
+    ev = {"i3d_weights": str(i3d_weights), "n_real": 2, "n_trials": 3, "batch_size": 2}
+    params = parse({"data": {"resolution": 16, "sequence_length": 10}, "vqvae": {"downsample": [2, 4, 4]},
+                    "eval": ev})
+    local = evaluation.compute_real_stats(params, clips_path=tmp_path / "local/clips.zarr",
+                                          out_dir=tmp_path / "local/stats")
+    on = dataclasses.replace(params, compute=on_ray(workers))
+    ray_info = evaluation.compute_real_stats(on, clips_path=tmp_path / "ray/clips.zarr", out_dir=tmp_path / "ray/stats")
+    assert local["available"] and ray_info == local
+    assert stats_bytes(tmp_path / "ray/stats") == stats_bytes(tmp_path / "local/stats")
+    mu, sigma, _ = load_stats(tmp_path / "ray/stats/stats_trial000.npz")
+    assert mu.shape == (400,) and np.trace(sigma) > 0
+
+
+def test_generated_feature_sums_on_ray_equal_local(local_ray, i3d_weights):
+    import torch
+
+    from videogpt.config import EvalParams
+    from videogpt.evaluation import _GeneratedFeatureSums, _I3D
+    from videogpt.vqvae import VQVAE, VQVAEConfig
+    torch.manual_seed(0)
+    vq = VQVAE(VQVAEConfig(input_shape=(10, 16, 16), n_hiddens=16, res_hiddens=8, n_res_layers=1,
+                           downsample=(2, 4, 4), n_codes=16, embedding_dim=8, n_heads=2)).eval()
+    tokens = np.random.default_rng(0).integers(0, 16, (6, 5, 4, 4))
+    parts = [(a, tokens[a:a + 2]) for a in range(0, 6, 2)]  # trial 0: videos 0-2, trial 1: 3-5
+
+    def sums(compute):
+        fn = _GeneratedFeatureSums(vq, _I3D(EvalParams(i3d_weights=str(i3d_weights)), "videogpt"), 10, 3, 2, 2,
+                                   "32", None)
+        total = None
+        for part in ordered_map(fn, parts, compute, gpus=True):
+            total = part if total is None else [a + b for a, b in zip(total, part)]
+        return total
+
+    local, ray_sums = sums(None), sums(on_ray(2))
+    assert [s.n for s in local] == [3, 3]
+    for a, b in zip(local, ray_sums):
+        assert a.n == b.n and a.sum.tobytes() == b.sum.tobytes() and a.outer.tobytes() == b.outer.tobytes()
+
+
+@pytest.mark.parametrize("n_frames", [None, 8])  # the clip length (one window), and twice it (sliding windows)
+def test_sample_on_ray_splits_the_videos_and_equals_local(n_frames, local_ray, source, tmp_path, monkeypatch):
+    """The sample stage under compute.engine: ray: parts of whole batches drawn on 2 workers, each video with its
+    own randomness (sample i: (sample.seed, i)): the samples' bytes equal the local engine's."""
+    import json
+
+    import zarr
+    from test_action_prior import make_params, train_models
+
+    from videogpt import generate
+    monkeypatch.setattr(generate, "PART_BATCHES", 1)  # 4 parts of 2 videos (the last of 1)
+    params = make_params(
+        data={"source": str(source), "resolution": 8, "sequence_length": 4, "num_workers": 1},
+        vqvae={"n_hiddens": 16, "res_hiddens": 8, "n_res_layers": 1, "downsample": [2, 2, 2], "n_codes": 16,
+               "embedding_dim": 8, "max_steps": 2, "batch_size": 4, "checkpoint_every": 100, "val_every": 100},
+        prior={"n_layer": 1, "n_head": 2, "n_embd": 16, "warmup_steps": 0, "max_steps": 2, "batch_size": 4,
+               "checkpoint_every": 100, "val_every": 100},
+        sample={"n_samples": 2, "batch_size": 2, "n_frames": n_frames}, trainer={"log_every_n_steps": 1})
+    vqvae_dir, prior_dir = train_models(params, tmp_path)
+    indices = tmp_path / "indices.json"  # two trials of 4 and 3 generated videos
+    indices.write_text(json.dumps({"trials": [[0, 1], [1, 2]], "generated": [[0, 1, 0, 1], [1, 2, 1]]}))
+
+    def sample(params, out):
+        generate.run_sample_stage(params, prior_dir=prior_dir, vqvae_dir=vqvae_dir, clips_path=tmp_path / "clips.zarr",
+                                  manifest_path=tmp_path / "manifest.csv", indices_path=indices, out_dir=out)
+        root = zarr.open_group(str(out / "samples.zarr"), mode="r")
+        return {k: np.asarray(root[k][:]).tobytes() for k in ("tokens", "videos", "real_index", "trial")}
+
+    local = sample(params, tmp_path / "local")
+    assert sample(dataclasses.replace(params, compute=on_ray(2)), tmp_path / "ray") == local
+    assert len(np.unique(np.frombuffer(local["videos"], np.uint8))) > 1

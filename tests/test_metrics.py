@@ -11,7 +11,7 @@ import torch
 
 from i3d_layout import published_layout_state_dict
 from videogpt.metrics import frechet
-from videogpt.metrics.frechet import fvd, frechet_distance, gaussian_stats
+from videogpt.metrics.frechet import FeatureSums, fvd, frechet_distance, gaussian_stats
 from videogpt.metrics.i3d import I3D, I3DWeightsError, i3d_features, load_i3d
 from videogpt.metrics.protocol import MIN_FRAMES, preprocess
 
@@ -72,6 +72,26 @@ def test_gaussian_stats_does_not_mutate_and_is_unbiased():
     np.testing.assert_allclose(sigma, np.cov(before.T, ddof=1), rtol=1e-12)
     with pytest.raises(ValueError):
         gaussian_stats(x[:1])
+
+
+def test_feature_sums_of_parts_give_the_statistics_of_the_whole():
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(256, 400)) * 3 + 10, rng.normal(size=(256, 400)) * 3.3 + 10.1
+    x = np.array([[1.0, 2.0], [3.0, 0.0], [5.0, 4.0]])  # by hand: mu (3, 2), deviations (-2,0) (0,-2) (2,2)
+    mu, sigma = (FeatureSums.of(x[:1]) + FeatureSums.of(x[1:])).gaussian(ddof=1)
+    np.testing.assert_allclose(mu, [3.0, 2.0], rtol=1e-15)
+    np.testing.assert_allclose(sigma, [[4.0, 2.0], [2.0, 4.0]], rtol=1e-14)  # sum of outer products / 2
+    assert (FeatureSums.of(x[:0]) + FeatureSums.of(x)).n == 3
+    for ddof in (0, 1):
+        whole = gaussian_stats(a, ddof)
+        parts = FeatureSums.of(a[:100]) + FeatureSums.of(a[100:101]) + FeatureSums.of(a[101:])
+        np.testing.assert_allclose(parts.gaussian(ddof)[0], whole[0], rtol=1e-12)
+        np.testing.assert_allclose(parts.gaussian(ddof)[1], whole[1], rtol=1e-9, atol=1e-9)
+        ref = frechet_distance(*whole, *gaussian_stats(b, ddof))
+        got = frechet_distance(*parts.gaussian(ddof), *(FeatureSums.of(b[:7]) + FeatureSums.of(b[7:])).gaussian(ddof))
+        assert got == pytest.approx(ref, rel=1e-9)
+    with pytest.raises(ValueError, match="at least 2"):
+        FeatureSums.of(x[:1]).gaussian()
 
 
 def test_stats_roundtrip_and_protocol_key(tmp_path):

@@ -1,17 +1,15 @@
 """Where the non-training stages run: the inference device, how inputs get there and at what precision, and
-sharing the work across ranks (torchrun / srun).
+the ranks of a torchrun / srun launch.
 
 Training goes through Lightning's strategies; tokenize, sample and evaluate use these helpers: without a
-process group everything degrades to rank 0 of 1. Every inference input reaches its device through
+process group everything degrades to rank 0 of 1 (the I3D statistics and evaluate spread their work with
+compute.engine: ray, videogpt.engine, not over ranks). Every inference input reaches its device through
 `to_device` (uint8 clips travel as uint8 and are converted on the device), so a test can record where
 tensors went by replacing that one function.
 """
 from __future__ import annotations
 
 import os
-from typing import Callable
-
-import numpy as np
 import torch
 
 
@@ -93,17 +91,3 @@ def rank_and_world() -> tuple[int, int]:
 def barrier() -> None:
     if rank_and_world()[1] > 1:
         torch.distributed.barrier()
-
-
-def sharded_map(fn: Callable[[np.ndarray], np.ndarray], n: int, batch_size: int,
-                load: Callable[[int, int], np.ndarray]) -> np.ndarray:
-    """fn over items [0, n) in batches, the batches dealt round-robin to the ranks; every rank gets
-    all results in item order. `load(start, stop)` reads the items of one batch."""
-    rank, world = rank_and_world()
-    mine = {start: fn(load(start, min(start + batch_size, n)))
-            for i, start in enumerate(range(0, n, batch_size)) if i % world == rank}
-    if world > 1:
-        gathered = [None] * world
-        torch.distributed.all_gather_object(gathered, mine)
-        mine = {k: v for part in gathered for k, v in part.items()}
-    return np.concatenate([mine[k] for k in sorted(mine)]) if mine else np.zeros((0,))

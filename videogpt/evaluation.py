@@ -8,6 +8,7 @@ the FVD entries are null with the reason; nothing else stands in for them.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -19,13 +20,15 @@ from torch.utils.data import DataLoader
 
 from videogpt.checkpoint import load_prior, load_vqvae
 from videogpt.config import EvalParams, Params, ParamsError
+from videogpt import storage
+from videogpt.data.clip_store import STORE as CLIPS_STORE
 from videogpt.data.clip_store import clips_array, read_clips_at
-from videogpt.distributed import (inference_autocast, inference_device, rank_and_world, sharded_map,
-                                  to_device)
+from videogpt.distributed import inference_autocast, inference_device, to_device
+from videogpt.engine import ordered_map
 from videogpt.fileio import atomic_path, cache_dir, file_sha256, write_json
 from videogpt.generate import GeneratedSets, read_samples
 from videogpt.metrics.classifier import classify, inception_score, label_accuracy, load_classifier
-from videogpt.metrics.frechet import frechet_distance, gaussian_stats, load_stats, save_stats
+from videogpt.metrics.frechet import FeatureSums, frechet_distance, gaussian_stats, load_stats, save_stats
 from videogpt.metrics.i3d import i3d_features, load_feature_network
 from videogpt.metrics.protocol import (MIN_FRAMES, WINDOW_FRAMES, FVDProtocol, fvd_protocol, generated_to_uint8,
                                        real_to_uint8)
@@ -154,41 +157,109 @@ def _load_model(ep: EvalParams, flavour: str, device):
     return load_feature_network(ep.i3d_weights, flavour, allow_torchscript=ep.allow_i3d_torchscript).to(device)
 
 
+PART_CLIPS = 256  # real clips per unit of I3D work: a fixed partition, so the statistics' bytes do not depend
+                  # on the engine or the number of workers
+
+
+class _I3D:
+    """The I3D of eval.i3d_weights for one flavour, loaded on first use: a part function holding it is pickled
+    to Ray workers with the path, not the network (a TorchScript one cannot be pickled). The path is made
+    absolute: on a cluster it must be readable from the workers (a shared filesystem)."""
+
+    def __init__(self, ep: EvalParams, flavour: str):
+        self.ep = dataclasses.replace(ep, i3d_weights=str(Path(ep.i3d_weights).resolve()))
+        self.flavour, self.model = flavour, None
+
+    def __call__(self):
+        if self.model is None:
+            self.model = _load_model(self.ep, self.flavour, torch.device("cpu"))
+        return self.model
+
+    def __getstate__(self):
+        return {**self.__dict__, "model": None}
+
+
+class _RealFeatureSums:
+    """(start, stop) -> [FeatureSums of the I3D features of trial t's clips among union[start:stop], per trial]:
+    one part of the real-set statistics, computed here or on a Ray worker, which then picks its own device
+    (device None). membership: (n_trials, len(union)) bool, clip in trial."""
+
+    def __init__(self, i3d: _I3D, clips: str, split: str, union: np.ndarray, offsets: np.ndarray,
+                 frames: int, membership: np.ndarray, batch_size: int, precision: str, device):
+        self.i3d, self.flavour, self.clips, self.split = i3d, i3d.flavour, clips, split
+        self.union, self.offsets = union, offsets
+        self.frames, self.membership, self.batch_size, self.precision = frames, membership, batch_size, precision
+        self.device = device
+
+    def __call__(self, part: tuple[int, int]) -> list[FeatureSums]:
+        a, b = part
+        device = self.device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        clips = read_clips_at(self.clips, self.split, self.union[a:b])
+        videos = real_to_uint8(_windows(clips, self.offsets[a:b], self.frames), self.flavour)
+        feats = i3d_features(self.i3d(), videos, batch_size=self.batch_size, device=device,
+                             precision=self.precision)
+        return [FeatureSums.of(feats[in_trial[a:b]]) for in_trial in self.membership]
+
+
+class _GeneratedFeatureSums:
+    """(start, tokens (n, t, h, w)) -> [FeatureSums of the I3D features of the generated videos among start..
+    start + n of trial t, per trial]: the videos decoded by the VQ-VAE, their first `frames` frames (as long as
+    the real windows). Generated video i belongs to trial i // n_generated. Runs here or on a Ray worker (the
+    VQ-VAE pickled with it, on the CPU), which then picks its own device (device None)."""
+
+    def __init__(self, vqvae, i3d: _I3D, frames: int, n_generated: int, n_trials: int, batch_size: int,
+                 precision: str, device):
+        self.vqvae, self.i3d, self.flavour, self.frames = vqvae, i3d, i3d.flavour, frames
+        self.n_generated, self.n_trials, self.batch_size, self.precision = n_generated, n_trials, batch_size, precision
+        self.device = device
+
+    @torch.inference_mode()
+    def __call__(self, part: tuple[int, np.ndarray]) -> list[FeatureSums]:
+        start, tokens = part
+        device = self.device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        vqvae, feats = self.vqvae.to(device), []
+        for a in range(0, len(tokens), self.batch_size):
+            videos = vqvae.decode(to_device(torch.as_tensor(tokens[a:a + self.batch_size], dtype=torch.long),
+                                            device)).cpu()
+            feats.append(i3d_features(self.i3d(), generated_to_uint8(videos, self.flavour)[:, :self.frames],
+                                      batch_size=self.batch_size, device=device, precision=self.precision))
+        feats = np.concatenate(feats)
+        trial = (start + np.arange(len(tokens))) // self.n_generated
+        return [FeatureSums.of(feats[trial == t]) for t in range(self.n_trials)]
+
+
 def compute_real_stats(params: Params, *, clips_path, out_dir) -> dict:
     """Stage fvd_real_stats: the trials' real subsets, windows and conditioning clips (indices.json) and the
     I3D statistics of each trial (stats_trialNNN.npz, keyed by the protocol), cached as a DVC out. Without
-    weights only the indices."""
+    weights only the indices. The I3D work runs on params.compute's engine (here, or on Ray workers), in parts
+    of PART_CLIPS clips whose per-trial feature sums are added here: the same bytes on either engine."""
     ep = params.eval
     sets = draw_real_sets(ep, clips_path)  # before any work
     proto = eval_protocol(ep)
     protocol = real_protocol(params, sets)
     reason = fvd_unavailable_reason(params, protocol)
     info = {"protocol": protocol, "available": reason is None, "reason": reason}
-    stats = None
+    stats = []
     if reason is None:
-        device = inference_device(params.trainer)
-        model = _load_model(ep, proto.i3d, device)
         trials = _trials(sets)
         union, where = np.unique(np.concatenate(trials), return_index=True)  # I3D sees each clip once
-        offsets = np.concatenate(sets["offsets"])[where]
-        frames = sets["window_frames"]
-
-        def real(a, b):
-            clips = read_clips_at(clips_path, proto.real_split, union[a:b])
-            return real_to_uint8(_windows(clips, offsets[a:b], frames), proto.i3d)
-
-        feats = sharded_map(lambda videos: i3d_features(model, videos, batch_size=ep.batch_size, device=device,
-                                                         precision=ep.precision),
-                            len(union), ep.batch_size, real)
-        stats = [gaussian_stats(feats[_rows_of(union, t)], proto.covariance_ddof) for t in trials]
-    if rank_and_world()[0] != 0:  # every rank holds the same statistics; rank 0 publishes them
-        return info
+        on_ray = params.compute.engine == "ray"
+        part_sums = _RealFeatureSums(
+            _I3D(ep, proto.i3d), storage.absolute(storage.resolve(clips_path, CLIPS_STORE)),
+            proto.real_split, union, np.concatenate(sets["offsets"])[where], sets["window_frames"],
+            np.stack([np.isin(union, t) for t in trials]), ep.batch_size, ep.precision,
+            None if on_ray else inference_device(params.trainer))
+        parts = [(a, min(a + PART_CLIPS, len(union))) for a in range(0, len(union), PART_CLIPS)]
+        sums = None
+        for part in ordered_map(part_sums, parts, params.compute, gpus=True):  # added in part order: same bytes
+            sums = part if sums is None else [a + b for a, b in zip(sums, part)]
+        stats = [s.gaussian(proto.covariance_ddof) for s in sums]
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     write_json(tmp / INDICES_FILE, sets)
-    for t, (mu, sigma) in enumerate(stats or []):
+    for t, (mu, sigma) in enumerate(stats):
         save_stats(tmp / _stats_file(t), mu, sigma, protocol=protocol, n=proto.n_real)
     write_json(tmp / PROTOCOL_FILE, info)
     shutil.rmtree(out_dir, ignore_errors=True)
@@ -344,7 +415,8 @@ def evaluate(params: Params, *, clips_path, tokens_path, vqvae_dir, prior_dir, s
         RECON_CACHE.save(cached, rows)
         return rows
 
-    rows = sharded_map(lambda pair: reconstruct(*pair), len(union), ep.batch_size, lambda a, b: (a, b))
+    rows = np.concatenate([reconstruct(a, min(a + ep.batch_size, len(union)))
+                           for a in range(0, len(union), ep.batch_size)])
     n_cls = 0 if cls_model is None else 2 * (cls_model.config.n_classes + cls_model.config.feature_dim)
     per_trial = [rows[_rows_of(union, t)] for t in trials]
     cls_rows = [r[:, r.shape[1] - n_cls:] for r in per_trial]  # the classifier's columns, then the rest
@@ -364,17 +436,18 @@ def evaluate(params: Params, *, clips_path, tokens_path, vqvae_dir, prior_dir, s
         for t, real in enumerate(real_stats):
             r_fvd[t] = fd(gaussian_stats(per_trial[t][:, 1:], ddof), real)
     elif model is not None:
-        tokens = samples.tokens
-
-        @torch.inference_mode()
-        def generated(a, b):
-            videos = vqvae.decode(to_device(torch.as_tensor(tokens[a:b], dtype=torch.long), device)).cpu()
-            return generated_to_uint8(videos, flavour)[:, :frames]  # the first frames, as long as the windows
-
-        gen = sharded_map(features, tokens.shape[0], ep.batch_size, generated)
-        n_gen = proto.n_generated
+        tokens, n_gen = samples.tokens, proto.n_generated
+        on_ray = params.compute.engine == "ray"  # the workers get a CPU copy of the VQ-VAE and pick a device
+        i3d = _I3D(ep, flavour)
+        i3d.model = model  # here: the one already loaded (not pickled)
+        part_sums = _GeneratedFeatureSums(load_vqvae(vqvae_dir).eval() if on_ray else vqvae, i3d, frames, n_gen,
+                                          len(trials), ep.batch_size, ep.precision, None if on_ray else device)
+        parts = ((a, np.asarray(tokens[a:a + PART_CLIPS])) for a in range(0, tokens.shape[0], PART_CLIPS))
+        gen_sums = None
+        for part in ordered_map(part_sums, parts, params.compute, gpus=True):  # added in part order: same bytes
+            gen_sums = part if gen_sums is None else [a + b for a, b in zip(gen_sums, part)]
         for t, real in enumerate(real_stats):
-            gen_stats = gaussian_stats(gen[t * n_gen:(t + 1) * n_gen], ddof)
+            gen_stats = gen_sums[t].gaussian(ddof)
             recon_stats = gaussian_stats(per_trial[t][:, 1:], ddof)
             fvd[t] = fd(gen_stats, real)
             r_fvd[t] = fd(recon_stats, real)

@@ -17,6 +17,8 @@ from videogpt.config import Params
 from videogpt.data.clip_store import read_clips_at, read_labels, read_video_actions, store_attrs
 from videogpt.data.ffmpeg_io import write_gif, write_mp4
 from videogpt.distributed import inference_device
+from videogpt.engine import ordered_map
+from videogpt.progress import progress_bar
 from videogpt.sampling import latent_frames, sample_tokens, sample_tokens_sliding, tokens_to_videos
 from videogpt.video import to_float
 from videogpt.visualize import contact_sheet, save_png, upscale, video_grid
@@ -106,6 +108,34 @@ def read_samples(out_dir) -> GeneratedSets:
     return GeneratedSets(tokens=root["tokens"], real_index=real_index, attrs=dict(root.attrs))
 
 
+PART_BATCHES = 4  # under compute.engine: ray, sample.batch_size x this many videos per unit of work
+
+
+class _PartSampler:
+    """(first, n, conditioning of its videos) -> (tokens, uint8 videos, prior seconds, decode seconds) of videos
+    first..first + n - 1 of the set, drawn with their own randomness (sampling.sample_tokens' `first`): here on `device`, or
+    pickled with both models onto a Ray worker, which picks its own device (device None)."""
+
+    def __init__(self, prior, vqvae, n_latent: int, window: int, window_stride, kw: dict, device):
+        self.prior, self.vqvae, self.n_latent, self.window, self.kw = prior, vqvae, n_latent, window, kw
+        self.window_stride, self.device = window_stride, device
+
+    def __call__(self, part: tuple[int, int, dict]):
+        first, n, cond = part
+        device = self.device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        prior, vqvae = self.prior.to(device), self.vqvae.to(device)
+        kw = self.kw | {k: v.to(device) for k, v in cond.items()}
+        t0 = time.perf_counter()
+        if self.n_latent == self.window:
+            tokens = sample_tokens(prior, n, first=first, **kw)
+        else:
+            tokens = sample_tokens_sliding(prior, n, self.n_latent, window_stride=self.window_stride, vqvae=vqvae,
+                                           first=first, **kw)
+        t1 = time.perf_counter()
+        videos = tokens_to_videos(vqvae, tokens, batch_size=self.kw["batch_size"], window=self.window)
+        return tokens, videos, t1 - t0, time.perf_counter() - t1
+
+
 def run_sample_stage(params: Params, *, prior_dir, vqvae_dir, clips_path, manifest_path, indices_path,
                      out_dir) -> dict:
     """Generate the FVD sets: for each trial of indices_path (drawn by fvd_real_stats), eval.n_generated
@@ -127,18 +157,19 @@ def run_sample_stage(params: Params, *, prior_dir, vqvae_dir, clips_path, manife
     n_frames = sp.n_frames or window * time_factor
     n_latent = latent_frames(n_frames, window, time_factor)
     cond = gather_conditioning(prior.config, clips_path, real_index, n_frames=n_frames, manifest_path=manifest_path)
+    on_ray = params.compute.engine == "ray"
     kw = dict(temperature=sp.temperature, top_k=sp.top_k, top_p=sp.top_p, seed=sp.seed, batch_size=sp.batch_size,
-              progress=True, compile=sp.compile, dtype=sp.dtype, kv_dtype=sp.kv_dtype, **{k: v.to(device) for k, v in cond.items()})
-    prior, vqvae = prior.to(device), vqvae.to(device)
-    t0 = time.perf_counter()
-    if n_latent == window:
-        tokens = sample_tokens(prior, len(real_index), **kw)
-    else:
-        tokens = sample_tokens_sliding(prior, len(real_index), n_latent, window_stride=sp.window_stride, vqvae=vqvae,
-                                       **kw)
+              progress=not on_ray, compile=sp.compile, dtype=sp.dtype, kv_dtype=sp.kv_dtype)
+    sampler = _PartSampler(prior, vqvae, n_latent, window, sp.window_stride, kw, None if on_ray else device)
+    n = len(real_index)
+    part = n if not on_ray else sp.batch_size * PART_BATCHES  # whole batches: the same batches either way
+    parts = [(a, min(part, n - a), {k: v[a:a + part] for k, v in cond.items()}) for a in range(0, n, part)]
+    results = list(progress_bar(ordered_map(sampler, parts, params.compute, gpus=True), total=len(parts),
+                                desc="sample", unit="part", disable=not on_ray))
+    tokens = torch.cat([r[0] for r in results])
+    videos = np.concatenate([r[1] for r in results])
     t1 = time.perf_counter()
-    videos = tokens_to_videos(vqvae, tokens, batch_size=sp.batch_size, window=window)
-    t2 = time.perf_counter()
+    prior_s, decode_s = sum(r[2] for r in results), sum(r[3] for r in results)
     fps = store_attrs(clips_path).get("fps") or 8
     attrs = {"sample_params": {k: getattr(sp, k) for k in ("temperature", "top_k", "top_p", "seed", "n_frames",
                                                            "window_stride")},
@@ -152,6 +183,7 @@ def run_sample_stage(params: Params, *, prior_dir, vqvae_dir, clips_path, manife
             "frame is decoded from sampled tokens (the real frames are not copied in), as in VideoGPT")
     write_samples(out_dir, tokens.numpy(), videos, n_show=min(sp.n_samples, len(videos)), fps=fps,
                   arrays={"real_index": real_index, "trial": trial}, attrs=attrs)
-    print(f"sample: time split: prior steps {t1 - t0:.1f} s, decode to pixels {t2 - t1:.1f} s, writing "
-          f"zarr/MP4/GIF {time.perf_counter() - t2:.1f} s", flush=True)
+    print(f"sample: time split: prior steps {prior_s:.1f} s, decode to pixels {decode_s:.1f} s"
+          + (" (summed over the workers)" if on_ray else "") + f", writing zarr/MP4/GIF "
+          f"{time.perf_counter() - t1:.1f} s", flush=True)
     return {"n": len(videos), "n_trials": len(trials), "shape": list(videos.shape)}

@@ -112,7 +112,7 @@ def _batches(prior, n, cond: dict, batch_size, u):
 
 
 def _run(prior, n, decode_batch, *, temperature, top_k, top_p, label, frames, actions, seed, batch_size,
-         progress, compile=False, dtype="auto", kv_dtype="auto"):
+         progress, compile=False, dtype="auto", kv_dtype="auto", first=0):
     cond = {"label": label, "frames": frames, "actions": actions}
     _check(prior, n, temperature, top_k, top_p, cond, batch_size)
     cfg = prior.config
@@ -123,7 +123,7 @@ def _run(prior, n, decode_batch, *, temperature, top_k, top_p, label, frames, ac
             out = torch.empty(n, cfg.seq_len, dtype=torch.long, device=prior.codebook.device)
             n_batches = -(-n // batch_size)
             bar = progress_bar(total=n_batches * cfg.seq_len, desc="sampling", unit="pos", disable=not progress)
-            uniforms = draw_uniforms(n, cfg.seq_len, seed)
+            uniforms = draw_uniforms(first + n, cfg.seq_len, seed)[first:]
             pick = _Picker(prior, temperature, top_k, top_p, use_compile(compile, prior, batch_size),
                            decode_dtypes(dtype, kv_dtype, prior.codebook.device))
             for start, size, part, u in _batches(prior, n, cond, batch_size, uniforms):
@@ -260,7 +260,8 @@ def _decode_recompute(prior: Prior, size, cond, pick, bar, u):
 def sample_tokens(prior: Prior, n: int, *, temperature: float = 1.0, top_k: Optional[int] = None,
                   top_p: Optional[float] = None, label=None, frames: Optional[torch.Tensor] = None,
                   actions: Optional[torch.Tensor] = None, seed: int = 0, batch_size: int = 16,
-                  progress: bool = False, compile="auto", dtype="auto", kv_dtype="auto") -> torch.Tensor:
+                  progress: bool = False, compile="auto", dtype="auto", kv_dtype="auto", first: int = 0
+                  ) -> torch.Tensor:
     """Draw n token grids, (n, *latent_shape) long on the CPU, with the key/value cache.
 
     temperature 0 = greedy (argmax); top_k / top_p restrict sampling to the k most likely codes / the
@@ -272,10 +273,13 @@ def sample_tokens(prior: Prior, n: int, *, temperature: float = 1.0, top_k: Opti
     dtype / kv_dtype: "auto", "float32" or "bfloat16" (sample.dtype / sample.kv_dtype, see `decode_dtypes`): of the
     decode step and of its key/value cache.
     Same seed and arguments give bitwise-identical samples on the same device (and compile setting).
+    first: these are samples first..first + n - 1 of a larger set (their randomness is theirs in the set; the
+    conditioning given is theirs), so a set drawn in parts whose sizes are multiples of batch_size has the
+    bytes of the set drawn at once (the same batches).
     The prior is run in eval mode (dropout off) and restored to its previous mode afterwards."""
     return _run(prior, n, _decode_cached, temperature=temperature, top_k=top_k, top_p=top_p, label=label,
                 frames=frames, actions=actions, seed=seed, batch_size=batch_size, progress=progress,
-                compile=compile, dtype=dtype, kv_dtype=kv_dtype)
+                compile=compile, dtype=dtype, kv_dtype=kv_dtype, first=first)
 
 
 def sample_tokens_recompute(prior: Prior, n: int, *, temperature: float = 1.0, top_k: Optional[int] = None,
@@ -533,7 +537,7 @@ def sample_tokens_sliding(prior: Prior, n: int, n_latent_frames: int, *, window_
                           top_p: Optional[float] = None, label=None, frames: Optional[torch.Tensor] = None,
                           actions: Optional[torch.Tensor] = None, seed: int = 0, batch_size: int = 16,
                           progress: bool = False, return_windows: bool = False, compile="auto", dtype="auto",
-                          kv_dtype="auto"):
+                          kv_dtype="auto", first: int = 0):
     """Draw n token grids of n_latent_frames latent frames, (n, n_latent_frames, h, w[, C]) long on the CPU, by a
     sliding window over latent time (see the section comment above).
 
@@ -570,7 +574,7 @@ def sample_tokens_sliding(prior: Prior, n: int, n_latent_frames: int, *, window_
             per_window = [[] for _ in starts]
             bar = progress_bar(total=-(-n // batch_size) * n_positions, desc="sampling", unit="pos",
                                disable=not progress)
-            uniforms = draw_uniforms_long(n, cfg.seq_len, n_positions, seed)
+            uniforms = draw_uniforms_long(first + n, cfg.seq_len, n_positions, seed)[first:]
             pick = _Picker(prior, temperature, top_k, top_p, use_compile(compile, prior, batch_size),
                            decode_dtypes(dtype, kv_dtype, prior.codebook.device))
             for start, size, part, u in _batches(prior, n, cond, batch_size, uniforms):

@@ -4,6 +4,9 @@ FD = ||mu1 - mu2||^2 + Tr(S1) + Tr(S2) - 2 Tr((S1^1/2 S2 S1^1/2)^1/2), everythin
 estimator (÷N−1 or ÷N) and the square root (eigh or scipy sqrtm) are the named protocol's
 (videogpt.metrics.protocol.FVDProtocol: covariance_ddof, sqrt).
 
+The statistics of a large feature set come from `FeatureSums` (n, Σx, Σxxᵀ in float64), which add up over
+disjoint parts: parts featurised anywhere (on Ray workers) combine without gathering the features.
+
 Plus cached statistics: `.npz` files holding (mu, sigma, n) and the protocol dict that produced them, keyed by
 `protocol_key(protocol)` (sha256 of the canonical JSON), so a cached real-set statistic is only reused under
 the identical protocol.
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +42,41 @@ def gaussian_stats(features, ddof: int = 1) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"ddof must be 0 (population) or 1 (unbiased), got {ddof}")
     sigma = np.cov(x, rowvar=False, ddof=ddof)  # np.cov centres a copy
     return mu, np.atleast_2d(sigma)
+
+
+@dataclass(frozen=True)
+class FeatureSums:
+    """The sufficient statistics of a feature set for its Gaussian: n, Σx (D,) and Σxxᵀ (D, D), float64.
+
+    Those of disjoint parts add up (`+`) to those of their union, in any grouping; the covariance from them,
+    (Σxxᵀ - n mu muᵀ) / (n - ddof), differs from `gaussian_stats` of all the features by round-off only (a
+    Fréchet distance by ~5e-10 relative on 256 x 400 normal features, measured: the square roots amplify it).
+    Parts added in one fixed order give the same bytes wherever they were computed."""
+    n: int
+    sum: np.ndarray
+    outer: np.ndarray
+
+    @classmethod
+    def of(cls, features) -> FeatureSums:
+        """The sums of features (N, ...) flattened to (N, D); N may be 0."""
+        x = np.asarray(features)
+        x = x.reshape(x.shape[0], int(np.prod(x.shape[1:]))).astype(np.float64, copy=False)
+        if not np.isfinite(x).all():
+            raise ValueError("features contain NaN or inf")
+        return cls(x.shape[0], x.sum(axis=0), x.T @ x)
+
+    def __add__(self, other: FeatureSums) -> FeatureSums:
+        return FeatureSums(self.n + other.n, self.sum + other.sum, self.outer + other.outer)
+
+    def gaussian(self, ddof: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """(mu (D,), sigma (D, D)), the covariance divided by n - ddof as in `gaussian_stats`."""
+        if ddof not in (0, 1):
+            raise ValueError(f"ddof must be 0 (population) or 1 (unbiased), got {ddof}")
+        if self.n < 2:
+            raise ValueError(f"need at least 2 samples for a covariance, got {self.n}")
+        mu = self.sum / self.n
+        sigma = (self.outer - np.outer(self.sum, mu)) / (self.n - ddof)
+        return mu, (sigma + sigma.T) / 2
 
 
 def _psd_sqrt(a: np.ndarray) -> np.ndarray:
@@ -135,5 +174,5 @@ def stats_n(path: str | Path) -> int | None:
     return None if n < 0 else n
 
 
-__all__ = ["gaussian_stats", "frechet_distance", "fvd", "protocol_key", "save_stats", "load_stats", "stats_n",
+__all__ = ["gaussian_stats", "FeatureSums", "frechet_distance", "fvd", "protocol_key", "save_stats", "load_stats", "stats_n",
            "StatsMismatchError"]
