@@ -115,16 +115,16 @@ def test_tokenize_on_ray_into_a_bucket_equals_local(workers, local_ray, source, 
     assert files(storage.join(prefix, "tokens.zarr")) == files(str(tmp_path / "local/tokens.zarr"))
 
 
-KILLED_BUILD = """
+RAY_BUILD = """
 import sys
 from videogpt.config import ComputeParams, DataParams
 from videogpt.data import clip_store
 clip_store.SHARD, clip_store.LABEL_CHUNK = 4, 8
-src, out = sys.argv[1:]
+src, out, workers = sys.argv[1:]
 params = DataParams(source=src, resolution=8, sequence_length=4, num_workers=1)
 clip_store.build_clip_store(params, out + "/clips.zarr", out + "/manifest.csv", out + "/rejected.csv", progress=False,
-                            compute=ComputeParams(engine="ray", workers=1))
-"""
+                            compute=ComputeParams(engine="ray", workers=int(workers)))
+"""  # preprocess on Ray in a process of its own: python -c RAY_BUILD <source> <out folder> <workers>
 
 
 def test_preprocess_on_ray_killed_mid_stage_resumes_and_decodes_fewer_videos(local_ray, small_shards, tmp_path,
@@ -138,7 +138,7 @@ def test_preprocess_on_ray_killed_mid_stage_resumes_and_decodes_fewer_videos(loc
     params = data_params(src)
     build(params, tmp_path / "local")
     # its own process group: the kill takes the local Ray it started with it, as when its machine goes
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_BUILD, str(src), str(tmp_path / "ray")],
+    proc = subprocess.Popen([sys.executable, "-c", RAY_BUILD, str(src), str(tmp_path / "ray"), "1"],
                             start_new_session=True)
     progress = tmp_path / "ray/clips.zarr.tmp" / clip_store.PROGRESS
     deadline = time.monotonic() + 300

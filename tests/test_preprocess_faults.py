@@ -74,8 +74,8 @@ def kill_after(work: Path, items: int, sig=signal.SIGKILL) -> dict:
     an item (its clips straddle two shards); the record it left."""
     proc = start(work)
     record = work / "data/clips.zarr.tmp/progress.json"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    deadline = time.monotonic() + 180
+    while True:
         try:
             progress = json.loads(record.read_text())
             if progress["item"] >= items + 2 or progress["item"] >= items and progress["skip"] < 3:
@@ -83,10 +83,14 @@ def kill_after(work: Path, items: int, sig=signal.SIGKILL) -> dict:
         except (OSError, ValueError):
             pass
         assert proc.poll() is None, "the stage ended before it could be killed:\n" + proc.stderr.read()[-2000:]
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"the stage did not get past item {items} in 180 s:\n" + proc.communicate()[1][-2000:])
         time.sleep(0.005)
     proc.send_signal(sig)
-    proc.communicate()
-    assert proc.returncode == -sig  # SIGINT: KeyboardInterrupt, then Python ends itself by the signal
+    _, err = proc.communicate()
+    # SIGINT: KeyboardInterrupt, then Python ends itself by the signal
+    assert proc.returncode == -sig, f"exit {proc.returncode} after {sig!r} at {progress}:\n{err[-2000:]}"
     for out in OUT:
         assert not (work / out).exists(), f"{out} looks complete after a kill"
     return json.loads(record.read_text())

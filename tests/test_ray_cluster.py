@@ -14,20 +14,10 @@ import pytest
 
 pytest.importorskip("ray", reason="compute.engine: ray needs the cluster extra (pip install -e '.[cluster]')")
 
-from test_engine import outputs  # noqa: E402
+from test_engine import RAY_BUILD, outputs  # noqa: E402
 from test_storage_stores import build, data_params, source, small_shards  # noqa: E402,F401
 
 RAY = str(Path(sys.executable).with_name("ray"))
-BUILD = """
-import sys
-from videogpt.config import ComputeParams, DataParams
-from videogpt.data import clip_store
-clip_store.SHARD, clip_store.LABEL_CHUNK = 4, 8
-src, out = sys.argv[1:]
-params = DataParams(source=src, resolution=8, sequence_length=4, num_workers=1)
-clip_store.build_clip_store(params, out + "/clips.zarr", out + "/manifest.csv", out + "/rejected.csv", progress=False,
-                            compute=ComputeParams(engine="ray", workers=2))
-"""
 
 
 def kill_session(sid: int) -> None:
@@ -83,12 +73,15 @@ def two_node_ray(tmp_path):
         for proc in started:
             kill_session(proc.pid)
             proc.wait()
+        current = Path("/tmp/ray/ray_current_cluster")  # what `ray stop` would clear: the dead head's address
+        if current.is_file() and current.read_text().strip().endswith(f":{port}"):
+            current.unlink()
 
 
 def test_a_stage_runs_on_a_two_node_ray_cluster_at_RAY_ADDRESS(two_node_ray, source, small_shards, tmp_path):
     address, env = two_node_ray
     build(data_params(source), tmp_path / "local")
-    proc = subprocess.run([sys.executable, "-c", BUILD, str(source), str(tmp_path / "ray")],
+    proc = subprocess.run([sys.executable, "-c", RAY_BUILD, str(source), str(tmp_path / "ray"), "2"],
                           env={**env, "RAY_ADDRESS": address}, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     # one worker per node: each node has the one CPU a worker asks for

@@ -79,7 +79,9 @@ def start_local_ray(cpus: int, env: dict[str, str] | None = None) -> None:
     nothing else; on a machine shared with other jobs that starved them (decoding 5x slower than the local
     engine's processes under a load of 5, measured here)."""
     import ray  # the cluster extra; compute.engine: ray is refused at params time without it
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False,
+    # address "local": always a new Ray. Without it ray.init() joins the Ray a `ray start` left on this machine
+    # (its address file in /tmp/ray), even a dead one, and then refuses num_cpus.
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False,
              runtime_env={"env_vars": env} if env else None, _system_config={"worker_niceness": 0})
 
 
