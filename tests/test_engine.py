@@ -120,38 +120,49 @@ import sys
 from videogpt.config import ComputeParams, DataParams
 from videogpt.data import clip_store
 clip_store.SHARD, clip_store.LABEL_CHUNK = 4, 8
-src, out, workers = sys.argv[1:]
+src, out, workers, *root = sys.argv[1:]
 params = DataParams(source=src, resolution=8, sequence_length=4, num_workers=1)
 clip_store.build_clip_store(params, out + "/clips.zarr", out + "/manifest.csv", out + "/rejected.csv", progress=False,
-                            compute=ComputeParams(engine="ray", workers=int(workers)))
-"""  # preprocess on Ray in a process of its own: python -c RAY_BUILD <source> <out folder> <workers>
+                            compute=ComputeParams(engine="ray", workers=int(workers)), root=root[0] if root else None)
+"""  # preprocess on Ray in a process of its own: python -c RAY_BUILD <source> <out folder> <workers> [<root>]
 
 
-def test_preprocess_on_ray_killed_mid_stage_resumes_and_decodes_fewer_videos(local_ray, small_shards, tmp_path,
-                                                                             capsys):
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_preprocess_on_ray_killed_mid_stage_resumes_and_decodes_fewer_videos(where, local_ray, small_shards, tmp_path,
+                                                                             capsys, request):
     """The stage's own process SIGKILLed once a shard is written (its Ray workers die with it): run again, it
-    continues after the last whole shard, decoding fewer videos, and ends with the local engine's bytes."""
+    continues after the last whole shard, decoding fewer videos, and ends with the local engine's bytes; in
+    the default layout, and under storage.root in a moto bucket (the shards in the unfinished prefix, the
+    record and CSVs in the local '.prefix.tmp' folder), where no reader would take the unfinished prefix."""
     src = tmp_path / "src"
     for i in range(40):
         frames = np.random.default_rng(i).integers(0, 256, (12, 16, 16, 3), np.uint8)
         write_mp4(src / ("train" if i < 30 else "test") / "ab"[i % 2] / f"{i:02d}.mp4", frames, fps=8)
     params = data_params(src)
     build(params, tmp_path / "local")
+    root = [request.getfixturevalue("s3_bucket") + "/killed"] if where == "s3" else []
     # its own process group: the kill takes the local Ray it started with it, as when its machine goes
-    proc = subprocess.Popen([sys.executable, "-c", RAY_BUILD, str(src), str(tmp_path / "ray"), "1"],
+    proc = subprocess.Popen([sys.executable, "-c", RAY_BUILD, str(src), str(tmp_path / "ray"), "1", *root],
                             start_new_session=True)
-    progress = tmp_path / "ray/clips.zarr.tmp" / clip_store.PROGRESS
+    work = tmp_path / ("ray/clips.zarr.prefix.tmp" if root else "ray/clips.zarr.tmp")
+    progress = work / clip_store.PROGRESS
     deadline = time.monotonic() + 300
     while not progress.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert progress.exists() and not (tmp_path / "ray/clips.zarr").exists()  # killed mid-stage, nothing final
-    build(params, tmp_path / "ray", compute=on_ray(1))
+    if root:
+        prefixes = storage.filesystem(root[0] + "/clips")[0].ls(root[0] + "/clips")
+        assert len(prefixes) == 1 and not storage.is_complete("s3://" + prefixes[0])
+        with pytest.raises(storage.IncompleteError, match="_COMPLETE"):  # what every reader of a prefix calls
+            storage.read_marker("s3://" + prefixes[0])
+    build(params, tmp_path / "ray", *root, compute=on_ray(1))
     message = capsys.readouterr().err
     done, total = map(int, message.split("resuming after ")[1].split(" items")[0].split(" of "))
     assert 0 < done < total == 40, message  # the videos before `done` were not decoded again
-    assert outputs(tmp_path / "ray") == outputs(tmp_path / "local")
+    assert outputs(tmp_path / "ray", root=bool(root)) == outputs(tmp_path / "local")
+    assert not work.exists()
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -432,6 +431,12 @@ def _resumable(temps: list[Path], key: str) -> dict | None:
     return record
 
 
+def _say_resuming(record: dict, source: Source, work) -> None:
+    written = sum(split["clips"] for split in record["splits"].values())
+    print(f"preprocess: resuming after {record['item']} of {len(source.items)} items ({written} clips already "
+          f"written; to start over instead, delete {work})", file=sys.stderr, flush=True)
+
+
 def build_clip_store(params: DataParams, store_path: str | Path, manifest_path: str | Path,
                      rejected_path: str | Path, progress: bool = True, root: str | None = None,
                      compute: ComputeParams | None = None) -> StoreSummary:
@@ -459,10 +464,7 @@ def build_clip_store(params: DataParams, store_path: str | Path, manifest_path: 
     key = _run_key(source, params)
     resume = _resumable(temps, key)
     if resume:
-        written = sum(split["clips"] for split in resume["splits"].values())
-        print(f"preprocess: resuming after {resume['item']} of {len(source.items)} items "
-              f"({written} clips already written; to start over instead, delete {temps[2]})", file=sys.stderr,
-              flush=True)
+        _say_resuming(resume, source, temps[2])
     else:
         for path in temps:
             _remove(path)  # leftovers of an interrupted run with other params or inputs
@@ -488,21 +490,36 @@ def _build_in_prefix(source: Source, params: DataParams, root: str, pointer_path
                      rejected_path: Path, progress: bool, compute: ComputeParams | None) -> dict:
     """Build into <root>/clips/<key> (key: _run_key) unless that prefix is complete already (the same inputs,
     params and code wrote it: nothing is decoded). The Zarr store goes straight to the prefix, every shard
-    object written once; the CSVs are written locally, then uploaded. Then _COMPLETE.json, then local copies
-    of the CSVs (small dvc outs) and the pointer file at pointer_path. A prefix without its marker is what an
-    interrupted run left: it is deleted and written again (no shard-level resume in object storage)."""
+    object written once; the CSVs and the progress record are kept locally in '<pointer>.prefix.tmp' while it
+    runs, then the CSVs are uploaded. Then _COMPLETE.json, then local copies of the CSVs (small dvc outs) and
+    the pointer file at pointer_path. A prefix without its marker is what an interrupted run left: rerun on
+    the same machine with the same key, it continues from its last whole shard in the prefix, as the default
+    layout does; without that local record the prefix is deleted and written again."""
     key = _run_key(source, params)
     prefix = storage.stage_prefix(root, "clips", key)
     fs, path = storage.filesystem(prefix)
     if not storage.is_complete(prefix):
-        storage.remove(prefix)
-        with tempfile.TemporaryDirectory(prefix="preprocess-") as tmp:
-            csvs = {REJECTED: Path(tmp) / REJECTED, MANIFEST: Path(tmp) / MANIFEST}
-            counts = _build(source, params, storage.zarr_store(storage.join(prefix, STORE)), csvs[MANIFEST],
-                            csvs[REJECTED], key, None, progress, None, compute)
+        work = pointer_path.with_name(pointer_path.name + ".prefix.tmp")
+        csvs = {REJECTED: work / REJECTED, MANIFEST: work / MANIFEST}
+        store = storage.join(prefix, STORE)
+        resume = _resumable([csvs[REJECTED], csvs[MANIFEST], work], key)
+        if resume and fs.exists(storage.join(path, STORE, "zarr.json")):
+            _say_resuming(resume, source, work)
+        else:
+            resume = None
+            storage.remove(prefix)
+            _remove(work)
+            work.mkdir(parents=True)
+        try:
+            counts = _build(source, params, storage.zarr_store(store), csvs[MANIFEST], csvs[REJECTED], key, resume,
+                            progress, work / PROGRESS, compute)
             for name, local in csvs.items():
                 fs.put_file(str(local), storage.join(path, name))
-        storage.write_marker(prefix, key=key, counts=counts)
+            storage.write_marker(prefix, key=key, counts=counts)
+            _remove(work)
+        finally:
+            if not (work / PROGRESS).is_file():  # kept only if the run can be resumed
+                _remove(work)
     marker = storage.read_marker(prefix)
     for name, out in ((REJECTED, rejected_path), (MANIFEST, manifest_path)):
         out.parent.mkdir(parents=True, exist_ok=True)
