@@ -57,8 +57,21 @@ def workdir(tmp_path: Path, name: str, source: Path, **data) -> Path:
     return work
 
 
+# `python -m stages.preprocess`, with Python's Ctrl-C handler installed whatever the parent's SIGINT disposition:
+# a child started while its parent ignores SIGINT inherits that and Python then installs no KeyboardInterrupt
+# handler. pytest run as a background job of a non-interactive shell (`bash -c '... &'`, nohup) ignores SIGINT
+# and SIGQUIT from the start (SigIgn 0x6), and the stage then ran to the end after SIGINT, printing nothing.
+STAGE = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+         "runpy.run_module('stages.preprocess', run_name='__main__', alter_sys=True)")
+
+
+def sigint_ignored_here() -> bool:
+    ignored = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("SigIgn"))
+    return bool(int(ignored.split()[1], 16) & (1 << (signal.SIGINT - 1)))
+
+
 def start(work: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "stages.preprocess"], cwd=work, env=ENV,
+    return subprocess.Popen([sys.executable, "-c", STAGE], cwd=work, env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -90,7 +103,8 @@ def kill_after(work: Path, items: int, sig=signal.SIGKILL) -> dict:
     proc.send_signal(sig)
     _, err = proc.communicate()
     # SIGINT: KeyboardInterrupt, then Python ends itself by the signal
-    assert proc.returncode == -sig, f"exit {proc.returncode} after {sig!r} at {progress}:\n{err[-2000:]}"
+    assert proc.returncode == -sig, (f"exit {proc.returncode} after {sig!r} at {progress} (SIGINT ignored by the "
+                                     f"test process: {sigint_ignored_here()}):\n{err[-2000:]}")
     for out in OUT:
         assert not (work / out).exists(), f"{out} looks complete after a kill"
     return json.loads(record.read_text())
