@@ -20,9 +20,7 @@ from torch.utils.data import DataLoader
 
 from videogpt.checkpoint import load_prior, load_vqvae
 from videogpt.config import EvalParams, Params, ParamsError
-from videogpt import storage
-from videogpt.data.clip_store import STORE as CLIPS_STORE
-from videogpt.data.clip_store import clips_array, read_clips_at
+from videogpt.data.clip_store import clips_array, read_clips_at, store_location
 from videogpt.distributed import inference_autocast, inference_device, to_device
 from videogpt.engine import ordered_map
 from videogpt.fileio import atomic_path, cache_dir, file_sha256, write_json
@@ -245,7 +243,7 @@ def compute_real_stats(params: Params, *, clips_path, out_dir) -> dict:
         union, where = np.unique(np.concatenate(trials), return_index=True)  # I3D sees each clip once
         on_ray = params.compute.engine == "ray"
         part_sums = _RealFeatureSums(
-            _I3D(ep, proto.i3d), storage.absolute(storage.resolve(clips_path, CLIPS_STORE)),
+            _I3D(ep, proto.i3d), store_location(clips_path),
             proto.real_split, union, np.concatenate(sets["offsets"])[where], sets["window_frames"],
             np.stack([np.isin(union, t) for t in trials]), ep.batch_size, ep.precision,
             None if on_ray else inference_device(params.trainer))

@@ -19,9 +19,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from videogpt import storage
 from videogpt.config import ComputeParams, PriorParams
-from videogpt.data.clip_store import STORE as CLIPS_STORE
 from videogpt.data.clip_store import (clips_array, read_actions, read_clips, read_labels, store_attrs,
-                                      store_splits)
+                                      store_location, store_splits)
 from videogpt.data.dataset import ClipDataset, shard_rows
 from videogpt.data.streaming import ShardStream
 from videogpt.distributed import barrier, inference_autocast, rank_and_world, to_device
@@ -164,7 +163,7 @@ def build_token_store(vqvae, clips_path: str | Path, out_path: str | Path, *, fi
                 continue
             blocks.append((split, start, min(start + BLOCK, n), marker))
     on_ray = compute is not None and compute.engine == "ray"
-    encoder = _BlockEncoder(vqvae, storage.absolute(storage.resolve(clips_path, CLIPS_STORE)), batch_size,
+    encoder = _BlockEncoder(vqvae, store_location(clips_path), batch_size,
                             precision, None if on_ray else device, 0 if on_ray else num_workers,
                             progress and not on_ray)
     # The encoder runs here or on Ray workers; this process writes every block's codes, in order.

@@ -533,6 +533,12 @@ def _build_in_prefix(source: Source, params: DataParams, root: str, pointer_path
 # Reading
 
 
+def store_location(store_path: str | Path) -> str:
+    """Where another process (a Ray worker, whatever its working folder) opens the clip store named by
+    store_path (a local store, a pointer file or a URL): a URL, or an absolute local path."""
+    return storage.absolute(storage.resolve(store_path, STORE))
+
+
 def open_store(store_path: str | Path) -> zarr.Group:
     """The store's root group, read-only; a missing store says how to build it. store_path is a local store,
     a pointer file (storage.root set: the store in its complete prefix) or an fsspec URL of a store."""
