@@ -19,6 +19,11 @@ def inference_device(trainer_params) -> torch.device:
     return torch.device("cuda" if use_cuda else "cpu")
 
 
+def worker_device(device: torch.device | None) -> torch.device:
+    """`device` when the caller chose one; None on a Ray worker: the GPU Ray gave it, if any, else the CPU."""
+    return device if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def to_device(x: torch.Tensor, device: str | torch.device) -> torch.Tensor:
     """x on `device` (a no-op where it already is): the one door of every inference input."""
     return x.to(device, non_blocking=True)

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from videogpt.checkpoint import load_prior, load_vqvae
 from videogpt.config import EvalParams, Params, ParamsError
 from videogpt.data.clip_store import clips_array, read_clips_at, store_location
-from videogpt.distributed import inference_autocast, inference_device, to_device
+from videogpt.distributed import inference_autocast, inference_device, to_device, worker_device
 from videogpt.engine import ordered_map
 from videogpt.fileio import atomic_path, cache_dir, file_sha256, write_json
 from videogpt.generate import GeneratedSets, read_samples
@@ -155,8 +155,8 @@ def _load_model(ep: EvalParams, flavour: str, device):
     return load_feature_network(ep.i3d_weights, flavour, allow_torchscript=ep.allow_i3d_torchscript).to(device)
 
 
-PART_CLIPS = 256  # real clips per unit of I3D work: a fixed partition, so the statistics' bytes do not depend
-                  # on the engine or the number of workers
+PART_CLIPS = 256  # clips (videos) per unit of I3D work: a fixed partition, so the statistics' bytes do not
+                  # depend on the engine or the number of workers
 
 
 class _I3D:
@@ -191,7 +191,7 @@ class _RealFeatureSums:
 
     def __call__(self, part: tuple[int, int]) -> list[FeatureSums]:
         a, b = part
-        device = self.device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = worker_device(self.device)
         clips = read_clips_at(self.clips, self.split, self.union[a:b])
         videos = real_to_uint8(_windows(clips, self.offsets[a:b], self.frames), self.flavour)
         feats = i3d_features(self.i3d(), videos, batch_size=self.batch_size, device=device,
@@ -214,7 +214,7 @@ class _GeneratedFeatureSums:
     @torch.inference_mode()
     def __call__(self, part: tuple[int, np.ndarray]) -> list[FeatureSums]:
         start, tokens = part
-        device = self.device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = worker_device(self.device)
         vqvae, feats = self.vqvae.to(device), []
         for a in range(0, len(tokens), self.batch_size):
             videos = vqvae.decode(to_device(torch.as_tensor(tokens[a:a + self.batch_size], dtype=torch.long),
@@ -224,6 +224,15 @@ class _GeneratedFeatureSums:
         feats = np.concatenate(feats)
         trial = (start + np.arange(len(tokens))) // self.n_generated
         return [FeatureSums.of(feats[trial == t]) for t in range(self.n_trials)]
+
+
+def _trial_sums(part_sums, parts, compute) -> list[FeatureSums]:
+    """The per-trial FeatureSums of every part (part_sums over parts, on compute's engine), added in part order:
+    the same bytes whatever the engine and the number of workers."""
+    total = None
+    for sums in ordered_map(part_sums, parts, compute, gpus=True):
+        total = sums if total is None else [a + b for a, b in zip(total, sums)]
+    return total
 
 
 def compute_real_stats(params: Params, *, clips_path, out_dir) -> dict:
@@ -248,10 +257,7 @@ def compute_real_stats(params: Params, *, clips_path, out_dir) -> dict:
             np.stack([np.isin(union, t) for t in trials]), ep.batch_size, ep.precision,
             None if on_ray else inference_device(params.trainer))
         parts = [(a, min(a + PART_CLIPS, len(union))) for a in range(0, len(union), PART_CLIPS)]
-        sums = None
-        for part in ordered_map(part_sums, parts, params.compute, gpus=True):  # added in part order: same bytes
-            sums = part if sums is None else [a + b for a, b in zip(sums, part)]
-        stats = [s.gaussian(proto.covariance_ddof) for s in sums]
+        stats = [s.gaussian(proto.covariance_ddof) for s in _trial_sums(part_sums, parts, params.compute)]
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -441,9 +447,7 @@ def evaluate(params: Params, *, clips_path, tokens_path, vqvae_dir, prior_dir, s
         part_sums = _GeneratedFeatureSums(load_vqvae(vqvae_dir).eval() if on_ray else vqvae, i3d, frames, n_gen,
                                           len(trials), ep.batch_size, ep.precision, None if on_ray else device)
         parts = ((a, np.asarray(tokens[a:a + PART_CLIPS])) for a in range(0, tokens.shape[0], PART_CLIPS))
-        gen_sums = None
-        for part in ordered_map(part_sums, parts, params.compute, gpus=True):  # added in part order: same bytes
-            gen_sums = part if gen_sums is None else [a + b for a, b in zip(gen_sums, part)]
+        gen_sums = _trial_sums(part_sums, parts, params.compute)
         for t, real in enumerate(real_stats):
             gen_stats = gen_sums[t].gaussian(ddof)
             recon_stats = gaussian_stats(per_trial[t][:, 1:], ddof)

@@ -16,7 +16,7 @@ from videogpt.checkpoint import load_prior, load_vqvae
 from videogpt.config import Params
 from videogpt.data.clip_store import read_clips_at, read_labels, read_video_actions, store_attrs
 from videogpt.data.ffmpeg_io import write_gif, write_mp4
-from videogpt.distributed import inference_device
+from videogpt.distributed import inference_device, worker_device
 from videogpt.engine import ordered_map
 from videogpt.progress import progress_bar
 from videogpt.sampling import latent_frames, sample_tokens, sample_tokens_sliding, tokens_to_videos
@@ -122,7 +122,7 @@ class _PartSampler:
 
     def __call__(self, part: tuple[int, int, dict]):
         first, n, cond = part
-        device = self.device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = worker_device(self.device)
         prior, vqvae = self.prior.to(device), self.vqvae.to(device)
         kw = self.kw | {k: v.to(device) for k, v in cond.items()}
         t0 = time.perf_counter()

@@ -23,7 +23,7 @@ from videogpt.data.clip_store import (clips_array, read_actions, read_clips, rea
                                       store_location, store_splits)
 from videogpt.data.dataset import ClipDataset, shard_rows
 from videogpt.data.streaming import ShardStream
-from videogpt.distributed import barrier, inference_autocast, rank_and_world, to_device
+from videogpt.distributed import barrier, inference_autocast, rank_and_world, to_device, worker_device
 from videogpt.engine import ordered_map
 from videogpt.prior import ACTION_CONDITIONS, FRAME_CONDITIONS
 from videogpt.progress import progress_bar
@@ -76,8 +76,7 @@ class _BlockEncoder:
     @torch.inference_mode()
     def __call__(self, block: tuple[str, int, int]) -> np.ndarray:
         split, start, stop = block
-        if self.device is None:  # on a Ray worker: the GPU Ray gave it, if any
-            self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = worker_device(self.device)
         vqvae = self.vqvae.to(self.device)
         loader = DataLoader(_ClipBatches(self.clips, split, start, stop, self.batch_size), batch_size=None,
                             num_workers=self.num_workers)
