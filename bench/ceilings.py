@@ -4,17 +4,18 @@ configs (the reference implementation's own).
 
     python -m bench.ceilings [--threads 2] [--quick]
 
-Sampler (sample_tokens, 1,024 positions of a 4 x 252 prior, at batch 1, 4 (issue 16's row) and 32 (`sampler_b{n}`);
-batches up to videogpt.sampling.ONE_THREAD_MAX_BATCH decode on one thread, larger ones on all):
-- `profile`: self time per position of each operation (torch.profiler), largest first;
-- `bytes_per_step`: what one step must read whatever the kernels: every decode weight once, and the keys and
-  values of the filled prefix (on average half the sequence), in float32, which the exact equality with the
-  recompute sampler requires;
+Sampler (sample_tokens, 1,024 positions of a 4 x 252 prior, at batch 4 (issues 16 and 24's row), 1 and 32
+(`sampler_b{n}`); batches up to videogpt.sampling.ONE_THREAD_MAX_BATCH decode on one thread, larger ones on all),
+eager (sample.compile false, `eager_ms_per_position`) and compiled (true, `ms_per_position`; its compile, the first
+call, is `compile_s`, not in the timing):
+- `profile`: self time per position of each operation or generated kernel of the compiled step (torch.profiler;
+  Inductor's kernels named by what they fuse), largest first;
+- `bytes_per_step` (videogpt.sampling.decode_bytes_per_step): what one step must read whatever the kernels: every
+  decode weight once, and the keys and values of the filled prefix (on average half the sequence), in float32;
 - `stream_gbps`: this machine's measured read bandwidth over a buffer of that size, on the decode loop's thread
   count (torch.sum);
-- `floor_ms_per_position` = bytes / bandwidth: no kernel that reads its operands can be faster. The gap between
-  it and the measured time is the small kernels' inefficiency (a 4-row GEMM, a one-query attention), which a
-  fused decode kernel could close and library calls cannot.
+- `floor_ms_per_position` = bytes / bandwidth: no kernel that reads its operands can be faster;
+  `measured_over_floor` is the compiled step's ratio to it (issue 24's bar: <= 2.5 at batch 4).
 
 VQ-VAE train step (batch 4 of 16x64x64): `conv_share` is the share of the step's self time spent in oneDNN /
 PyTorch 3D convolution kernels (forward and backward), which the reference calls too, with the same shapes.
@@ -32,7 +33,7 @@ from bench.common import emit, loadavg, log, parser, profile_top, set_threads, t
 from bench.reference_configs import PRIOR_REF, VQVAE_REF, vqvae_train_step
 from videogpt.prior import Prior, PriorConfig
 from videogpt import sampling as sampling_module
-from videogpt.sampling import sample_tokens
+from videogpt.sampling import decode_bytes_per_step, sample_tokens
 
 SAMPLER_BATCHES = (4, 1, 32)  # 4: issue 16's row; 1: pure latency; 32: about the sample stage's batch
 CONV_OPS = ("convolution", "conv_transpose", "mkldnn_convolution", "convolution_backward")
@@ -54,11 +55,17 @@ def sampler(batch: int = 4, runs: int = 2) -> dict:
     prior = Prior(cfg, torch.randn(cfg.n_codes, cfg.embedding_dim))
     torch.nn.init.normal_(prior.head.weight, std=0.02)
 
-    def run():
-        sample_tokens(prior, batch, seed=0, batch_size=batch)
-    ms = 1e3 * min(time_runs(run, runs=runs)) / cfg.seq_len
-    weights = sum(p.numel() for name, p in prior.named_parameters() if "blocks" in name or "head" in name) * 4
-    kv_mean = cfg.n_layer * batch * 2 * (cfg.seq_len / 2) * cfg.n_embd * 4
+    def run(compile: bool):
+        return lambda: sample_tokens(prior, batch, seed=0, batch_size=batch, compile=compile)
+    eager_ms = 1e3 * min(time_runs(run(False), runs=runs)) / cfg.seq_len
+    t0 = time.perf_counter()
+    run(True)()  # compiles
+    compile_s = time.perf_counter() - t0
+    ms = 1e3 * min(time_runs(run(True), warmup=0, runs=runs)) / cfg.seq_len
+    compile_s -= ms * cfg.seq_len / 1e3
+    total = decode_bytes_per_step(prior, batch)
+    weights = sum(p.numel() for name, p in prior.named_parameters() if name.startswith(("blocks.", "head."))) * 4
+    kv_mean = total - weights
     saved = torch.get_num_threads()
     if batch <= sampling_module.ONE_THREAD_MAX_BATCH:
         torch.set_num_threads(1)  # the decode loop's thread count at this batch
@@ -68,12 +75,14 @@ def sampler(batch: int = 4, runs: int = 2) -> dict:
     finally:
         torch.set_num_threads(saved)
     floor = (weights + kv_mean) / (gbps * 1e9) * 1e3
-    profile = profile_top(run, steps=1, top=10)
+    profile = profile_top(run(True), steps=1, top=10)
     for row in profile:
         row["self_us_per_position"] = round(row.pop("self_ms_per_step") * 1e3 / cfg.seq_len, 1)
-    return {"batch": batch, "threads": threads, "ms_per_position": round(ms, 3), "bytes_per_step": {"weights": int(weights),
+    return {"batch": batch, "threads": threads, "ms_per_position": round(ms, 3), "eager_ms_per_position":
+            round(eager_ms, 3), "compile_s": round(compile_s, 1), "bytes_per_step": {"weights": int(weights),
             "kv_mean": int(kv_mean)}, "stream_gbps": round(gbps, 1), "floor_ms_per_position": round(floor, 3),
-            "measured_over_floor": round(ms / floor, 1), "profile": profile}
+            "measured_over_floor": round(ms / floor, 2), "eager_over_floor": round(eager_ms / floor, 2),
+            "profile": profile}
 
 
 def vqvae_train(runs: int = 2) -> dict:
@@ -88,15 +97,20 @@ def vqvae_train(runs: int = 2) -> dict:
 def main(argv=None) -> dict:
     ap = parser(__doc__.split("\n\n")[0])
     ap.set_defaults(threads=2)
+    ap.add_argument("--batches", default=",".join(map(str, SAMPLER_BATCHES)), help="sampler batch sizes")
+    ap.add_argument("--no-vqvae", action="store_true", help="the sampler rows only")
     args = ap.parse_args(argv)
     threads = set_threads(args.threads)
     runs = 1 if args.quick else 2
     out = {"bench": "ceilings", "threads": threads, "loadavg_before": loadavg()}
-    for batch in SAMPLER_BATCHES:
+    torch._inductor.config.cpp.enable_kernel_profile = True  # the profile names the compiled step's kernels
+    for batch in (int(b) for b in args.batches.split(",")):
         smp = out[f"sampler_b{batch}"] = sampler(batch, runs)
-        log(f"sampler b{batch}: {smp['ms_per_position']} ms/position, floor {smp['floor_ms_per_position']}")
-    out["vqvae_train"] = vqvae_train(runs)
-    log(f"vqvae: conv share {out['vqvae_train']['conv_share']}")
+        log(f"sampler b{batch}: compiled {smp['ms_per_position']} ms/position (eager {smp['eager_ms_per_position']}), "
+            f"floor {smp['floor_ms_per_position']}: {smp['measured_over_floor']}x")
+    if not args.no_vqvae:
+        out["vqvae_train"] = vqvae_train(runs)
+        log(f"vqvae: conv share {out['vqvae_train']['conv_share']}")
     out["loadavg_after"] = loadavg()
     return emit(out)
 

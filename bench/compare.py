@@ -6,22 +6,51 @@ issue 24's bar is the batch-4 row at >= 3x the reference.
 PATH is a checkout of the reference (the folder holding its `videogpt/` package; bench/reference_side.py says how
 it is imported without copying anything). Each row is bench.reference_configs's `sample_b{n}` at the reference's
 config (prior 4 layers x 252, 4 heads, 4x16x16 latent, 512 codes; VQ-VAE 64 channels, downsampling 4x4x4): the
-project's `sample` (sample_tokens over all 1,024 positions + VQ-VAE decode, the params' defaults: sample.compile
-and sample.dtype auto, i.e. eager float32 on a CPU) against the reference's `VideoGPT.sample` (its own key/value
-cache, then its VQ-VAE decoder), one warm-up call each, then `runs` timed calls alternating project, reference,
-project, ... so that both sides see the same machine state. ms/position = seconds / 1,024; ratio = reference median
-/ project median (> 1: the project is faster). The load average before and after each row is recorded: on a
-shared machine read the ratio, not the absolute times, and set OMP_WAIT_POLICY=PASSIVE: the reference decodes on
-all threads, and with OpenMP's spin-waiting its steps collapse when another process holds a core (TQDM_DISABLE=1
-silences its per-position progress bar). Prints one JSON object.
+project's `sample` (sample_tokens over all 1,024 positions + VQ-VAE decode, float32) with the decode step eager
+(sample.compile false, what `auto` picks for one batch on a CPU) and compiled (true), against the reference's
+`VideoGPT.sample` (its own key/value cache, then its VQ-VAE decoder). One warm-up call each (the compiled side's is
+its compile, reported as `compile_s`), then `runs` rounds of timed calls alternating eager, compiled, reference, so
+that all three see the same machine state. ms/position = seconds / 1,024; ratio = reference median / project median
+(> 1: the project is faster). The load average before and after each row is recorded: on a shared machine read the
+ratios, not the absolute times, and set OMP_WAIT_POLICY=PASSIVE: the reference decodes on all threads, and with
+OpenMP's spin-waiting its steps collapse when another process holds a core (TQDM_DISABLE=1 silences its
+per-position progress bar). Prints one JSON object.
 """
 from __future__ import annotations
 
+import statistics
+import time
+
 from bench.common import emit, loadavg, log, parser, set_threads
-from bench.reference_configs import time_row
+from bench.reference_configs import sampling
+from bench.reference_side import build as build_reference
 from bench.reference_side import import_reference
 
 TARGET_RATIO_B4 = 3.0  # issue 24
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def compare_row(batch: int, runs: int, reference) -> dict:
+    """One batch size: eager, compiled and the reference, interleaved."""
+    sides = {"eager": sampling(batch, compile=False), "compiled": sampling(batch, compile=True),
+             "reference": build_reference(reference, f"sample_b{batch}")}
+    first = {name: _timed(fn) for name, (fn, _) in sides.items()}  # warm-up; the compiled one compiles
+    times = {name: [] for name in sides}
+    for _ in range(runs):
+        for name, (fn, per) in sides.items():
+            times[name].append(_timed(fn) / per)
+    median = {name: statistics.median(t) for name, t in times.items()}
+    row = {name: {"ms_per_position": round(1e3 * median[name], 3),
+                  "times_ms_per_position": [round(1e3 * t, 3) for t in times[name]]} for name in sides}
+    for name in ("eager", "compiled"):
+        row[name]["ratio"] = round(median["reference"] / median[name], 2)
+    row["compiled"]["compile_s"] = round(first["compiled"] - median["compiled"] * sides["compiled"][1], 1)
+    return row
 
 
 def main(argv=None) -> dict:
@@ -36,17 +65,15 @@ def main(argv=None) -> dict:
     reference = import_reference(args.reference)
     rows = {}
     for batch in (int(b) for b in args.batches.split(",")):
-        row = f"sample_b{batch}"
         load0 = loadavg()
-        r = time_row(row, runs, reference=reference)
-        rows[row] = {"ms_per_position": round(1e3 * r["median"], 3),
-                     "reference_ms_per_position": round(1e3 * r["reference"], 3), "ratio": r["ratio"],
-                     "loadavg_before_after": [load0, loadavg()], **r}
-        log(f"{row}: {rows[row]['ms_per_position']} ms/position vs the reference's "
-            f"{rows[row]['reference_ms_per_position']}: {r['ratio']}x")
+        row = rows[f"sample_b{batch}"] = {**compare_row(batch, runs, reference), "loadavg_before_after": [load0, loadavg()]}
+        log(f"sample_b{batch}: reference {row['reference']['ms_per_position']} ms/position; eager "
+            f"{row['eager']['ms_per_position']} ({row['eager']['ratio']}x), compiled {row['compiled']['ms_per_position']} "
+            f"({row['compiled']['ratio']}x, {row['compiled']['compile_s']} s to compile)")
     out = {"bench": "compare", "threads": threads, "runs": runs, "reference": args.reference, "rows": rows}
     if "sample_b4" in rows:
-        out["target_b4"] = {"ratio": TARGET_RATIO_B4, "reached": rows["sample_b4"]["ratio"] >= TARGET_RATIO_B4}
+        out["target_b4"] = {"ratio": TARGET_RATIO_B4, "compiled": rows["sample_b4"]["compiled"]["ratio"],
+                            "reached": rows["sample_b4"]["compiled"]["ratio"] >= TARGET_RATIO_B4}
     return emit(out)
 
 

@@ -131,7 +131,7 @@ def prior_train_step(attn_dropout: float, bf16: bool):
     return step, 1
 
 
-def sampling(batch: int, all_threads: bool = False):
+def sampling(batch: int, all_threads: bool = False, compile="auto"):
     torch.manual_seed(0)
     cfg = PriorConfig(**{**PRIOR_REF, "n_codes": VQVAE_REF.n_codes, "embedding_dim": VQVAE_REF.embedding_dim})
     vqvae = VQVAE(VQVAE_REF).eval()
@@ -142,7 +142,7 @@ def sampling(batch: int, all_threads: bool = False):
         saved = sampling_module.ONE_THREAD_MAX_BATCH
         sampling_module.ONE_THREAD_MAX_BATCH = 0 if all_threads else saved
         try:
-            sample(prior, vqvae, batch, seed=0, batch_size=batch)
+            sample(prior, vqvae, batch, seed=0, batch_size=batch, compile=compile)
         finally:
             sampling_module.ONE_THREAD_MAX_BATCH = saved
     return run, cfg.seq_len  # time per position

@@ -272,7 +272,8 @@ def test_sample_returns_uint8_channels_last_videos():
 
 # ---- the compiled decode step -------------------------------------------------------------------
 # One compile (tens of seconds on 2 cores) shared by these tests: a class-conditional prior (the step reads the
-# conditional LayerNorms' vector from the cache) with top-k and top-p on (the whole fused pick is traced).
+# conditional LayerNorms' vector from the cache) with top-k and top-p on (the whole fused pick is traced). On the
+# CPU the step is compiled with a symbolic prefix length, Inductor's freezing and its CPP GEMM template.
 
 COMPILED_KW = dict(batch_size=2, **RECORDED_SETTINGS["topk_topp"])
 
@@ -293,8 +294,9 @@ def compiled():
 
 @pytest.mark.slow
 def test_compiled_step_compiles_once_for_all_positions_and_samples(compiled):
-    """One graph for the 24 positions of a sample (the position is a tensor, the cache read whole under a
-    mask) and no recompilation for a second sample of the same shape."""
+    """One graph for the 23 compiled positions of a sample (position 0 runs the same function eagerly; the
+    position is a tensor and the filled length a symbol) and no recompilation for a second sample of the
+    same shape."""
     assert compiled["graphs_after_first"] == 1
     assert compiled["graphs_after_second"] == 1
     assert not compiled["counters"]["recompiles"]
@@ -302,26 +304,58 @@ def test_compiled_step_compiles_once_for_all_positions_and_samples(compiled):
 
 @pytest.mark.slow
 def test_compiled_step_draws_the_eager_tokens_with_logits_within_1e_5(compiled):
-    from videogpt.sampling import compiled_decode_step, decode_step
+    from videogpt.sampling import CPU_COMPILE_CONFIG, compiled_decode_step, decode_step
     prior, cond = compiled["prior"], compiled["cond"]
     assert compiled["first"].reshape(2, -1).tolist() == RECORDED["class", "topk_topp"]
     assert torch.equal(compiled["second"], sample_tokens(prior, 2, seed=8, **COMPILED_KW, **cond))
     # Every position's logits: the compiled step, the eager one and the full forward pass (teacher forcing).
-    step = compiled_decode_step(torch.device("cpu"))
     tokens = compiled["first"].reshape(2, -1)
     rule = (COMPILED_KW["temperature"], COMPILED_KW["top_k"], COMPILED_KW["top_p"])
     full = teacher_forced_logits(prior, compiled["first"], **cond)
     with torch.inference_mode():  # as in the sampler: a tensor made outside it would be another graph
+        step = compiled_decode_step(torch.device("cpu"))
         u = torch.rand(2, prior.config.seq_len, generator=torch.Generator().manual_seed(7))
-        caches = [prior.init_cache(2, label=cond["label"]) for _ in range(2)]
+        cache = prior.init_cache(2, label=cond["label"], for_compiled_cpu=True)
+        eager_cache = prior.init_cache(2, label=cond["label"])
         pos = torch.zeros((), dtype=torch.long)
         prev = torch.zeros(2, dtype=torch.long)
         for p in range(prior.config.seq_len):
             pos.fill_(p)
-            picked, logits = step(prior, caches[0], prev, pos, u[:, p], *rule)
-            eager_picked, eager_logits = decode_step(prior, caches[1], prev, p, u[:, p], *rule)
+            if p == 0:  # as the sampler runs it
+                picked, logits = decode_step(prior, cache, prev, pos, u[:, p], *rule, n=1)
+            else:
+                with torch._inductor.config.patch(CPU_COMPILE_CONFIG):
+                    picked, logits = step(prior, cache, prev, pos, u[:, p], *rule, n=p + 1)
+            eager_picked, eager_logits = decode_step(prior, eager_cache, prev, p, u[:, p], *rule)
             torch.testing.assert_close(logits, eager_logits, rtol=0, atol=1e-5)
             torch.testing.assert_close(eager_logits, full[:, p], rtol=0, atol=1e-5)
             assert torch.equal(picked, eager_picked)
             prev = tokens[:, p].contiguous()  # as the sampler feeds it (a strided view would be another graph)
     assert compiled["counters"]["stats"]["unique_graphs"] == 1  # the direct calls reused the sampler's graph
+
+
+@pytest.mark.slow
+def test_compiled_step_follows_weights_changed_in_place(compiled):
+    """Freezing copies the weights into the graph; after an in-place change (an optimizer step) the next compiled
+    run must use the new values (sampling._drop_stale_frozen_weights), not the frozen ones."""
+    prior, cond = make_prior("class", seed=1, head_std=0.3), cond_inputs("class", 2)
+    sample_tokens(prior, 2, seed=7, compile=True, **COMPILED_KW, **cond)
+    with torch.no_grad():
+        for p in prior.parameters():
+            p.mul_(1.5)
+    again = sample_tokens(prior, 2, seed=7, compile=True, **COMPILED_KW, **cond)
+    assert torch.equal(again, sample_tokens(prior, 2, seed=7, compile=False, **COMPILED_KW, **cond))
+
+
+def test_auto_compiles_on_the_cpu_only_for_runs_that_repay_it():
+    from videogpt.sampling import AUTO_COMPILE_MIN_GB, decode_bytes_per_step, use_compile
+    prior = make_prior()
+    cfg = prior.config
+    per_step = decode_bytes_per_step(prior, 4)
+    weights = sum(p.numel() for b in prior.blocks for p in b.parameters()) + prior.head.weight.numel()
+    assert per_step == 4 * (weights + cfg.n_layer * 4 * 2 * cfg.seq_len / 2 * cfg.n_embd)
+    enough = -(-AUTO_COMPILE_MIN_GB * 10 ** 9 // per_step)
+    assert use_compile("auto", prior, 4, enough) and not use_compile("auto", prior, 4, enough - 1)
+    assert use_compile(True, prior, 4, 1) and not use_compile(False, prior, 4, 10 ** 12)
+    with pytest.raises(ValueError, match="sample.compile"):
+        use_compile("yes", prior, 4, 1)

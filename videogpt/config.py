@@ -146,8 +146,9 @@ class SampleParams:
     window_stride: Optional[int] = _f(None, "new latent frames per sliding window (with sample.n_frames); null = half "
                                       "the prior's latent frames", lo=1)
     compile: Literal["auto", True, False] = _f("auto", "run the decode step under torch.compile (CUDA: with CUDA "
-                                               "graphs); auto = on CUDA only (measured rule: "
-                                               "videogpt.sampling.use_compile)")
+                                               "graphs; CPU: Inductor's packed few-row GEMMs); auto = on CUDA, and "
+                                               "on the CPU for runs long enough to repay the compile (measured "
+                                               "rule: videogpt.sampling.use_compile)")
     dtype: Literal["auto", "float32", "bfloat16"] = _f(
         "auto", "the decode step's dtype (weights, activations); auto = bfloat16 on CUDA, float32 elsewhere "
                 "(videogpt.sampling.DECODE_DTYPE_AUTO; bf16 costs the default model < 0.01 bits/dim, README)")

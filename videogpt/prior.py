@@ -207,10 +207,17 @@ class Norm(nn.Module):
 
 class DecodeWeights(NamedTuple):
     """What a block's decode step reads besides the cache, prepared once per batch (`of`): the self-attention
-    and MLP weight matrices as contiguous (in, out) copies, their biases, and each norm's (gain, bias)
-    (`Norm.affine`; for conditional LayerNorms computed from the batch's condition here, not per position).
-    A decode step multiplies a few rows (the batch) by each matrix; MKL's GEMM does that about 20%
-    faster on an (in, out) matrix than on nn.Linear's (out, in) weight (measured at 4 x 252)."""
+    and MLP weight matrices, their biases, and each norm's (gain, bias) (`Norm.affine`; for conditional
+    LayerNorms computed from the batch's condition here, not per position).
+    Two layouts of the matrices (`in_out`):
+    - True (the eager step): contiguous (in, out) copies in the step's dtype, multiplied by MKL's GEMM, which
+      does a few rows (the batch) times such a matrix about 20% faster than nn.Linear's (out, in) weight
+      (measured at 4 x 252).
+    - False (the step compiled on the CPU): the modules' own (out, in) Parameters, cast to the step's dtype
+      inside the step. Inductor's freezing (`sampling.CPU_COMPILE_CONFIG`) turns Parameters into constants,
+      folds the cast, and packs each matrix once for its generated few-row GEMM kernel, which streams the
+      weights about 3x faster than MKL at 4 x 252 (measured): copies made here would be ordinary inputs,
+      which it cannot pack."""
     qkv: torch.Tensor
     proj: torch.Tensor
     fc: torch.Tensor
@@ -221,16 +228,23 @@ class DecodeWeights(NamedTuple):
     norm_attn: tuple
     norm_cross: Optional[tuple]
     norm_mlp: tuple
+    in_out: bool = True
 
     @classmethod
-    def of(cls, block: "Block", c: Optional[torch.Tensor], dtype: torch.dtype) -> "DecodeWeights":
+    def of(cls, block: "Block", c: Optional[torch.Tensor], dtype: torch.dtype, in_out: bool = True) -> "DecodeWeights":
         """The block's decode weights in `dtype` (for the model's own dtype, the biases and the unconditional
         norms' parameters are the module's tensors, not copies)."""
         linears = (block.attn.qkv, block.attn.proj, block.mlp.fc, block.mlp.proj)
         norm = lambda n: tuple(t.to(dtype) for t in n.affine(c)) if n is not None else None
-        return cls(*(lin.weight.to(dtype).t().contiguous() for lin in linears),
-                   *(b.to(dtype) for b in (block.attn.proj.bias, block.mlp.fc.bias, block.mlp.proj.bias)),
-                   norm(block.norm_attn), norm(block.norm_cross), norm(block.norm_mlp))
+        matrices = (lin.weight.to(dtype).t().contiguous() if in_out else lin.weight for lin in linears)
+        return cls(*matrices, *(b.to(dtype) for b in (block.attn.proj.bias, block.mlp.fc.bias, block.mlp.proj.bias)),
+                   norm(block.norm_attn), norm(block.norm_cross), norm(block.norm_mlp), in_out)
+
+    def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x (B, in) times one of the matrices above (+ bias), whichever its layout."""
+        if not self.in_out:
+            return F.linear(x, weight.to(x.dtype), bias)
+        return torch.mm(x, weight) if bias is None else torch.addmm(bias, x, weight)
 
 
 class KVCache:
@@ -248,14 +262,18 @@ class KVCache:
     the whole prefix at every step: 3x slower). It starts zeroed:
     the static-shape step reads the whole buffer under a position mask, and masked probabilities
     (exact zeros) times uninitialised memory could be NaN. Memory: 2 * n_layer * batch * seq_len * n_embd
-    elements."""
+    elements.
+
+    spare: extra slots after the sequence, never filled. The step compiled on the CPU reads the prefix [:n]
+    with n symbolic; with a spare slot no prefix is ever the whole buffer, whose layout (contiguous) the
+    compiler would otherwise tell apart and compile again for the last position."""
 
     def __init__(self, n_layer: int, batch: int, n_head: int, seq_len: int, head_dim: int,
-                 device=None, dtype=None):
-        self.layers = [torch.zeros((2, batch, n_head, seq_len, head_dim), device=device, dtype=dtype)
+                 device=None, dtype=None, spare: int = 0):
+        self.layers = [torch.zeros((2, batch, n_head, seq_len + spare, head_dim), device=device, dtype=dtype)
                        for _ in range(n_layer)]
         self.batch, self.seq_len = batch, seq_len
-        self.key_index = torch.arange(seq_len, device=device)  # for the position mask
+        self.key_index = torch.arange(seq_len + spare, device=device)  # for the position mask
         # Set by Prior.init_cache, in the decode step's dtype:
         self.sos: Optional[torch.Tensor] = None          # (n_embd,) the start vector
         self.head: Optional[torch.Tensor] = None         # (n_codes, n_embd) the output head's weight
@@ -341,12 +359,13 @@ class SelfAttention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(B, L, D))
 
     def decode(self, x: torch.Tensor, kv: torch.Tensor, pos, weights: DecodeWeights,
-               future: Optional[torch.Tensor]) -> torch.Tensor:
+               future: Optional[torch.Tensor], n: Optional[int]) -> torch.Tensor:
         """Incremental decoding of position `pos`, x (B, D): store its key and value in this layer's cache
-        kv (2, B, n_head, seq_len, head_dim), then let the one query attend over the cache. pos an int
-        (eager): written by a plain index, and the attention reads exactly the filled prefix [0, pos]; a
-        0-d tensor (static shapes, compiled): written by index_copy_, and the attention reads the whole
-        cache with the keys after pos masked (`future`, (seq_len,) bool).
+        kv (2, B, n_head, slots, head_dim), then let the one query attend over the cache (`Prior.step`'s
+        three forms). pos an int (eager): written by a plain index, and the attention reads exactly the
+        filled prefix [0, n) (n = pos + 1); a 0-d tensor: written by index_copy_, and the attention reads
+        the prefix [0, n) (n given: the CPU's compiled step, n symbolic) or, with n None, the whole cache
+        with the keys after pos masked (`future`, (slots,) bool: static shapes for CUDA graphs).
         One query row needs no fused attention kernel: a plain matmul-softmax-matmul, as two batched
         products over (B * n_head) matrices that are views of the cache, not copies (PyTorch's CPU flash
         kernel cost 37% of a step here, mostly per-call overhead). Returns (B, D), before the output
@@ -354,14 +373,20 @@ class SelfAttention(nn.Module):
         B, D = x.shape
         H = self.n_head
         hd = D // H
-        qkv = torch.mm(x, weights.qkv)  # (B, 3D): q | k | v, each head after head
+        qkv = weights.linear(x, weights.qkv)  # (B, 3D): q | k | v, each head after head
         new = qkv[:, D:].view(B, 2, H, hd).transpose(0, 1)  # (2, B, H, hd): keys and values, one copy
-        if future is None:
+        if isinstance(pos, int):
             kv.select(3, pos).copy_(new)
-            n = pos + 1
         else:
             kv.index_copy_(3, pos.view(1), new.unsqueeze(3).to(kv.dtype))
+        if future is not None:
             n = kv.shape[3]
+        elif not isinstance(pos, int):  # the CPU's compiled step, n symbolic: products and sums, which Inductor
+            # fuses into one loop over the prefix per layer; from the batched products below it generated a
+            # kernel 3x slower (measured at the reference config, batch 4)
+            keys, values = (kv[i, :, :, :n].to(x.dtype) for i in range(2))  # (B, H, n, hd)
+            scores = (qkv[:, :D].view(B, H, 1, hd) * keys).sum(-1, keepdim=True) * hd ** -0.5  # (B, H, n, 1)
+            return (scores.softmax(-2) * values).sum(-2).view(B, D)
         # (B * H, n, hd) views: the cache's batch stride is n_head times its head stride
         keys, values = (kv[i, :, :, :n].reshape(B * H, n, hd).to(x.dtype) for i in range(2))
         scores = torch.bmm(qkv[:, :D].reshape(B * H, 1, hd), keys.transpose(1, 2)).mul_(hd ** -0.5)
@@ -439,16 +464,17 @@ class Block(nn.Module):
             x = x + self.drop(self.cross(self.norm_cross(x, c), cross_kv))
         return x + self.drop(self.mlp(self.norm_mlp(x, c)))
 
-    def decode(self, x, cross_kv, kv: torch.Tensor, pos, w: DecodeWeights, future: Optional[torch.Tensor]):
+    def decode(self, x, cross_kv, kv: torch.Tensor, pos, w: DecodeWeights, future: Optional[torch.Tensor],
+               n: Optional[int]):
         """One position x (B, D) -> (B, D) in eval mode, with this layer's cache kv and its prepared weights
         (SelfAttention.decode, DecodeWeights). The same sums as `forward` (a + b == b + a exactly)."""
-        y = self.attn.decode(self.norm_attn.decode(x, w.norm_attn), kv, pos, w, future)
-        x = torch.addmm(w.proj_bias, y, w.proj).add_(x)
+        y = self.attn.decode(self.norm_attn.decode(x, w.norm_attn), kv, pos, w, future, n)
+        x = w.linear(y, w.proj, w.proj_bias).add_(x)
         if self.cross is not None:  # in the module's dtype (the cross-attention keys / values are in it)
             h = self.norm_cross.decode(x, w.norm_cross).to(self.cross.q.weight.dtype).unsqueeze(1)
             x = x + self.cross(h, cross_kv).squeeze(1).to(x.dtype)
-        h = F.gelu(torch.addmm(w.fc_bias, self.norm_mlp.decode(x, w.norm_mlp), w.fc))
-        return torch.addmm(w.mlp_proj_bias, h, w.mlp_proj).add_(x)
+        h = F.gelu(w.linear(self.norm_mlp.decode(x, w.norm_mlp), w.fc, w.fc_bias))
+        return w.linear(h, w.mlp_proj, w.mlp_proj_bias).add_(x)
 
     def prefill(self, x, c, cross_kv, kv: torch.Tensor):
         """The first P positions x (B, P, D) -> (B, P, D) in eval mode, filling this layer's cache kv
@@ -629,7 +655,8 @@ class Prior(nn.Module, SavedModel):
     # ---- incremental decoding (used by videogpt.sampling) ------------------------------------
 
     def init_cache(self, batch: int, device=None, dtype=None, kv_dtype=None, *, label: Optional[torch.Tensor] = None,
-                   cond_kv: Optional[list] = None, actions: Optional[torch.Tensor] = None) -> KVCache:
+                   cond_kv: Optional[list] = None, actions: Optional[torch.Tensor] = None,
+                   for_compiled_cpu: bool = False) -> KVCache:
         """An empty cache for decoding `batch` sequences with `step`. It also holds what `step` reads
         instead of recomputing it per position: the input vector of every code (fc_in of its codebook
         row), the position embedding of every position, each block's DecodeWeights, and the batch's
@@ -637,33 +664,39 @@ class Prior(nn.Module, SavedModel):
         for a frame-conditional prior). They are computed here, from the current weights: do not
         change the weights while decoding with this cache. dtype: of the decode step, its weights and
         activations (default: the model's; the cross-attention to frames stays in the model's); kv_dtype:
-        of the keys and values (default: dtype)."""
+        of the keys and values (default: dtype). for_compiled_cpu: laid out for the step compiled on the CPU
+        (`sampling.compiled_decode_step`): the modules' own weight Parameters (DecodeWeights, in_out=False)
+        and one spare key/value slot (KVCache)."""
         cfg = self.config
         dtype = dtype if dtype is not None else self.sos.dtype
         cache = KVCache(cfg.n_layer, batch, cfg.n_head, cfg.seq_len, cfg.n_embd // cfg.n_head,
                         device=device if device is not None else self.sos.device,
-                        dtype=kv_dtype if kv_dtype is not None else dtype)
+                        dtype=kv_dtype if kv_dtype is not None else dtype, spare=int(for_compiled_cpu))
         cache.sos, cache.head = self.sos.to(dtype), self.head.weight.to(dtype)
         cache.code_inputs = self.fc_in(self.codebook).to(dtype)
         cache.positions = self.pos_emb().reshape(cfg.seq_len, -1).to(dtype)
         cache.cond = self._condition_vector(label, batch, actions)
-        cache.weights = [DecodeWeights.of(block, cache.cond, dtype) for block in self.blocks]
+        cache.weights = [DecodeWeights.of(block, cache.cond, dtype, in_out=not for_compiled_cpu) for block in self.blocks]
         cache.norm_out = tuple(t.to(dtype) for t in self.norm_out.affine(cache.cond))
         if cond_kv is None and cfg.uses_frames:
             raise ValueError("frame-conditional prior: pass cond_kv=prior.cross_kv(frames)")
         cache.cross_kv = cond_kv if cond_kv is not None else [None] * cfg.n_layer
         return cache
 
-    def step(self, prev_token: Optional[torch.Tensor], pos, cache: KVCache) -> torch.Tensor:
+    def step(self, prev_token: Optional[torch.Tensor], pos, cache: KVCache, n: Optional[int] = None) -> torch.Tensor:
         """Logits (B, K) of flat position `pos`, given the token decoded at pos-1 (prev_token, (B,) long;
         ignored at pos 0, where the start vector is the input; None = zeros). Stores the position's keys
         and values in `cache`; positions must be fed in order 0, 1, 2, ... (or after a `prefill`).
         Dropout is not applied (call it in eval mode).
 
-        pos: an int (eager: the attention reads exactly the filled prefix, the fewest bytes), or a 0-d long
-        tensor on the cache's device (static shapes: every position runs the same graph, which reads the
-        whole cache under a position mask; what `torch.compile` traces once). Both give the same logits up
-        to float rounding (the masked keys add exact zeros, in another summation order)."""
+        pos, in one of three forms, all giving the same logits up to float rounding (masked keys add exact
+        zeros, in another summation order):
+        - an int (eager): the attention reads exactly the filled prefix, the fewest bytes;
+        - a 0-d long tensor on the cache's device and n = pos + 1, an int: the same prefix, the position
+          as a tensor and n symbolic, so that one compiled graph serves every position (the CPU's
+          compiled step, `sampling.compiled_decode_step`);
+        - a 0-d long tensor and n None (static shapes): every position runs the same graph, which reads
+          the whole cache under a position mask (the CUDA graphs' compiled step)."""
         B = cache.batch
         if prev_token is None:
             prev_token = torch.zeros(B, dtype=torch.long, device=cache.layers[0].device)
@@ -674,13 +707,13 @@ class Prior(nn.Module, SavedModel):
         if isinstance(pos, torch.Tensor):
             x = torch.where(pos == 0, cache.sos, F.embedding(prev, cache.code_inputs))
             x = x + cache.positions.index_select(0, pos.view(1))
-            future = cache.key_index > pos
+            future = cache.key_index > pos if n is None else None
         else:
             x = cache.sos.expand(B, -1) if pos == 0 else F.embedding(prev, cache.code_inputs)
             x = x + cache.positions[pos]
-            future = None
+            future, n = None, pos + 1
         for block, kv, layer_kv, weights in zip(self.blocks, cache.cross_kv, cache.layers, cache.weights):
-            x = block.decode(x, kv, layer_kv, pos, weights, future)
+            x = block.decode(x, kv, layer_kv, pos, weights, future, n)
         return F.linear(self.norm_out.decode(x, cache.norm_out), cache.head)
 
     @torch.no_grad()  # fills the cache in place; inference only, like step

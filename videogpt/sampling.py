@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import weakref
 from typing import Optional
 
 import numpy as np
@@ -124,7 +125,8 @@ def _run(prior, n, decode_batch, *, temperature, top_k, top_p, label, frames, ac
             n_batches = -(-n // batch_size)
             bar = progress_bar(total=n_batches * cfg.seq_len, desc="sampling", unit="pos", disable=not progress)
             uniforms = draw_uniforms(first + n, cfg.seq_len, seed)[first:]
-            pick = _Picker(prior, temperature, top_k, top_p, use_compile(compile, prior, batch_size),
+            pick = _Picker(prior, temperature, top_k, top_p,
+                           use_compile(compile, prior, min(n, batch_size), n_batches * cfg.seq_len),
                            decode_dtypes(dtype, kv_dtype, prior.codebook.device))
             for start, size, part, u in _batches(prior, n, cond, batch_size, uniforms):
                 out[start:start + size] = decode_batch(prior, size, part, pick, bar, u)
@@ -134,7 +136,13 @@ def _run(prior, n, decode_batch, *, temperature, top_k, top_p, label, frames, ac
         prior.train(was_training)
 
 
-_COMPILED: dict = {}  # torch.compile mode -> the compiled decode_step (one per process: its graphs are cached on it)
+_COMPILED: dict = {}  # (device type, CPU threads) -> the compiled decode_step (its graphs are cached on it)
+# Inductor's settings for the CPU's compiled step, applied around each of its calls (a recompilation happens inside
+# a call). Freezing makes the weight Parameters constants (DecodeWeights, in_out=False), which max-autotune's CPP
+# GEMM template packs once and multiplies with a generated few-row kernel; ATEN stays a choice for any matrix the
+# template does not take.
+CPU_COMPILE_CONFIG = dict(freezing=True, max_autotune=True, max_autotune_gemm_backends="CPP,ATEN")
+_FROZEN_VERSIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # prior -> its Parameters' versions
 
 
 COMPILE_SETTINGS = ("auto", True, False)
@@ -154,43 +162,99 @@ def decode_dtypes(dtype, kv_dtype, device: torch.device) -> tuple[torch.dtype, t
     return step, step if kv_dtype == "auto" else DTYPES[kv_dtype]
 
 
-def use_compile(setting, prior: Prior, batch: int) -> bool:
-    """sample.compile resolved for a run: True / False as given; "auto" = compile on CUDA only.
-    On the CPU, measured here (2 cores, shared), Inductor's step is not worth its compile time at the
-    default size, and eager keeps the default run's samples byte for byte (see README, Performance)."""
+# sample.compile auto on the CPU: compile when the run's decode steps read at least this many GB in total
+# (`decode_bytes_per_step`), an estimate of when the compiled step repays its compile time. Measured here at the
+# reference config, batch 4 (29.3 MB a step): eager 3.3 ms a step, compiled 2.0, i.e. 0.044 s saved per GB read,
+# against 13-15 s of compiling (not cached between processes: Inductor's graph cache skips frozen graphs); so
+# break-even near 340 GB, about 11 batches of 1,024 positions there. The default run reads ~1 GB: eager.
+AUTO_COMPILE_MIN_GB = 340
+
+
+def decode_bytes_per_step(prior: Prior, batch: int) -> int:
+    """Bytes one decode step must read, whatever its kernels: every decode weight (the blocks' and the output
+    head's) once, and the keys and values of the filled prefix (on average half the sequence), in float32."""
+    cfg = prior.config
+    weights = sum(p.numel() for name, p in prior.named_parameters() if name.startswith(("blocks.", "head.")))
+    kv_mean = cfg.n_layer * batch * 2 * (cfg.seq_len / 2) * cfg.n_embd
+    return int(4 * (weights + kv_mean))
+
+
+def use_compile(setting, prior: Prior, batch: int, steps: int) -> bool:
+    """sample.compile resolved for a run of `steps` decode steps of `batch` sequences: True / False as given;
+    "auto" = compile on CUDA, and on the CPU when the steps read at least AUTO_COMPILE_MIN_GB (so the default
+    run decodes eagerly and keeps its samples byte for byte)."""
     if setting not in COMPILE_SETTINGS:
         raise ValueError(f"sample.compile: {setting!r} must be auto, true or false")
     if setting == "auto":
-        return prior.codebook.device.type == "cuda"
+        if prior.codebook.device.type == "cuda":
+            return True
+        return steps * decode_bytes_per_step(prior, batch) >= AUTO_COMPILE_MIN_GB * 1e9
     return bool(setting)
 
 
 def compiled_decode_step(device: torch.device):
-    """`decode_step` compiled for `device`: Inductor on the CPU; on CUDA also CUDA graphs
-    (mode="reduce-overhead": a step is ~100 small kernels whose launches, not bandwidth, bound it).
-    dynamic=False: every shape is fixed for a batch, so no symbolic shapes; fullgraph: a graph break
-    would put Python back between the kernels."""
-    mode = "reduce-overhead" if device.type == "cuda" else None
-    if mode not in _COMPILED:
-        _COMPILED[mode] = torch.compile(decode_step, dynamic=False, fullgraph=True, mode=mode)
-    return _COMPILED[mode]
+    """`decode_step` compiled for `device`; fullgraph: a graph break would put Python back between the kernels.
+    - CUDA: static shapes (the position a 0-d tensor, the whole cache read under a mask) and CUDA graphs
+      (mode="reduce-overhead": a step is ~100 small kernels whose launches, not bandwidth, bound it).
+    - CPU: Inductor with CPU_COMPILE_CONFIG (call it inside `torch._inductor.config.patch(CPU_COMPILE_CONFIG)`),
+      dynamic=True: the filled length n is a symbol, so the attention reads exactly the prefix in one graph for
+      every position >= 1 (reading the whole cache under a mask, as on CUDA, took 1.6x longer here); n = 1 would
+      be specialised, so position 0 runs the same function eagerly (`_Picker`).
+    Inductor fixes a CPU kernel's thread count when it generates it, and the graphs' guards do not check it: hence
+    one compiled function per thread count (each torch.compile keeps graphs of its own)."""
+    kind = torch.device(device).type
+    key = (kind, torch.get_num_threads() if kind == "cpu" else None)
+    if key not in _COMPILED:
+        if kind == "cuda":
+            _COMPILED[key] = torch.compile(decode_step, dynamic=False, fullgraph=True, mode="reduce-overhead")
+        else:
+            _COMPILED[key] = torch.compile(decode_step, dynamic=True, fullgraph=True)
+    return _COMPILED[key]
+
+
+def _drop_stale_frozen_weights(prior: Prior) -> None:
+    """Freezing copies the weights into the CPU's compiled graph as constants, and the graph's guards check which
+    Parameters it was given, not their values: after an in-place change (an optimizer step, load_state_dict) it
+    would multiply by the old values. So each compiled sampling run compares the prior's Parameter version
+    counters with those of its previous run, and drops every compiled graph (torch._dynamo.reset) if one moved."""
+    versions = tuple(p._version for p in prior.parameters())
+    if _FROZEN_VERSIONS.get(prior, versions) != versions:
+        torch._dynamo.reset()
+    _FROZEN_VERSIONS[prior] = versions
 
 
 class _Picker:
-    """The sampling step with its settings bound: pick(cache, prev, pos, u) -> tokens (B,), pos an int.
-    Compiled, the step gets the position as a 0-d tensor (static shapes: the whole cache under the mask)."""
+    """The sampling step with its settings bound: pick(cache, prev, pos, u) -> tokens (B,), pos an int, and the
+    cache it reads (`init_cache`). Compiled, the step gets the position as a 0-d tensor (`Prior.step`'s forms):
+    on CUDA with the whole cache under the mask, on the CPU with the filled length n as a symbolic int."""
 
     def __init__(self, prior, temperature, top_k, top_p, compiled: bool,
                  dtypes: tuple[torch.dtype, torch.dtype] = (torch.float32, torch.float32)):
         self.prior, self.rule = prior, (temperature, top_k, top_p)
         self.dtype, self.kv_dtype = dtypes  # of the step and of the cache (decode_dtypes)
-        self.step = compiled_decode_step(prior.codebook.device) if compiled else decode_step
-        self.pos = torch.zeros((), dtype=torch.long, device=prior.codebook.device) if compiled else None
+        device = prior.codebook.device
+        self.compiled_cpu = compiled and device.type != "cuda"
+        self.pos = torch.zeros((), dtype=torch.long, device=device) if compiled else None
+        if self.compiled_cpu:
+            _drop_stale_frozen_weights(prior)
+
+    def init_cache(self, batch: int, **cond):
+        """An empty cache for `batch` sequences laid out for this step; cond: Prior.init_cache's label, cond_kv,
+        actions."""
+        return self.prior.init_cache(batch, dtype=self.dtype, kv_dtype=self.kv_dtype,
+                                     for_compiled_cpu=self.compiled_cpu, **cond)
 
     def __call__(self, cache, prev, pos: int, u):
-        if self.pos is not None:  # one tensor, refilled: the compiled graph's input never changes identity
-            pos = self.pos.fill_(pos)
-        return self.step(self.prior, cache, prev, pos, u, *self.rule)[0]
+        if self.pos is None:
+            return decode_step(self.prior, cache, prev, pos, u, *self.rule)[0]
+        index = self.pos.fill_(pos)  # one tensor, refilled: the compiled graph's input never changes identity
+        step = compiled_decode_step(index.device)  # looked up here: the thread count is the decode loop's
+        if not self.compiled_cpu:
+            return step(self.prior, cache, prev, index, u, *self.rule)[0]
+        if pos == 0:  # the start vector's step, eagerly (compiled, n = 1 would be a graph of its own)
+            return decode_step(self.prior, cache, prev, index, u, *self.rule, n=1)[0]
+        with torch._inductor.config.patch(CPU_COMPILE_CONFIG):
+            return step(self.prior, cache, prev, index, u, *self.rule, n=pos + 1)[0]
 
 
 # Up to this many sequences per batch, the CPU decode loop runs on one thread. A step's matmuls are then a few
@@ -203,7 +267,9 @@ ONE_THREAD_MAX_BATCH = 4
 
 @contextlib.contextmanager
 def _decode_threads(batch: int, device: torch.device):
-    """torch.set_num_threads(1) for small CPU batches (ONE_THREAD_MAX_BATCH), restored afterwards."""
+    """torch.set_num_threads(1) for small CPU batches (ONE_THREAD_MAX_BATCH), restored afterwards. The same holds for
+    the compiled step (reference config, batch 4: 1.9 ms/position on one thread; on two, 1.4 with OpenMP's default
+    spin-waiting and 3.5-3.8 with OMP_WAIT_POLICY=PASSIVE, which every stage sets: a step is ~30 parallel regions)."""
     saved = torch.get_num_threads()
     if device.type == "cpu" and batch <= ONE_THREAD_MAX_BATCH:
         torch.set_num_threads(1)
@@ -214,13 +280,13 @@ def _decode_threads(batch: int, device: torch.device):
 
 
 def decode_step(prior: Prior, cache, prev: torch.Tensor, pos, u: torch.Tensor, temperature: float,
-                top_k: Optional[int], top_p: Optional[float]):
+                top_k: Optional[int], top_p: Optional[float], n: Optional[int] = None):
     """One sampling step as one function: the prior's decode step at position `pos` and the pick from its
     logits with the uniforms u (B,) -> (tokens (B,) long, logits (B, K)). pos an int: eager, exactly the
-    filled prefix; a 0-d long tensor: static shapes (`Prior.step`). Nothing in it branches on data
-    (temperature / top_k / top_p are settings), so with a tensor pos every position runs the same graph,
-    which is what `compile` traces."""
-    logits = prior.step(prev, pos, cache)
+    filled prefix; a 0-d long tensor: with n = pos + 1 the same prefix, n None the whole cache under a mask
+    (`Prior.step`'s forms). Nothing in it branches on data (temperature / top_k / top_p are settings), so with
+    a tensor pos every position runs the same graph, which is what `compile` traces."""
+    logits = prior.step(prev, pos, cache, n)
     return choose(logits, u, temperature, top_k, top_p), logits
 
 
@@ -237,8 +303,7 @@ def _decode_positions(prior, cache, tokens, prev, positions, u_of, pick, bar):
 
 def _decode_cached(prior: Prior, size, cond, pick, bar, u):
     device = prior.codebook.device
-    cache = prior.init_cache(size, dtype=pick.dtype, kv_dtype=pick.kv_dtype, label=cond["label"],
-                             cond_kv=prior.cross_kv(cond["frames"]), actions=cond["actions"])
+    cache = pick.init_cache(size, label=cond["label"], cond_kv=prior.cross_kv(cond["frames"]), actions=cond["actions"])
     tokens = torch.empty(size, prior.config.seq_len, dtype=torch.long, device=device)
     prev = torch.zeros(size, dtype=torch.long, device=device)
     _decode_positions(prior, cache, tokens, prev, range(prior.config.seq_len), lambda pos: u[:, pos], pick, bar)
@@ -518,8 +583,7 @@ def _decode_sliding(prior: Prior, size, cond, pick, bar, u, *, starts, vqvae):
             clip_frames = cfg.action_shape[0]
             first = start * (clip_frames // t)
             actions = cond["actions"][:, first:first + clip_frames]
-        cache = prior.init_cache(size, dtype=pick.dtype, kv_dtype=pick.kv_dtype, label=cond["label"],
-                                 cond_kv=prior.cross_kv(frames), actions=actions)
+        cache = pick.init_cache(size, label=cond["label"], cond_kv=prior.cross_kv(frames), actions=actions)
         prev = torch.zeros(size, dtype=torch.long, device=device)
         if kept:
             prior.prefill(window[:, :kept * hw], cache)
@@ -575,7 +639,8 @@ def sample_tokens_sliding(prior: Prior, n: int, n_latent_frames: int, *, window_
             bar = progress_bar(total=-(-n // batch_size) * n_positions, desc="sampling", unit="pos",
                                disable=not progress)
             uniforms = draw_uniforms_long(first + n, cfg.seq_len, n_positions, seed)[first:]
-            pick = _Picker(prior, temperature, top_k, top_p, use_compile(compile, prior, batch_size),
+            pick = _Picker(prior, temperature, top_k, top_p,
+                           use_compile(compile, prior, min(n, batch_size), -(-n // batch_size) * n_positions),
                            decode_dtypes(dtype, kv_dtype, prior.codebook.device))
             for start, size, part, u in _batches(prior, n, cond, batch_size, uniforms):
                 tokens, windows = _decode_sliding(prior, size, part, pick, bar, u, starts=starts, vqvae=vqvae)
