@@ -196,17 +196,22 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
     ceil = _get(results, "ceilings", "result")
     cmp = _get(results, "compare", "result")
     for row, r in (cmp or {}).get("rows", {}).items():
-        rows.append((f"Sampling vs the reference (compare): {row}", r["config"], f"{r['ms_per_position']:.2f} ms/position",
-                     f"{r['ratio']:.2f}x the reference ({r['reference_ms_per_position']:.2f} ms/position, interleaved)"))
+        for side in ("eager", "compiled"):
+            rows.append((f"Sampling vs the reference (compare): {row}, {side}", "reference config, 1,024 positions + "
+                         "decode", f"{r[side]['ms_per_position']:.2f} ms/position",
+                         f"{r[side]['ratio']:.2f}x the reference ({r['reference']['ms_per_position']:.2f} ms/position, "
+                         "interleaved)"))
     if ceil:
-        vq = ceil["vqvae_train"]
         for smp in (v for k, v in ceil.items() if k.startswith("sampler_b")):
             mb = sum(smp["bytes_per_step"].values()) / 1e6
-            rows.append(("Ceiling: sampler, reference config",
+            rows.append(("Ceiling: sampler (compiled step), reference config",
                          f"batch {smp['batch']}, {smp.get('threads', 1)} thread(s)",
                          f"{smp['ms_per_position']:.2f} ms/position",
                          f"floor {smp['floor_ms_per_position']:.2f} ms ({smp['measured_over_floor']}x): {mb:.1f} MB "
-                         f"read per step at {smp['stream_gbps']} GB/s"))
+                         f"read per step at {smp['stream_gbps']} GB/s" + (f"; eager {smp['eager_ms_per_position']:.2f} ms"
+                                                                          if "eager_ms_per_position" in smp else "")))
+    vq = (ceil or {}).get("vqvae_train")
+    if vq:
         rows.append(("Ceiling: VQ-VAE train step, reference config", "batch 4 of 16x64x64",
                      f"{vq['s_per_step']:.3f} s/step", f"3D convolutions {_pct(vq['conv_share'])} of the time: at most "
                      f"{vq['ceiling_vs_conv_only']:.2f}x faster without changing them"))

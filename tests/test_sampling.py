@@ -359,3 +359,37 @@ def test_auto_compiles_on_the_cpu_only_for_runs_that_repay_it():
     assert use_compile(True, prior, 4, 1) and not use_compile(False, prior, 4, 10 ** 12)
     with pytest.raises(ValueError, match="sample.compile"):
         use_compile("yes", prior, 4, 1)
+
+
+@pytest.mark.slow
+def test_compiled_step_on_the_default_model_matches_eager_at_every_position():
+    """The default params' prior (4 layers x 128 over the default VQ-VAE's 4x8x8 codes; random weights with a
+    non-zero head): one sample of 2 sequences, compiled against eager, logits within 1e-5 at every position, and
+    the same tokens for the same seed."""
+    from videogpt.config import load
+    from videogpt.prior import PriorConfig
+    from videogpt.sampling import CPU_COMPILE_CONFIG, compiled_decode_step, decode_step
+    from videogpt.vqvae import VQVAEConfig
+    p = load("params.yaml")
+    vq = VQVAEConfig.from_params(p.vqvae, input_shape=(p.data.sequence_length, p.data.resolution, p.data.resolution))
+    cfg = PriorConfig.from_params(p.prior, vq, n_classes=0, frame_shape=(p.data.resolution, p.data.resolution))
+    torch.manual_seed(0)
+    prior = Prior(cfg, torch.randn(cfg.n_codebooks * cfg.n_codes, cfg.embedding_dim)).eval()
+    torch.nn.init.normal_(prior.head.weight, std=0.05)
+    tokens = sample_tokens(prior, 2, seed=3, batch_size=2, compile=True)
+    assert torch.equal(tokens, sample_tokens(prior, 2, seed=3, batch_size=2, compile=False))
+    flat = tokens.reshape(2, -1)
+    with torch.inference_mode():
+        step = compiled_decode_step(torch.device("cpu"))
+        cache, eager_cache = prior.init_cache(2, for_compiled_cpu=True), prior.init_cache(2)
+        pos, prev, u = torch.zeros((), dtype=torch.long), torch.zeros(2, dtype=torch.long), torch.rand(2)
+        for p_ in range(cfg.seq_len):
+            pos.fill_(p_)
+            if p_ == 0:
+                _, logits = decode_step(prior, cache, prev, pos, u, 1.0, None, None, n=1)
+            else:
+                with torch._inductor.config.patch(CPU_COMPILE_CONFIG):
+                    _, logits = step(prior, cache, prev, pos, u, 1.0, None, None, n=p_ + 1)
+            _, eager_logits = decode_step(prior, eager_cache, prev, p_, u, 1.0, None, None)
+            torch.testing.assert_close(logits, eager_logits, rtol=0, atol=1e-5)
+            prev = flat[:, p_].contiguous()
