@@ -234,3 +234,16 @@ def test_windowed_decode_of_a_real_vqvae_is_closer_to_a_whole_decode_than_chunks
     assert error(windowed).mean() < error(chunks).mean()
     boundaries = [7, 8, 15, 16]  # the frames either side of the chunk boundaries
     assert error(windowed)[boundaries].mean() < 0.5 * error(chunks)[boundaries].mean()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("condition", ["class", "frames", "actions"])
+def test_compiled_sliding_windows_draw_the_eager_tokens(condition):
+    """The compiled CPU step in the sliding-window sampler: each later window starts after a prefill of its kept
+    prefix (its first compiled position is not 1), frames conditioning adds the cross-attention; same tokens as
+    the eager step for the same seed."""
+    prior, vqvae = make_prior(condition), make_vqvae()
+    n = 2
+    kw = dict(seed=4, batch_size=2, vqvae=vqvae, **cond_inputs(condition, n, 8 * TIME))
+    compiled = sample_tokens_sliding(prior, n, 8, compile=True, **kw)
+    assert torch.equal(compiled, sample_tokens_sliding(prior, n, 8, compile=False, **kw))
