@@ -347,7 +347,8 @@ def test_compiled_step_follows_weights_changed_in_place(compiled):
     assert torch.equal(again, sample_tokens(prior, 2, seed=7, compile=False, **COMPILED_KW, **cond))
 
 
-def test_auto_compiles_on_the_cpu_only_for_runs_that_repay_it():
+def test_auto_compiles_on_the_cpu_only_for_runs_that_repay_it(monkeypatch):
+    from videogpt import sampling
     from videogpt.sampling import AUTO_COMPILE_MIN_GB, decode_bytes_per_step, use_compile
     prior = make_prior()
     cfg = prior.config
@@ -359,6 +360,8 @@ def test_auto_compiles_on_the_cpu_only_for_runs_that_repay_it():
     assert use_compile(True, prior, 4, 1) and not use_compile(False, prior, 4, 10 ** 12)
     with pytest.raises(ValueError, match="sample.compile"):
         use_compile("yes", prior, 4, 1)
+    monkeypatch.setattr(torch._inductor.config.cpp, "cxx", ("no-such-compiler++",))  # Inductor finds none
+    assert not use_compile("auto", prior, 4, enough)
 
 
 @pytest.mark.slow

@@ -182,14 +182,24 @@ def decode_bytes_per_step(prior: Prior, batch: int) -> int:
 def use_compile(setting, prior: Prior, batch: int, steps: int) -> bool:
     """sample.compile resolved for a run of `steps` decode steps of `batch` sequences: True / False as given;
     "auto" = compile on CUDA, and on the CPU when the steps read at least AUTO_COMPILE_MIN_GB (so the default
-    run decodes eagerly and keeps its samples byte for byte)."""
+    run decodes eagerly and keeps its samples byte for byte) and Inductor finds a C++ compiler."""
     if setting not in COMPILE_SETTINGS:
         raise ValueError(f"sample.compile: {setting!r} must be auto, true or false")
     if setting == "auto":
         if prior.codebook.device.type == "cuda":
             return True
-        return steps * decode_bytes_per_step(prior, batch) >= AUTO_COMPILE_MIN_GB * 1e9
+        return steps * decode_bytes_per_step(prior, batch) >= AUTO_COMPILE_MIN_GB * 1e9 and _has_cpp_compiler()
     return bool(setting)
+
+
+def _has_cpp_compiler() -> bool:
+    """Whether Inductor can build CPU kernels here (it looks for g++ / clang++, or $CXX via its config)."""
+    from torch._inductor.cpp_builder import get_cpp_compiler
+    try:
+        get_cpp_compiler()
+    except Exception:  # noqa: BLE001 - whichever way the search fails, the answer is "no compiler"
+        return False
+    return True
 
 
 def compiled_decode_step(device: torch.device):
