@@ -142,7 +142,7 @@ _COMPILED: dict = {}  # (device type, CPU threads) -> the compiled decode_step (
 # GEMM template packs once and multiplies with a generated few-row kernel; ATEN stays a choice for any matrix the
 # template does not take.
 CPU_COMPILE_CONFIG = dict(freezing=True, max_autotune=True, max_autotune_gemm_backends="CPP,ATEN")
-_FROZEN_VERSIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # prior -> its Parameters' versions
+_FROZEN: dict = {"prior": None, "versions": None}  # the prior whose weights the CPU's compiled graphs hold (a weakref)
 
 
 COMPILE_SETTINGS = ("auto", True, False)
@@ -225,12 +225,15 @@ def compiled_decode_step(device: torch.device):
 def _drop_stale_frozen_weights(prior: Prior) -> None:
     """Freezing copies the weights into the CPU's compiled graph as constants, and the graph's guards check which
     Parameters it was given, not their values: after an in-place change (an optimizer step, load_state_dict) it
-    would multiply by the old values. So each compiled sampling run compares the prior's Parameter version
-    counters with those of its previous run, and drops every compiled graph (torch._dynamo.reset) if one moved."""
+    would multiply by the old values. And every other prior would add a graph holding a copy of its weights, until
+    torch.compile's recompile limit stops the sampler. So the compiled graphs hold one prior's weights at a time:
+    a compiled sampling run with another prior, or with this one's Parameter version counters moved since its
+    previous run, first drops every compiled graph (torch._dynamo.reset: the process's other compiled code too)."""
     versions = tuple(p._version for p in prior.parameters())
-    if _FROZEN_VERSIONS.get(prior, versions) != versions:
+    held = _FROZEN["prior"]  # a weakref; a prior since collected still has its graphs (and weights) in the cache
+    if held is not None and (held() is not prior or _FROZEN["versions"] != versions):
         torch._dynamo.reset()
-    _FROZEN_VERSIONS[prior] = versions
+    _FROZEN.update(prior=weakref.ref(prior), versions=versions)
 
 
 class _Picker:
