@@ -19,31 +19,24 @@ per-position progress bar). Prints one JSON object.
 from __future__ import annotations
 
 import statistics
-import time
 
 from bench.common import emit, loadavg, log, parser, set_threads
-from bench.reference_configs import sampling
+from bench.reference_configs import sampling, timed
 from bench.reference_side import build as build_reference
 from bench.reference_side import import_reference
 
 TARGET_RATIO_B4 = 3.0  # issue 24
 
 
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
 def compare_row(batch: int, runs: int, reference) -> dict:
     """One batch size: eager, compiled and the reference, interleaved."""
     sides = {"eager": sampling(batch, compile=False), "compiled": sampling(batch, compile=True),
              "reference": build_reference(reference, f"sample_b{batch}")}
-    first = {name: _timed(fn) for name, (fn, _) in sides.items()}  # warm-up; the compiled one compiles
+    first = {name: timed(fn, 1) for name, (fn, _) in sides.items()}  # warm-up; the compiled one compiles
     times = {name: [] for name in sides}
     for _ in range(runs):
         for name, (fn, per) in sides.items():
-            times[name].append(_timed(fn) / per)
+            times[name].append(timed(fn, per))
     median = {name: statistics.median(t) for name, t in times.items()}
     row = {name: {"ms_per_position": round(1e3 * median[name], 3),
                   "times_ms_per_position": [round(1e3 * t, 3) for t in times[name]]} for name in sides}

@@ -304,7 +304,7 @@ def test_compiled_step_compiles_once_for_all_positions_and_samples(compiled):
 
 @pytest.mark.slow
 def test_compiled_step_draws_the_eager_tokens_with_logits_within_1e_5(compiled):
-    from videogpt.sampling import CPU_COMPILE_CONFIG, compiled_decode_step, decode_step
+    from videogpt.sampling import _Picker
     prior, cond = compiled["prior"], compiled["cond"]
     assert compiled["first"].reshape(2, -1).tolist() == RECORDED["class", "topk_topp"]
     assert torch.equal(compiled["second"], sample_tokens(prior, 2, seed=8, **COMPILED_KW, **cond))
@@ -313,20 +313,13 @@ def test_compiled_step_draws_the_eager_tokens_with_logits_within_1e_5(compiled):
     rule = (COMPILED_KW["temperature"], COMPILED_KW["top_k"], COMPILED_KW["top_p"])
     full = teacher_forced_logits(prior, compiled["first"], **cond)
     with torch.inference_mode():  # as in the sampler: a tensor made outside it would be another graph
-        step = compiled_decode_step(torch.device("cpu"))
+        compiled_pick, eager_pick = (_Picker(prior, *rule, compiled=c) for c in (True, False))
         u = torch.rand(2, prior.config.seq_len, generator=torch.Generator().manual_seed(7))
-        cache = prior.init_cache(2, label=cond["label"], for_compiled_cpu=True)
-        eager_cache = prior.init_cache(2, label=cond["label"])
-        pos = torch.zeros((), dtype=torch.long)
+        cache, eager_cache = (pick.init_cache(2, label=cond["label"]) for pick in (compiled_pick, eager_pick))
         prev = torch.zeros(2, dtype=torch.long)
         for p in range(prior.config.seq_len):
-            pos.fill_(p)
-            if p == 0:  # as the sampler runs it
-                picked, logits = decode_step(prior, cache, prev, pos, u[:, p], *rule, n=1)
-            else:
-                with torch._inductor.config.patch(CPU_COMPILE_CONFIG):
-                    picked, logits = step(prior, cache, prev, pos, u[:, p], *rule, n=p + 1)
-            eager_picked, eager_logits = decode_step(prior, eager_cache, prev, p, u[:, p], *rule)
+            picked, logits = compiled_pick.step(cache, prev, p, u[:, p])
+            eager_picked, eager_logits = eager_pick.step(eager_cache, prev, p, u[:, p])
             torch.testing.assert_close(logits, eager_logits, rtol=0, atol=1e-5)
             torch.testing.assert_close(eager_logits, full[:, p], rtol=0, atol=1e-5)
             assert torch.equal(picked, eager_picked)
@@ -371,7 +364,7 @@ def test_compiled_step_on_the_default_model_matches_eager_at_every_position():
     the same tokens for the same seed."""
     from videogpt.config import load
     from videogpt.prior import PriorConfig
-    from videogpt.sampling import CPU_COMPILE_CONFIG, compiled_decode_step, decode_step
+    from videogpt.sampling import _Picker
     from videogpt.vqvae import VQVAEConfig
     p = load("params.yaml")
     vq = VQVAEConfig.from_params(p.vqvae, input_shape=(p.data.sequence_length, p.data.resolution, p.data.resolution))
@@ -383,17 +376,12 @@ def test_compiled_step_on_the_default_model_matches_eager_at_every_position():
     assert torch.equal(tokens, sample_tokens(prior, 2, seed=3, batch_size=2, compile=False))
     flat = tokens.reshape(2, -1)
     with torch.inference_mode():
-        step = compiled_decode_step(torch.device("cpu"))
-        cache, eager_cache = prior.init_cache(2, for_compiled_cpu=True), prior.init_cache(2)
-        pos, prev, u = torch.zeros((), dtype=torch.long), torch.zeros(2, dtype=torch.long), torch.rand(2)
+        compiled_pick, eager_pick = (_Picker(prior, 1.0, None, None, compiled=c) for c in (True, False))
+        cache, eager_cache = compiled_pick.init_cache(2), eager_pick.init_cache(2)
+        prev, u = torch.zeros(2, dtype=torch.long), torch.rand(2)
         for p_ in range(cfg.seq_len):
-            pos.fill_(p_)
-            if p_ == 0:
-                _, logits = decode_step(prior, cache, prev, pos, u, 1.0, None, None, n=1)
-            else:
-                with torch._inductor.config.patch(CPU_COMPILE_CONFIG):
-                    _, logits = step(prior, cache, prev, pos, u, 1.0, None, None, n=p_ + 1)
-            _, eager_logits = decode_step(prior, eager_cache, prev, p_, u, 1.0, None, None)
+            _, logits = compiled_pick.step(cache, prev, p_, u)
+            _, eager_logits = eager_pick.step(eager_cache, prev, p_, u)
             torch.testing.assert_close(logits, eager_logits, rtol=0, atol=1e-5)
             prev = flat[:, p_].contiguous()
 

@@ -170,13 +170,17 @@ def decode_dtypes(dtype, kv_dtype, device: torch.device) -> tuple[torch.dtype, t
 AUTO_COMPILE_MIN_GB = 340
 
 
+def decode_weight_bytes(prior: Prior) -> int:
+    """Bytes of the weights one decode step reads, in float32: the blocks' and the output head's."""
+    return 4 * sum(p.numel() for name, p in prior.named_parameters() if name.startswith(("blocks.", "head.")))
+
+
 def decode_bytes_per_step(prior: Prior, batch: int) -> int:
-    """Bytes one decode step must read, whatever its kernels: every decode weight (the blocks' and the output
-    head's) once, and the keys and values of the filled prefix (on average half the sequence), in float32."""
+    """Bytes one decode step must read, whatever its kernels: every decode weight once (`decode_weight_bytes`),
+    and the keys and values of the filled prefix (on average half the sequence), in float32."""
     cfg = prior.config
-    weights = sum(p.numel() for name, p in prior.named_parameters() if name.startswith(("blocks.", "head.")))
     kv_mean = cfg.n_layer * batch * 2 * (cfg.seq_len / 2) * cfg.n_embd
-    return int(4 * (weights + kv_mean))
+    return int(decode_weight_bytes(prior) + 4 * kv_mean)
 
 
 def use_compile(setting, prior: Prior, batch: int, steps: int) -> bool:
@@ -258,16 +262,20 @@ class _Picker:
                                      for_compiled_cpu=self.compiled_cpu, **cond)
 
     def __call__(self, cache, prev, pos: int, u):
+        return self.step(cache, prev, pos, u)[0]
+
+    def step(self, cache, prev, pos: int, u) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tokens (B,), logits (B, K)) of position `pos`, whichever form of the step this picker runs."""
         if self.pos is None:
-            return decode_step(self.prior, cache, prev, pos, u, *self.rule)[0]
+            return decode_step(self.prior, cache, prev, pos, u, *self.rule)
         index = self.pos.fill_(pos)  # one tensor, refilled: the compiled graph's input never changes identity
         step = compiled_decode_step(index.device)  # looked up here: the thread count is the decode loop's
         if not self.compiled_cpu:
-            return step(self.prior, cache, prev, index, u, *self.rule)[0]
+            return step(self.prior, cache, prev, index, u, *self.rule)
         if pos == 0:  # the start vector's step, eagerly (compiled, n = 1 would be a graph of its own)
-            return decode_step(self.prior, cache, prev, index, u, *self.rule, n=1)[0]
+            return decode_step(self.prior, cache, prev, index, u, *self.rule, n=1)
         with torch._inductor.config.patch(CPU_COMPILE_CONFIG):
-            return step(self.prior, cache, prev, index, u, *self.rule, n=pos + 1)[0]
+            return step(self.prior, cache, prev, index, u, *self.rule, n=pos + 1)
 
 
 # Up to this many sequences per batch, the CPU decode loop runs on one thread. A step's matmuls are then a few
