@@ -44,9 +44,11 @@ def cond_inputs(condition, n, n_frames=LATENT[0] * TIME):
 
 @pytest.mark.parametrize("condition", ["none", "class", "frames", "actions", "frames+actions"])
 @pytest.mark.parametrize("n_prefix", [1, 13, 24])
-def test_prefill_in_one_pass_equals_stepping_position_by_position(condition, n_prefix):
+@pytest.mark.parametrize("compiled_cpu_layout", [False, True])
+def test_prefill_in_one_pass_equals_stepping_position_by_position(condition, n_prefix, compiled_cpu_layout):
     """Tolerance: 1e-5 absolute and relative on float32 logits (the batched pass and the single-position
-    steps round their matmuls differently; the logits are O(1))."""
+    steps round their matmuls differently; the logits are O(1)). Both key/value layouts (KVCache's
+    compiled_cpu: keys and values transposed in two buffers, here stepped eagerly)."""
     prior = make_prior(condition).eval()
     B, L = 3, prior.config.seq_len
     tokens = torch.randint(0, K, (B, L), generator=torch.Generator().manual_seed(2))
@@ -54,7 +56,8 @@ def test_prefill_in_one_pass_equals_stepping_position_by_position(condition, n_p
     step_cond = {"label": cond.get("label"), "actions": cond.get("actions")}
     with torch.no_grad():
         cond_kv = prior.cross_kv(cond.get("frames"))
-        stepped_cache, filled_cache = (prior.init_cache(B, cond_kv=cond_kv, **step_cond) for _ in range(2))
+        stepped_cache, filled_cache = (prior.init_cache(B, cond_kv=cond_kv, for_compiled_cpu=compiled_cpu_layout,
+                                                        **step_cond) for _ in range(2))
         stepped = torch.stack([prior.step(tokens[:, p - 1] if p else None, p, stepped_cache)
                                for p in range(n_prefix)], dim=1)
         filled = prior.prefill(tokens[:, :n_prefix], filled_cache)

@@ -253,8 +253,8 @@ class KVCache:
     its position, in tensors whose shapes never change while decoding (so a compiled step is traced
     once per batch size).
 
-    A layer's keys and values sit in one buffer, `layers[i]` (2, batch, n_head, seq_len, head_dim), so
-    that one copy stores both per step. One buffer per layer, not views of a common one: a compiled step
+    A layer's keys and values sit in one buffer, `layers[i]` (2, batch, n_head, seq_len, head_dim) (for
+    the compiled CPU step, a pair: compiled_cpu below), so that one copy stores both per step. One buffer per layer, not views of a common one: a compiled step
     that writes into views of one base made Inductor copy the whole base at every write (8x slower than
     eager, measured). Keys before values
     (not interleaved per sequence) so that a prefix [:n] of one layer's keys is a (batch * n_head)
@@ -264,16 +264,25 @@ class KVCache:
     (exact zeros) times uninitialised memory could be NaN. Memory: 2 * n_layer * batch * seq_len * n_embd
     elements.
 
-    spare: extra slots after the sequence, never filled. The step compiled on the CPU reads the prefix [:n]
-    with n symbolic; with a spare slot no prefix is ever the whole buffer, whose layout (contiguous) the
-    compiler would otherwise tell apart and compile again for the last position."""
+    compiled_cpu: laid out for the step compiled on the CPU, which reads the prefix [:n] with n symbolic, as
+    products and sums that Inductor fuses into one loop per layer (SelfAttention.decode). A layer is then
+    a pair of buffers, keys (batch, n_head, slots, head_dim) and values transposed (batch, n_head,
+    head_dim, slots): the weighted sum of the values then runs along their contiguous axis, each value
+    row read once (with values as keys, Inductor's loop read them in misaligned passes: its attention
+    kernel 350 -> 295 us a layer at the reference config, batch 4). Two buffers, not two views of one
+    (one viewed two ways made Inductor copy it whole at every step). And one spare slot after the sequence,
+    never filled: no prefix is then ever the whole buffer, whose layout (contiguous) the compiler would
+    otherwise tell apart and compile again for the last position."""
 
     def __init__(self, n_layer: int, batch: int, n_head: int, seq_len: int, head_dim: int,
-                 device=None, dtype=None, spare: int = 0):
-        self.layers = [torch.zeros((2, batch, n_head, seq_len + spare, head_dim), device=device, dtype=dtype)
-                       for _ in range(n_layer)]
+                 device=None, dtype=None, compiled_cpu: bool = False):
+        slots = seq_len + int(compiled_cpu)
+        zeros = lambda *shape: torch.zeros(shape, device=device, dtype=dtype)
+        self.layers = [(zeros(batch, n_head, slots, head_dim), zeros(batch, n_head, head_dim, slots)) if compiled_cpu
+                       else zeros(2, batch, n_head, slots, head_dim) for _ in range(n_layer)]
         self.batch, self.seq_len = batch, seq_len
-        self.key_index = torch.arange(seq_len + spare, device=device)  # for the position mask
+        self.key_index = torch.arange(slots, device=device)  # for the position mask
+        self.device = self.key_index.device
         # Set by Prior.init_cache, in the decode step's dtype:
         self.sos: Optional[torch.Tensor] = None          # (n_embd,) the start vector
         self.head: Optional[torch.Tensor] = None         # (n_codes, n_embd) the output head's weight
@@ -286,12 +295,14 @@ class KVCache:
 
     @property
     def k(self) -> torch.Tensor:
-        """All layers' keys, (n_layer, batch, n_head, seq_len, head_dim) (a copy)."""
-        return torch.stack([kv[0] for kv in self.layers])
+        """All layers' keys, (n_layer, batch, n_head, seq_len, head_dim) (a copy), whichever the layout."""
+        return torch.stack([kv[0][:, :, :self.seq_len] for kv in self.layers])
 
     @property
     def v(self) -> torch.Tensor:
-        return torch.stack([kv[1] for kv in self.layers])
+        """All layers' values, (n_layer, batch, n_head, seq_len, head_dim) (a copy), whichever the layout."""
+        return torch.stack([kv[1].transpose(-1, -2)[:, :, :self.seq_len] if isinstance(kv, tuple)
+                            else kv[1, :, :, :self.seq_len] for kv in self.layers])
 
 
 def dropout_keep_mask(shape, p: float, device=None) -> torch.Tensor:
@@ -361,8 +372,9 @@ class SelfAttention(nn.Module):
     def decode(self, x: torch.Tensor, kv: torch.Tensor, pos, weights: DecodeWeights,
                future: Optional[torch.Tensor], n: Optional[int]) -> torch.Tensor:
         """Incremental decoding of position `pos`, x (B, D): store its key and value in this layer's cache
-        kv (2, B, n_head, slots, head_dim), then let the one query attend over the cache (`Prior.step`'s
-        three forms). pos an int (eager): written by a plain index, and the attention reads exactly the
+        kv (2, B, n_head, slots, head_dim), or the pair (keys, values transposed) of KVCache's compiled_cpu
+        layout, then let the one query attend over the cache (`Prior.step`'s three forms; the pair takes
+        the first two). pos an int (eager): written by a plain index, and the attention reads exactly the
         filled prefix [0, n) (n = pos + 1); a 0-d tensor: written by index_copy_, and the attention reads
         the prefix [0, n) (n given: the CPU's compiled step, n symbolic) or, with n None, the whole cache
         with the keys after pos masked (`future`, (slots,) bool: static shapes for CUDA graphs).
@@ -375,18 +387,28 @@ class SelfAttention(nn.Module):
         hd = D // H
         qkv = weights.linear(x, weights.qkv)  # (B, 3D): q | k | v, each head after head
         new = qkv[:, D:].view(B, 2, H, hd).transpose(0, 1)  # (2, B, H, hd): keys and values, one copy
+        if isinstance(kv, tuple):  # the CPU's compiled step (KVCache compiled_cpu), n symbolic: products and
+            # sums, which Inductor fuses into one loop over the prefix per layer; from the batched products
+            # below it generated a kernel 3x slower (measured at the reference config, batch 4)
+            if future is not None:
+                raise ValueError("the whole-cache masked step (n None) needs a cache made without for_compiled_cpu")
+            keys, values_t = kv  # (B, H, slots, hd), (B, H, hd, slots)
+            index = pos.view(1) if isinstance(pos, torch.Tensor) else torch.tensor([pos], device=keys.device)
+            keys.index_copy_(2, index, new[0].unsqueeze(2).to(keys.dtype))
+            values_t.index_copy_(3, index, new[1].unsqueeze(3).to(values_t.dtype))
+            q = qkv[:, :D].view(B, H, 1, hd) * hd ** -0.5  # scaled once, not every score
+            scores = (q * keys[:, :, :n].to(x.dtype)).sum(-1)  # (B, H, n)
+            # The softmax written out, normalised after the weighted sum: one division per output element, not
+            # one per value read (Inductor divided inside the loop over the values: the kernel 19% slower)
+            weights = (scores - scores.amax(-1, keepdim=True)).exp()
+            y = (weights.unsqueeze(2) * values_t[..., :n].to(x.dtype)).sum(-1) / weights.sum(-1, keepdim=True)
+            return y.view(B, D)
         if isinstance(pos, int):
             kv.select(3, pos).copy_(new)
         else:
             kv.index_copy_(3, pos.view(1), new.unsqueeze(3).to(kv.dtype))
         if future is not None:
             n = kv.shape[3]
-        elif not isinstance(pos, int):  # the CPU's compiled step, n symbolic: products and sums, which Inductor
-            # fuses into one loop over the prefix per layer; from the batched products below it generated a
-            # kernel 3x slower (measured at the reference config, batch 4)
-            keys, values = (kv[i, :, :, :n].to(x.dtype) for i in range(2))  # (B, H, n, hd)
-            scores = (qkv[:, :D].view(B, H, 1, hd) * keys).sum(-1, keepdim=True) * hd ** -0.5  # (B, H, n, 1)
-            return (scores.softmax(-2) * values).sum(-2).view(B, D)
         # (B * H, n, hd) views: the cache's batch stride is n_head times its head stride
         keys, values = (kv[i, :, :, :n].reshape(B * H, n, hd).to(x.dtype) for i in range(2))
         scores = torch.bmm(qkv[:, :D].reshape(B * H, 1, hd), keys.transpose(1, 2)).mul_(hd ** -0.5)
@@ -396,12 +418,16 @@ class SelfAttention(nn.Module):
 
     def prefill(self, x: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
         """The first P positions x (B, P, D) of an empty cache in one pass: store their keys and values in
-        this layer's cache kv (2, B, n_head, seq_len, head_dim) and attend causally among them (eval mode).
+        this layer's cache kv (either layout, `decode`) and attend causally among them (eval mode).
         Returns (B, P, D), after the output projection, as `forward` would."""
         B, P, D = x.shape
         q, k, v = (t.view(B, P, self.n_head, -1).transpose(1, 2) for t in self.qkv(x).split(D, dim=-1))
-        kv[0, :, :, :P] = k
-        kv[1, :, :, :P] = v
+        if isinstance(kv, tuple):  # KVCache compiled_cpu: values transposed
+            kv[0][:, :, :P] = k
+            kv[1][..., :P] = v.transpose(-1, -2)
+        else:
+            kv[0, :, :, :P] = k
+            kv[1, :, :, :P] = v
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.proj(y.transpose(1, 2).reshape(B, P, D))
 
@@ -666,12 +692,12 @@ class Prior(nn.Module, SavedModel):
         activations (default: the model's; the cross-attention to frames stays in the model's); kv_dtype:
         of the keys and values (default: dtype). for_compiled_cpu: laid out for the step compiled on the CPU
         (`sampling.compiled_decode_step`): the modules' own weight Parameters (DecodeWeights, in_out=False)
-        and one spare key/value slot (KVCache)."""
+        and its key/value layout (KVCache compiled_cpu)."""
         cfg = self.config
         dtype = dtype if dtype is not None else self.sos.dtype
         cache = KVCache(cfg.n_layer, batch, cfg.n_head, cfg.seq_len, cfg.n_embd // cfg.n_head,
                         device=device if device is not None else self.sos.device,
-                        dtype=kv_dtype if kv_dtype is not None else dtype, spare=int(for_compiled_cpu))
+                        dtype=kv_dtype if kv_dtype is not None else dtype, compiled_cpu=for_compiled_cpu)
         cache.sos, cache.head = self.sos.to(dtype), self.head.weight.to(dtype)
         cache.code_inputs = self.fc_in(self.codebook).to(dtype)
         cache.positions = self.pos_emb().reshape(cfg.seq_len, -1).to(dtype)
@@ -696,10 +722,11 @@ class Prior(nn.Module, SavedModel):
           as a tensor and n symbolic, so that one compiled graph serves every position (the CPU's
           compiled step, `sampling.compiled_decode_step`);
         - a 0-d long tensor and n None (static shapes): every position runs the same graph, which reads
-          the whole cache under a position mask (the CUDA graphs' compiled step)."""
+          the whole cache under a position mask (the CUDA graphs' compiled step; a cache made without
+          for_compiled_cpu)."""
         B = cache.batch
         if prev_token is None:
-            prev_token = torch.zeros(B, dtype=torch.long, device=cache.layers[0].device)
+            prev_token = torch.zeros(B, dtype=torch.long, device=cache.device)
         # Only the new token is embedded: one row of the precomputed input table; the start vector at 0.
         prev = prev_token.reshape(B)
         if self.config.n_codebooks > 1:  # its row in the table of all codebooks (code_rows)
