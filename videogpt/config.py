@@ -218,9 +218,12 @@ class StorageParams:
                                    "<root>/<stage>/<content hash>/ prefixes, the dvc outs becoming pointer files")
 
 
+Engine = Literal["local", "ray"]
+
+
 @dataclass(frozen=True)
 class ComputeParams:
-    engine: Literal["local", "ray"] = _f("local", "where the per-item work of preprocess (decoding) and tokenize (encoding) "
+    engine: Engine = _f("local", "where the per-item work of preprocess (decoding) and tokenize (encoding) "
                                                   "runs: local = this machine (data.num_workers decoders); ray = Ray "
                                                   "workers on the cluster at $RAY_ADDRESS, else on a local Ray (the "
                                                   "cluster extra). The same bytes either way")

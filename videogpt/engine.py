@@ -23,11 +23,11 @@ import contextlib
 import multiprocessing
 import os
 import sys
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, get_args
 
-from videogpt.config import ComputeParams
+from videogpt.config import ComputeParams, Engine
 
-ENGINES = ("local", "ray")
+ENGINES = get_args(Engine)
 RETRIES = 3  # Ray reruns of a task whose worker died (a Python exception in fn is not retried: it is raised)
 AHEAD = 4    # results in flight per worker
 
