@@ -165,7 +165,9 @@ def decode_dtypes(dtype, kv_dtype, device: torch.device) -> tuple[torch.dtype, t
 # sample.compile auto on the CPU: compile when the run's decode steps read at least this many GB in total
 # (`decode_bytes_per_step`), an estimate of when the compiled step repays its compile time. Measured here at the
 # reference config, batch 4 (29.3 MB a step): eager 3.3 ms a step, compiled 2.0, i.e. 0.044 s saved per GB read,
-# against 13-15 s of compiling (not cached between processes: Inductor's graph cache skips frozen graphs); so
+# against 13-15 s of compiling (not cached between processes: Inductor's graph cache skips graphs holding the
+# mkldnn-prepacked weights of its GEMMs; with prepacking off a graph is cached, but its GEMMs are slower and a
+# second process still spent 14 s in tracing before its first sample); so
 # break-even near 340 GB, about 11 batches of 1,024 positions there. The default run reads ~1 GB: eager.
 AUTO_COMPILE_MIN_GB = 340
 
