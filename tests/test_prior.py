@@ -331,6 +331,23 @@ def test_cached_steps_match_the_full_forward_pass(condition):
             torch.testing.assert_close(prior.step(prev, torch.tensor(pos), static), logits, rtol=1e-5, atol=1e-5)
 
 
+def test_the_compiled_cpu_layout_steps_eagerly_and_refuses_the_masked_whole_cache_form():
+    """KVCache's compiled_cpu layout (keys, values transposed) gives the stacked layout's logits with an int
+    position; the static-shape form (tensor position, n None) reads a whole cache under a mask, which that
+    layout does not support: a clear error, not silently unmasked keys."""
+    prior = make_prior(random_head=True).eval()
+    tokens = random_tokens(2).reshape(2, -1)
+    with torch.no_grad():
+        stacked, pair = prior.init_cache(2), prior.init_cache(2, for_compiled_cpu=True)
+        for pos in range(6):
+            prev = tokens[:, pos - 1] if pos else None
+            torch.testing.assert_close(prior.step(prev, pos, pair), prior.step(prev, pos, stacked),
+                                       rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(pair.v[:, :, :, :6], stacked.v[:, :, :, :6])
+        with pytest.raises(ValueError, match="for_compiled_cpu"):
+            prior.step(tokens[:, 5], torch.tensor(6), pair)
+
+
 def test_small_batches_decode_on_one_thread_and_the_count_is_restored():
     from videogpt import sampling
     prior = make_prior(random_head=True)
