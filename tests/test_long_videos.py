@@ -48,7 +48,7 @@ def cond_inputs(condition, n, n_frames=LATENT[0] * TIME):
 def test_prefill_in_one_pass_equals_stepping_position_by_position(condition, n_prefix, compiled_cpu_layout):
     """Tolerance: 1e-5 absolute and relative on float32 logits (the batched pass and the single-position
     steps round their matmuls differently; the logits are O(1)). Both key/value layouts (KVCache's
-    compiled_cpu: keys and values transposed in two buffers, here stepped eagerly)."""
+    compiled_cpu: keys in blocks and values in two buffers, here stepped eagerly)."""
     prior = make_prior(condition).eval()
     B, L = 3, prior.config.seq_len
     tokens = torch.randint(0, K, (B, L), generator=torch.Generator().manual_seed(2))

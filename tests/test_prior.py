@@ -332,9 +332,9 @@ def test_cached_steps_match_the_full_forward_pass(condition):
 
 
 def test_the_compiled_cpu_layout_steps_eagerly_and_refuses_the_masked_whole_cache_form():
-    """KVCache's compiled_cpu layout (keys, values transposed) gives the stacked layout's logits with an int
-    position; the static-shape form (tensor position, n None) reads a whole cache under a mask, which that
-    layout does not support: a clear error, not silently unmasked keys."""
+    """KVCache's compiled_cpu layout (keys in blocks, values; attended by decode_kernel) gives the stacked
+    layout's logits with an int position; the static-shape form (tensor position, n None) reads a whole cache
+    under a mask, which that layout does not support: a clear error, not silently unmasked keys."""
     prior = make_prior(random_head=True).eval()
     tokens = random_tokens(2).reshape(2, -1)
     with torch.no_grad():
@@ -344,6 +344,7 @@ def test_the_compiled_cpu_layout_steps_eagerly_and_refuses_the_masked_whole_cach
             torch.testing.assert_close(prior.step(prev, pos, pair), prior.step(prev, pos, stacked),
                                        rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(pair.v[:, :, :, :6], stacked.v[:, :, :, :6])
+        torch.testing.assert_close(pair.k[:, :, :, :6], stacked.k[:, :, :, :6])
         with pytest.raises(ValueError, match="for_compiled_cpu"):
             prior.step(tokens[:, 5], torch.tensor(6), pair)
 

@@ -29,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from videogpt.decode_kernel import KEY_BLOCK, decode_attention, decode_attention_reference, kernel_applies
 from videogpt.saved import SavedModel
 from videogpt.position import BroadcastPosEmbed
 from videogpt.resnet3d import DOWNSAMPLE, ResNet3d
@@ -264,22 +265,23 @@ class KVCache:
     (exact zeros) times uninitialised memory could be NaN. Memory: 2 * n_layer * batch * seq_len * n_embd
     elements.
 
-    compiled_cpu: laid out for the step compiled on the CPU, which reads the prefix [:n] with n symbolic, as
-    products and sums that Inductor fuses into one loop per layer (SelfAttention.decode). A layer is then
-    a pair of buffers, keys (batch, n_head, slots, head_dim) and values transposed (batch, n_head,
-    head_dim, slots): the weighted sum of the values then runs along their contiguous axis, each value
-    row read once (with values as keys, Inductor's loop read them in misaligned passes: its attention
-    kernel 350 -> 295 us a layer at the reference config, batch 4). Two buffers, not two views of one
-    (one viewed two ways made Inductor copy it whole at every step). And one spare slot after the sequence,
-    never filled: no prefix is then ever the whole buffer, whose layout (contiguous) the compiler would
-    otherwise tell apart and compile again for the last position."""
+    compiled_cpu: laid out for the step compiled on the CPU, whose attention is the hand-written kernel
+    videogpt.decode_kernel.decode_attention over the filled prefix [:n] (n symbolic). A layer is then a pair of
+    buffers whose prefix is one contiguous run per (sequence, head), which the memory's prefetcher streams:
+    keys in blocks of KEY_BLOCK, (batch, n_head, blocks, head_dim, KEY_BLOCK) (a block's scores are one vector
+    accumulated over head_dim), and values (batch, n_head, blocks * KEY_BLOCK, head_dim). (The layout before,
+    values transposed, read the prefix as head_dim short rows with gaps: 7-10 GB/s from memory at half a
+    sequence.) Two buffers, not two views of one (one viewed two ways made Inductor copy it whole at every
+    step). blocks = seq_len // KEY_BLOCK + 1: at least one spare slot after the sequence, so no prefix is ever
+    the whole buffer, whose layout (contiguous) the compiler would tell apart and compile again for."""
 
     def __init__(self, n_layer: int, batch: int, n_head: int, seq_len: int, head_dim: int,
                  device=None, dtype=None, compiled_cpu: bool = False):
-        slots = seq_len + int(compiled_cpu)
+        blocks = seq_len // KEY_BLOCK + 1  # compiled_cpu only
+        slots = blocks * KEY_BLOCK if compiled_cpu else seq_len
         zeros = lambda *shape: torch.zeros(shape, device=device, dtype=dtype)
-        self.layers = [(zeros(batch, n_head, slots, head_dim), zeros(batch, n_head, head_dim, slots)) if compiled_cpu
-                       else zeros(2, batch, n_head, slots, head_dim) for _ in range(n_layer)]
+        self.layers = [(zeros(batch, n_head, blocks, head_dim, KEY_BLOCK), zeros(batch, n_head, slots, head_dim))
+                       if compiled_cpu else zeros(2, batch, n_head, slots, head_dim) for _ in range(n_layer)]
         self.batch, self.seq_len = batch, seq_len
         self.key_index = torch.arange(slots, device=device)  # for the position mask
         self.device = self.key_index.device
@@ -296,12 +298,13 @@ class KVCache:
     @property
     def k(self) -> torch.Tensor:
         """All layers' keys, (n_layer, batch, n_head, seq_len, head_dim) (a copy), whichever the layout."""
-        return torch.stack([kv[0][:, :, :self.seq_len] for kv in self.layers])
+        return torch.stack([kv[0].transpose(-1, -2).flatten(2, 3)[:, :, :self.seq_len] if isinstance(kv, tuple)
+                            else kv[0, :, :, :self.seq_len] for kv in self.layers])
 
     @property
     def v(self) -> torch.Tensor:
         """All layers' values, (n_layer, batch, n_head, seq_len, head_dim) (a copy), whichever the layout."""
-        return torch.stack([kv[1].transpose(-1, -2)[:, :, :self.seq_len] if isinstance(kv, tuple)
+        return torch.stack([kv[1][:, :, :self.seq_len] if isinstance(kv, tuple)
                             else kv[1, :, :, :self.seq_len] for kv in self.layers])
 
 
@@ -372,7 +375,7 @@ class SelfAttention(nn.Module):
     def decode(self, x: torch.Tensor, kv: torch.Tensor, pos, weights: DecodeWeights,
                future: Optional[torch.Tensor], n: Optional[int]) -> torch.Tensor:
         """Incremental decoding of position `pos`, x (B, D): store its key and value in this layer's cache
-        kv (2, B, n_head, slots, head_dim), or the pair (keys, values transposed) of KVCache's compiled_cpu
+        kv (2, B, n_head, slots, head_dim), or the pair (keys in blocks, values) of KVCache's compiled_cpu
         layout, then let the one query attend over the cache (`Prior.step`'s three forms; the pair takes
         the first two). pos an int (eager): written by a plain index, and the attention reads exactly the
         filled prefix [0, n) (n = pos + 1); a 0-d tensor: written by index_copy_, and the attention reads
@@ -380,29 +383,25 @@ class SelfAttention(nn.Module):
         with the keys after pos masked (`future`, (slots,) bool: static shapes for CUDA graphs).
         One query row needs no fused attention kernel: a plain matmul-softmax-matmul, as two batched
         products over (B * n_head) matrices that are views of the cache, not copies (PyTorch's CPU flash
-        kernel cost 37% of a step here, mostly per-call overhead). Returns (B, D), before the output
-        projection."""
+        kernel cost 37% of a step here, mostly per-call overhead); on the pair, the hand-written
+        decode_kernel.decode_attention (float32; other dtypes its PyTorch reference). Returns (B, D), before
+        the output projection."""
         B, D = x.shape
         H = self.n_head
         hd = D // H
         qkv = weights.linear(x, weights.qkv)  # (B, 3D): q | k | v, each head after head
         new = qkv[:, D:].view(B, 2, H, hd).transpose(0, 1)  # (2, B, H, hd): keys and values, one copy
-        if isinstance(kv, tuple):  # the CPU's compiled step (KVCache compiled_cpu), n symbolic: products and
-            # sums, which Inductor fuses into one loop over the prefix per layer; from the batched products
-            # below it generated a kernel 3x slower (measured at the reference config, batch 4)
+        if isinstance(kv, tuple):  # the CPU's compiled step (KVCache compiled_cpu), n symbolic
             if future is not None:
                 raise ValueError("the whole-cache masked step (n None) needs a cache made without for_compiled_cpu")
-            keys, values_t = kv  # (B, H, slots, hd), (B, H, hd, slots)
+            keys, values = kv  # (B, H, blocks, hd, KEY_BLOCK), (B, H, slots, hd)
             index = pos.view(1) if isinstance(pos, torch.Tensor) else torch.tensor([pos], device=keys.device)
-            keys.index_copy_(2, index, new[0].unsqueeze(2).to(keys.dtype))
-            values_t.index_copy_(3, index, new[1].unsqueeze(3).to(values_t.dtype))
-            q = qkv[:, :D].view(B, H, 1, hd) * hd ** -0.5  # scaled once, not every score
-            scores = (q * keys[:, :, :n].to(x.dtype)).sum(-1)  # (B, H, n)
-            # The softmax written out, normalised after the weighted sum: one division per output element, not
-            # one per value read (Inductor divided inside the loop over the values: 23% more time per filled position)
-            weights = (scores - scores.amax(-1, keepdim=True)).exp()
-            y = (weights.unsqueeze(2) * values_t[..., :n].to(x.dtype)).sum(-1) / weights.sum(-1, keepdim=True)
-            return y.view(B, D)
+            torch.ops.aten.index_put_(keys, [None, None, index // KEY_BLOCK, None, index % KEY_BLOCK],
+                                      new[0].unsqueeze(0).to(keys.dtype))  # (1, B, H, hd): indexed dims first
+            values.index_copy_(2, index, new[1].unsqueeze(2).to(values.dtype))
+            q = qkv[:, :D].view(B, H, hd) * hd ** -0.5
+            attend = decode_attention if kernel_applies(q, keys) else decode_attention_reference
+            return attend(q, keys, values, n).view(B, D)
         if isinstance(pos, int):
             kv.select(3, pos).copy_(new)
         else:
@@ -422,9 +421,11 @@ class SelfAttention(nn.Module):
         Returns (B, P, D), after the output projection, as `forward` would."""
         B, P, D = x.shape
         q, k, v = (t.view(B, P, self.n_head, -1).transpose(1, 2) for t in self.qkv(x).split(D, dim=-1))
-        if isinstance(kv, tuple):  # KVCache compiled_cpu: values transposed
-            kv[0][:, :, :P] = k
-            kv[1][..., :P] = v.transpose(-1, -2)
+        if isinstance(kv, tuple):  # KVCache compiled_cpu: keys in blocks
+            full, rest = divmod(P, KEY_BLOCK)
+            kv[0][:, :, :full] = k[:, :, :full * KEY_BLOCK].unflatten(2, (full, KEY_BLOCK)).transpose(-1, -2)
+            kv[0][:, :, full, :, :rest] = k[:, :, full * KEY_BLOCK:].transpose(-1, -2)
+            kv[1][:, :, :P] = v
         else:
             kv[0, :, :, :P] = k
             kv[1, :, :, :P] = v

@@ -137,8 +137,8 @@ def _run(prior, n, decode_batch, *, temperature, top_k, top_p, label, frames, ac
 
 
 _COMPILED: dict = {}  # (device type, CPU threads) -> the compiled decode_step (its graphs are cached on it)
-# Inductor's settings for the CPU's compiled step, applied around each of its calls (a recompilation happens inside
-# a call). Freezing makes the weight Parameters constants (DecodeWeights, in_out=False), which max-autotune's CPP
+# Inductor's settings for the CPU's compiled step, applied around each decode loop (_Picker.loop) or lone step (a
+# recompilation happens inside a call). Freezing makes the weight Parameters constants (DecodeWeights, in_out=False), which max-autotune's CPP
 # GEMM template packs once and multiplies with a generated few-row kernel; ATEN stays a choice for any matrix the
 # template does not take.
 CPU_COMPILE_CONFIG = dict(freezing=True, max_autotune=True, max_autotune_gemm_backends="CPP,ATEN")
@@ -254,8 +254,30 @@ class _Picker:
         device = prior.codebook.device
         self.compiled_cpu = compiled and device.type != "cuda"
         self.pos = torch.zeros((), dtype=torch.long, device=device) if compiled else None
+        self._loop: Optional[contextlib.ExitStack] = None  # inside `loop`: what it undoes at its end
+        self._guarded = False  # inside `loop`: whether a compiled step has run with its guards checked
         if self.compiled_cpu:
             _drop_stale_frozen_weights(prior)
+
+    @contextlib.contextmanager
+    def loop(self):
+        """Around one decode loop (consecutive positions of one cache). For the CPU's compiled step: Inductor's
+        settings once for the loop instead of around every step (config.patch costs ~30 us), and, once a
+        compiled step of the loop has run with Dynamo's guards checked (compiling there if it must), the
+        later steps skip the guards (~50 us a step; torch.compiler.set_stance's skip_guard_eval_unsafe, which
+        still tells apart the graphs the function holds). That is sound here because every later step calls
+        the same function with the same objects, shapes, dtypes and devices as the guarded one: only the
+        tensors' values and n (a symbol, growing from there) change. Both are undone when the loop ends."""
+        if not self.compiled_cpu:
+            yield
+            return
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(torch._inductor.config.patch(CPU_COMPILE_CONFIG))
+            self._loop, self._guarded = stack, False
+            try:
+                yield
+            finally:
+                self._loop = None
 
     def init_cache(self, batch: int, **cond):
         """An empty cache for `batch` sequences laid out for this step; cond: Prior.init_cache's label, cond_kv,
@@ -276,8 +298,14 @@ class _Picker:
             return step(self.prior, cache, prev, index, u, *self.rule)
         if pos == 0:  # the start vector's step, eagerly (compiled, n = 1 would be a graph of its own)
             return decode_step(self.prior, cache, prev, index, u, *self.rule, n=1)
-        with torch._inductor.config.patch(CPU_COMPILE_CONFIG):
-            return step(self.prior, cache, prev, index, u, *self.rule, n=pos + 1)
+        if self._loop is None:  # a step on its own
+            with torch._inductor.config.patch(CPU_COMPILE_CONFIG):
+                return step(self.prior, cache, prev, index, u, *self.rule, n=pos + 1)
+        out = step(self.prior, cache, prev, index, u, *self.rule, n=pos + 1)
+        if not self._guarded:  # the loop's first compiled step ran guarded: the rest skip the guards (`loop`)
+            self._loop.enter_context(torch.compiler.set_stance("default", skip_guard_eval_unsafe=True))
+            self._guarded = True
+        return out
 
 
 # Up to this many sequences per batch, the CPU decode loop runs on one thread. A step's matmuls are then a few
@@ -316,7 +344,7 @@ def decode_step(prior: Prior, cache, prev: torch.Tensor, pos, u: torch.Tensor, t
 def _decode_positions(prior, cache, tokens, prev, positions, u_of, pick, bar):
     """Decode `positions` (consecutive) into tokens[:, pos], starting from the token `prev` (B,) at the
     position before the first; u_of(pos) (B,) are the uniforms of a position."""
-    with _decode_threads(len(tokens), tokens.device):
+    with _decode_threads(len(tokens), tokens.device), pick.loop():
         for pos in positions:
             prev = pick(cache, prev, pos, u_of(pos))
             tokens[:, pos] = prev
