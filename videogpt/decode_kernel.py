@@ -149,7 +149,7 @@ def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, 
     blocks = keys.shape[2]
     if not (0 < n <= blocks * KEY_BLOCK):
         raise ValueError(f"decode_attention: n = {n} outside the cache's 1..{blocks * KEY_BLOCK} positions")
-    q = q.contiguous()
+    q, keys, values = q.contiguous(), keys.contiguous(), values.contiguous()  # no copies for the cache's buffers
     out = torch.empty_like(q)
     scratch = torch.empty(B * H, blocks * KEY_BLOCK)
     _library().decode_attention(q.data_ptr(), keys.data_ptr(), values.data_ptr(), out.data_ptr(),
