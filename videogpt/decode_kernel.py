@@ -18,8 +18,8 @@ mid-sequence from memory, the same at the end (where both stream at the memory's
 It is written in ATen's portable vector type (at::vec::Vectorized, AVX2 or AVX-512 as the CPU has: the ISA
 Inductor picks for its own kernels) and compiled by Inductor's C++ code cache (on disk: a second process reuses
 it), and runs as the custom op `videogpt::decode_attention`, parallel over (sequence, head) with OpenMP on
-torch's thread count. `decode_attention_reference` is the same arithmetic in PyTorch (tests; the eager step on
-this layout; dtypes other than float32).
+torch's thread count (eagerly too, for float32). `decode_attention_reference` is the same arithmetic in PyTorch
+(tests; dtypes other than float32). `key_rows` turns the blocked keys back into one row per position.
 """
 from __future__ import annotations
 
@@ -30,11 +30,9 @@ import torch
 
 KEY_BLOCK = 16  # keys per block of the blocked key layout
 
-_SOURCE = r"""
-#include <torch/csrc/inductor/cpp_prefix.h>
-
-// q (BH, hd), already scaled; keys (BH, blocks, hd, 16); values (BH, blocks * 16, hd); out (BH, hd);
-// scratch (BH, blocks * 16). Attends to positions [0, n).
+_SOURCE = "#include <torch/csrc/inductor/cpp_prefix.h>\n" + f"constexpr int64_t KEY_BLOCK = {KEY_BLOCK};\n" + r"""
+// q (BH, hd), already scaled; keys (BH, blocks, hd, KEY_BLOCK); values (BH, blocks * KEY_BLOCK, hd);
+// out (BH, hd); scratch (BH, blocks * KEY_BLOCK). Attends to positions [0, n).
 template <int NV>
 static void weighted_rows(const float* v, const float* e, float* out, int64_t hd, int64_t d0, int64_t n,
                           float inv_sum) {
@@ -72,28 +70,28 @@ extern "C" void decode_attention(const float* q, const float* keys, const float*
                                  int64_t threads) {
     using Vec = at::vec::Vectorized<float>;
     constexpr int64_t W = Vec::size();
-    constexpr int64_t PER_BLOCK = 16 / W;  // vectors per block of 16 keys
-    const int64_t slots = blocks * 16, filled_blocks = (n + 15) / 16;
+    constexpr int64_t PER_BLOCK = KEY_BLOCK / W;  // vectors per block of keys
+    const int64_t slots = blocks * KEY_BLOCK, filled_blocks = (n + KEY_BLOCK - 1) / KEY_BLOCK;
     #pragma omp parallel for num_threads(threads) if (threads > 1)
     for (int64_t bh = 0; bh < BH; bh++) {
         const float* qq = q + bh * hd;
         const float* kb = keys + bh * slots * hd;
         float* s = scratch + bh * slots;
-        // scores, 16 keys at a time: four accumulators per vector (d mod 4), independent chains
+        // scores, a block of keys at a time: four accumulators per vector (d mod 4), independent chains
         for (int64_t b = 0; b < filled_blocks; b++) {
-            const float* blk = kb + b * hd * 16;
+            const float* blk = kb + b * hd * KEY_BLOCK;
             for (int64_t p = 0; p < PER_BLOCK; p++) {
                 Vec a0(0.f), a1(0.f), a2(0.f), a3(0.f);
                 const float* col = blk + p * W;
                 int64_t d = 0;
                 for (; d + 3 < hd; d += 4) {
-                    a0 = at::vec::fmadd(Vec(qq[d]), Vec::loadu(col + d * 16), a0);
-                    a1 = at::vec::fmadd(Vec(qq[d + 1]), Vec::loadu(col + (d + 1) * 16), a1);
-                    a2 = at::vec::fmadd(Vec(qq[d + 2]), Vec::loadu(col + (d + 2) * 16), a2);
-                    a3 = at::vec::fmadd(Vec(qq[d + 3]), Vec::loadu(col + (d + 3) * 16), a3);
+                    a0 = at::vec::fmadd(Vec(qq[d]), Vec::loadu(col + d * KEY_BLOCK), a0);
+                    a1 = at::vec::fmadd(Vec(qq[d + 1]), Vec::loadu(col + (d + 1) * KEY_BLOCK), a1);
+                    a2 = at::vec::fmadd(Vec(qq[d + 2]), Vec::loadu(col + (d + 2) * KEY_BLOCK), a2);
+                    a3 = at::vec::fmadd(Vec(qq[d + 3]), Vec::loadu(col + (d + 3) * KEY_BLOCK), a3);
                 }
-                for (; d < hd; d++) a0 = at::vec::fmadd(Vec(qq[d]), Vec::loadu(col + d * 16), a0);
-                ((a0 + a1) + (a2 + a3)).store(s + b * 16 + p * W);
+                for (; d < hd; d++) a0 = at::vec::fmadd(Vec(qq[d]), Vec::loadu(col + d * KEY_BLOCK), a0);
+                ((a0 + a1) + (a2 + a3)).store(s + b * KEY_BLOCK + p * W);
             }
         }
         // softmax numerator over [0, n): exp(s - max), and its sum
@@ -162,9 +160,14 @@ def _(q, keys, values, n):
     return torch.empty_like(q)
 
 
+def key_rows(keys: torch.Tensor) -> torch.Tensor:
+    """Blocked keys (B, H, blocks, hd, KEY_BLOCK) as one row per position, (B, H, blocks * KEY_BLOCK, hd) (a copy)."""
+    return keys.transpose(-1, -2).flatten(2, 3)
+
+
 def decode_attention_reference(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, n) -> torch.Tensor:
     """decode_attention in PyTorch operations (any dtype; q's dtype out): the same layouts and result."""
-    k = keys.transpose(-1, -2).flatten(2, 3)[:, :, :n].to(q.dtype)  # (B, H, n, hd)
+    k = key_rows(keys)[:, :, :n].to(q.dtype)  # (B, H, n, hd)
     weights = (q.unsqueeze(2) * k).sum(-1).softmax(-1)  # (B, H, n)
     return (weights.unsqueeze(-1) * values[:, :, :n].to(q.dtype)).sum(-2)
 

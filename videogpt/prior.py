@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from videogpt.decode_kernel import KEY_BLOCK, decode_attention, decode_attention_reference, kernel_applies
+from videogpt.decode_kernel import KEY_BLOCK, decode_attention, decode_attention_reference, kernel_applies, key_rows
 from videogpt.saved import SavedModel
 from videogpt.position import BroadcastPosEmbed
 from videogpt.resnet3d import DOWNSAMPLE, ResNet3d
@@ -298,7 +298,7 @@ class KVCache:
     @property
     def k(self) -> torch.Tensor:
         """All layers' keys, (n_layer, batch, n_head, seq_len, head_dim) (a copy), whichever the layout."""
-        return torch.stack([kv[0].transpose(-1, -2).flatten(2, 3)[:, :, :self.seq_len] if isinstance(kv, tuple)
+        return torch.stack([key_rows(kv[0])[:, :, :self.seq_len] if isinstance(kv, tuple)
                             else kv[0, :, :, :self.seq_len] for kv in self.layers])
 
     @property

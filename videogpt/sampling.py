@@ -138,9 +138,9 @@ def _run(prior, n, decode_batch, *, temperature, top_k, top_p, label, frames, ac
 
 _COMPILED: dict = {}  # (device type, CPU threads) -> the compiled decode_step (its graphs are cached on it)
 # Inductor's settings for the CPU's compiled step, applied around each decode loop (_Picker.loop) or lone step (a
-# recompilation happens inside a call). Freezing makes the weight Parameters constants (DecodeWeights, in_out=False), which max-autotune's CPP
-# GEMM template packs once and multiplies with a generated few-row kernel; ATEN stays a choice for any matrix the
-# template does not take.
+# recompilation happens inside a call). Freezing makes the weight Parameters constants (DecodeWeights,
+# in_out=False), which max-autotune's CPP GEMM template packs once and multiplies with a generated few-row kernel;
+# ATEN stays a choice for any matrix the template does not take.
 CPU_COMPILE_CONFIG = dict(freezing=True, max_autotune=True, max_autotune_gemm_backends="CPP,ATEN")
 _FROZEN: dict = {"prior": None, "versions": None}  # the prior whose weights the CPU's compiled graphs hold (a weakref)
 
