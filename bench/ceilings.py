@@ -5,13 +5,15 @@ configs (the reference implementation's own).
     python -m bench.ceilings [--threads 2] [--quick]
 
 Sampler (sample_tokens, 1,024 positions of a 4 x 252 prior, at batch 4 (issues 16 and 24's row), 1 and 32
-(`sampler_b{n}`); batches up to videogpt.sampling.ONE_THREAD_MAX_BATCH decode on one thread, larger ones on all),
-eager (sample.compile false, `eager_ms_per_position`) and compiled (true, `ms_per_position`; its compile, the first
-call, is `compile_s`, not in the timing):
+(`sampler_b{n}`), and at batch 4 with a bfloat16 key/value cache (sample.kv_dtype, `sampler_b4_kv_bfloat16`: its
+floor counts the cache's bytes in bfloat16); batches up to videogpt.sampling.ONE_THREAD_MAX_BATCH decode on one
+thread, larger ones on all), eager (sample.compile false, `eager_ms_per_position`) and compiled (true,
+`ms_per_position`; its compile, the first call, is `compile_s`, not in the timing):
 - `profile`: self time per position of each operation or generated kernel of the compiled step (torch.profiler;
   Inductor's kernels named by what they fuse), largest first;
 - `bytes_per_step` (videogpt.sampling.decode_bytes_per_step): what one step must read whatever the kernels: every
-  decode weight once, and the keys and values of the filled prefix (on average half the sequence), in float32;
+  decode weight once, and the keys and values of the filled prefix (on average half the sequence), in the cache's
+  dtype;
 - `stream_gbps`: this machine's measured read bandwidth over a buffer of that size, on the decode loop's thread
   count (torch.sum);
 - `floor_ms_per_position` = bytes / bandwidth: no kernel that reads its operands can be faster;
@@ -53,14 +55,14 @@ def stream_gbps(n_bytes: int, repeats: int = 20) -> float:
     return n_bytes * repeats / (time.perf_counter() - t0) / 1e9
 
 
-def sampler(batch: int = 4, runs: int = 2) -> dict:
+def sampler(batch: int = 4, runs: int = 2, kv_dtype: str = "float32") -> dict:
     torch.manual_seed(0)
     cfg = PriorConfig(**{**PRIOR_REF, "n_codes": VQVAE_REF.n_codes, "embedding_dim": VQVAE_REF.embedding_dim})
     prior = Prior(cfg, torch.randn(cfg.n_codes, cfg.embedding_dim))
     torch.nn.init.normal_(prior.head.weight, std=0.02)
 
     def run(compile: bool):
-        return lambda: sample_tokens(prior, batch, seed=0, batch_size=batch, compile=compile)
+        return lambda: sample_tokens(prior, batch, seed=0, batch_size=batch, compile=compile, kv_dtype=kv_dtype)
     eager_ms = 1e3 * min(time_runs(run(False), runs=runs)) / cfg.seq_len
     t0 = time.perf_counter()
     run(True)()  # compiles
@@ -68,7 +70,7 @@ def sampler(batch: int = 4, runs: int = 2) -> dict:
     ms = 1e3 * min(time_runs(run(True), warmup=0, runs=runs)) / cfg.seq_len
     compile_s -= ms * cfg.seq_len / 1e3
     weights = decode_weight_bytes(prior)
-    kv_mean = decode_bytes_per_step(prior, batch) - weights
+    kv_mean = decode_bytes_per_step(prior, batch, getattr(torch, kv_dtype)) - weights
     saved = torch.get_num_threads()
     if batch <= sampling_module.ONE_THREAD_MAX_BATCH:
         torch.set_num_threads(1)  # the decode loop's thread count at this batch
@@ -83,7 +85,7 @@ def sampler(batch: int = 4, runs: int = 2) -> dict:
     profile = profile_top(run(True), steps=1, top=10)
     for row in profile:
         row["self_us_per_position"] = round(row.pop("self_ms_per_step") * 1e3 / cfg.seq_len, 1)
-    return {"batch": batch, "threads": threads, "ms_per_position": round(ms, 3), "eager_ms_per_position":
+    return {"batch": batch, "kv_dtype": kv_dtype, "threads": threads, "ms_per_position": round(ms, 3), "eager_ms_per_position":
             round(eager_ms, 3), "compile_s": round(compile_s, 1), "bytes_per_step": {"weights": int(weights),
             "kv_mean": int(kv_mean)}, "stream_gbps": round(gbps, 1), "floor_ms_per_position": round(floor, 3),
             "measured_over_floor": round(ms / floor, 2), "dram_gbps": round(dram_gbps, 1),
@@ -104,15 +106,18 @@ def main(argv=None) -> dict:
     ap = parser(__doc__.split("\n\n")[0])
     ap.set_defaults(threads=2)
     ap.add_argument("--batches", default=",".join(map(str, SAMPLER_BATCHES)), help="sampler batch sizes")
+    ap.add_argument("--bf16-cache-batches", default="4", help="sampler batch sizes with a bfloat16 cache ('' none)")
     ap.add_argument("--no-vqvae", action="store_true", help="the sampler rows only")
     args = ap.parse_args(argv)
     threads = set_threads(args.threads)
     runs = 1 if args.quick else 2
     out = {"bench": "ceilings", "threads": threads, "loadavg_before": loadavg()}
     torch._inductor.config.cpp.enable_kernel_profile = True  # the profile names the compiled step's kernels
-    for batch in (int(b) for b in args.batches.split(",")):
-        smp = out[f"sampler_b{batch}"] = sampler(batch, runs)
-        log(f"sampler b{batch}: compiled {smp['ms_per_position']} ms/position (eager {smp['eager_ms_per_position']}), "
+    rows = [(int(b), "float32", f"sampler_b{b}") for b in args.batches.split(",") if b]
+    rows += [(int(b), "bfloat16", f"sampler_b{b}_kv_bfloat16") for b in args.bf16_cache_batches.split(",") if b]
+    for batch, kv_dtype, key in rows:
+        smp = out[key] = sampler(batch, runs, kv_dtype)
+        log(f"{key}: compiled {smp['ms_per_position']} ms/position (eager {smp['eager_ms_per_position']}), "
             f"floor {smp['floor_ms_per_position']}: {smp['measured_over_floor']}x")
     if not args.no_vqvae:
         out["vqvae_train"] = vqvae_train(runs)

@@ -4,16 +4,16 @@ import math
 import pytest
 import torch
 
-from videogpt.decode_kernel import KEY_BLOCK, decode_attention, decode_attention_reference
+from videogpt.decode_kernel import CACHE_DTYPES, KEY_BLOCK, decode_attention, decode_attention_reference
 
 
-def blocked_operands(B, H, hd, blocks, seed=0):
-    """q (B, H, hd) scaled, keys (B, H, blocks, hd, KEY_BLOCK), values (B, H, blocks * KEY_BLOCK, hd), and the
-    keys as plain rows (B, H, slots, hd) for the textbook attention."""
+def blocked_operands(B, H, hd, blocks, seed=0, cache_dtype=torch.float32):
+    """q (B, H, hd) float32 scaled, keys (B, H, blocks, hd, KEY_BLOCK), values (B, H, blocks * KEY_BLOCK, hd), both
+    in cache_dtype, and the keys as plain rows (B, H, slots, hd) for the textbook attention."""
     g = torch.Generator().manual_seed(seed)
     q = torch.randn(B, H, hd, generator=g) * hd ** -0.5
-    rows = torch.randn(B, H, blocks * KEY_BLOCK, hd, generator=g)
-    values = torch.randn(B, H, blocks * KEY_BLOCK, hd, generator=g)
+    rows = torch.randn(B, H, blocks * KEY_BLOCK, hd, generator=g).to(cache_dtype)
+    values = torch.randn(B, H, blocks * KEY_BLOCK, hd, generator=g).to(cache_dtype)
     keys = rows.unflatten(2, (blocks, KEY_BLOCK)).transpose(-1, -2).contiguous()
     return q, keys, values, rows
 
@@ -29,8 +29,11 @@ def textbook(q, rows, values, n):
 @pytest.mark.parametrize("hd", [5, 63, 64, 144, 129])
 @pytest.mark.parametrize("n", [1, 15, 16, 17, 40, 48])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_the_kernel_is_attention_over_the_first_n_positions(hd, n, threads):
-    q, keys, values, rows = blocked_operands(3, 2, hd, blocks=3)
+@pytest.mark.parametrize("cache_dtype", CACHE_DTYPES)
+def test_the_kernel_is_attention_over_the_first_n_positions(hd, n, threads, cache_dtype):
+    """In float32 arithmetic whatever the cache's dtype: a bfloat16 cache's values, widened exactly, give the
+    float64 attention of those values to float32 precision."""
+    q, keys, values, rows = blocked_operands(3, 2, hd, blocks=3, cache_dtype=cache_dtype)
     values[:, :, n:] = float("nan")  # past the prefix: never read (a masked read would give NaN)
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -58,6 +61,15 @@ def test_n_outside_the_cache_is_refused():
     for n in (0, 2 * KEY_BLOCK + 1):
         with pytest.raises(ValueError, match=f"n = {n}"):
             decode_attention(q, keys, values, n)
+
+
+def test_operands_the_kernel_does_not_read_are_refused_by_dtype():
+    """A bfloat16 q, a float16 cache, or keys and values of different dtypes: a clear error naming the dtypes, not
+    memory read as the wrong type."""
+    q, keys, values, _ = blocked_operands(1, 1, 8, blocks=2)
+    for args in ((q.bfloat16(), keys, values), (q, keys.half(), values.half()), (q, keys, values.bfloat16())):
+        with pytest.raises(ValueError, match="dtype|float32|bfloat16|float16"):
+            decode_attention(*args, 3)
 
 
 def test_the_step_compiled_with_the_kernel_matches_its_reference():

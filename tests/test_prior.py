@@ -331,14 +331,17 @@ def test_cached_steps_match_the_full_forward_pass(condition):
             torch.testing.assert_close(prior.step(prev, torch.tensor(pos), static), logits, rtol=1e-5, atol=1e-5)
 
 
-def test_the_compiled_cpu_layout_steps_eagerly_and_refuses_the_masked_whole_cache_form():
+@pytest.mark.parametrize("kv_dtype", [None, torch.bfloat16])
+def test_the_compiled_cpu_layout_steps_eagerly_and_refuses_the_masked_whole_cache_form(kv_dtype):
     """KVCache's compiled_cpu layout (keys in blocks, values; attended by decode_kernel) gives the stacked
-    layout's logits with an int position; the static-shape form (tensor position, n None) reads a whole cache
-    under a mask, which that layout does not support: a clear error, not silently unmasked keys."""
+    layout's logits with an int position, with a float32 or a bfloat16 cache (both read in float32 arithmetic);
+    the static-shape form (tensor position, n None) reads a whole cache under a mask, which that layout does not
+    support: a clear error, not silently unmasked keys."""
     prior = make_prior(random_head=True).eval()
     tokens = random_tokens(2).reshape(2, -1)
     with torch.no_grad():
-        stacked, pair = prior.init_cache(2), prior.init_cache(2, for_compiled_cpu=True)
+        stacked, pair = (prior.init_cache(2, kv_dtype=kv_dtype, for_compiled_cpu=c) for c in (False, True))
+        assert pair.layers[0][1].dtype == (kv_dtype or torch.float32)
         for pos in range(6):
             prev = tokens[:, pos - 1] if pos else None
             torch.testing.assert_close(prior.step(prev, pos, pair), prior.step(prev, pos, stacked),

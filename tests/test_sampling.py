@@ -347,6 +347,8 @@ def test_auto_compiles_on_the_cpu_only_for_runs_that_repay_it():
     per_step = decode_bytes_per_step(prior, 4)
     weights = sum(p.numel() for b in prior.blocks for p in b.parameters()) + prior.head.weight.numel()
     assert per_step == 4 * (weights + cfg.n_layer * 4 * 2 * cfg.seq_len / 2 * cfg.n_embd)
+    # a bfloat16 cache: the same weights, half the key/value bytes
+    assert decode_bytes_per_step(prior, 4, torch.bfloat16) == 4 * weights + 2 * cfg.n_layer * 4 * cfg.seq_len * cfg.n_embd
     enough = -(-AUTO_COMPILE_MIN_GB * 10 ** 9 // per_step)
     assert use_compile("auto", prior, 4, enough) and not use_compile("auto", prior, 4, enough - 1)
     assert use_compile(True, prior, 4, 1) and not use_compile(False, prior, 4, 10 ** 12)
@@ -384,6 +386,29 @@ def test_compiled_step_on_the_default_model_matches_eager_at_every_position():
             _, eager_logits = eager_pick.step(eager_cache, prev, p_, u)
             torch.testing.assert_close(logits, eager_logits, rtol=0, atol=1e-5)
             prev = flat[:, p_].contiguous()
+
+
+@pytest.mark.slow
+def test_compiled_step_with_a_bfloat16_cache_matches_eager_at_every_position():
+    """sample.kv_dtype bfloat16 with the compiled CPU step (its kernel reads the bfloat16 cache, widening it to
+    float32): the eager step's logits, with the same bfloat16 cache, within 1e-5 at every position, and its tokens."""
+    from videogpt.sampling import _Picker
+    prior = make_prior(head_std=0.3).eval()
+    kw = dict(seed=2, batch_size=2, kv_dtype="bfloat16")
+    tokens = sample_tokens(prior, 2, compile=True, **kw)
+    assert torch.equal(tokens, sample_tokens(prior, 2, compile=False, **kw))
+    flat = tokens.reshape(2, -1)
+    with torch.inference_mode():
+        picks = [_Picker(prior, 1.0, None, None, compiled=c, dtypes=(torch.float32, torch.bfloat16))
+                 for c in (True, False)]
+        caches = [pick.init_cache(2) for pick in picks]
+        assert caches[0].layers[0][0].dtype == caches[1].layers[0].dtype == torch.bfloat16
+        prev, u = torch.zeros(2, dtype=torch.long), torch.rand(2)
+        with picks[0].loop():
+            for p_ in range(prior.config.seq_len):
+                (_, logits), (_, eager_logits) = (pick.step(cache, prev, p_, u) for pick, cache in zip(picks, caches))
+                torch.testing.assert_close(logits, eager_logits, rtol=0, atol=1e-5)
+                prev = flat[:, p_].contiguous()
 
 
 @pytest.mark.slow

@@ -18,8 +18,10 @@ mid-sequence from memory, the same at the end (where both stream at the memory's
 It is written in ATen's portable vector type (at::vec::Vectorized, AVX2 or AVX-512 as the CPU has: the ISA
 Inductor picks for its own kernels) and compiled by Inductor's C++ code cache (on disk: a second process reuses
 it), and runs as the custom op `videogpt::decode_attention`, parallel over (sequence, head) with OpenMP on
-torch's thread count (eagerly too, for float32). `decode_attention_reference` is the same arithmetic in PyTorch
-(tests; dtypes other than float32). `key_rows` turns the blocked keys back into one row per position.
+torch's thread count (eagerly too, for a float32 step). The cache may be float32 or bfloat16 (sample.kv_dtype): a
+bfloat16 cache is widened to float32 as it streams in, so it costs half the bytes and the same arithmetic.
+`decode_attention_reference` is the same in PyTorch (tests; a bfloat16 step). `key_rows` turns the blocked keys
+back into one row per position.
 """
 from __future__ import annotations
 
@@ -29,35 +31,46 @@ import functools
 import torch
 
 KEY_BLOCK = 16  # keys per block of the blocked key layout
+CACHE_DTYPES = (torch.float32, torch.bfloat16)  # the keys' and values' element types the kernel reads
 
 _SOURCE = "#include <torch/csrc/inductor/cpp_prefix.h>\n" + f"constexpr int64_t KEY_BLOCK = {KEY_BLOCK};\n" + r"""
-// q (BH, hd), already scaled; keys (BH, blocks, hd, KEY_BLOCK); values (BH, blocks * KEY_BLOCK, hd);
-// out (BH, hd); scratch (BH, blocks * KEY_BLOCK). Attends to positions [0, n).
-template <int NV>
-static void weighted_rows(const float* v, const float* e, float* out, int64_t hd, int64_t d0, int64_t n,
+// q (BH, hd), already scaled; keys (BH, blocks, hd, KEY_BLOCK); values (BH, blocks * KEY_BLOCK, hd), both of
+// element type T (float or bfloat16, read as float: the arithmetic is float32 either way); out (BH, hd);
+// scratch (BH, blocks * KEY_BLOCK). Attends to positions [0, n).
+using Vec = at::vec::Vectorized<float>;
+constexpr int64_t W = Vec::size();
+
+// W elements (or the first `count`) of T as one float vector
+static inline Vec load(const float* p) { return Vec::loadu(p); }
+static inline Vec load(const float* p, int64_t count) { return Vec::loadu(p, count); }
+static inline Vec load(const at::BFloat16* p) { Vec v; at::vec::load_fp32_from_bf16(p, v); return v; }
+static inline Vec load(const at::BFloat16* p, int64_t count) {
+    return std::get<0>(at::vec::convert_to_float<at::BFloat16>(at::vec::Vectorized<at::BFloat16>::loadu(p, count)));
+}
+
+template <int NV, typename T>
+static void weighted_rows(const T* v, const float* e, float* out, int64_t hd, int64_t d0, int64_t n,
                           float inv_sum) {
-    using Vec = at::vec::Vectorized<float>;
-    constexpr int64_t W = Vec::size();
     Vec acc[NV], acc2[NV];  // two positions at a time: twice the independent chains
     for (int k = 0; k < NV; k++) acc[k] = acc2[k] = Vec(0.f);
     const int64_t last = hd - d0 - (NV - 1) * W;  // lanes of the last vector (1..W)
     int64_t i = 0;
     for (; i + 1 < n; i += 2) {
-        const float* row = v + i * hd + d0;
-        const float* row2 = row + hd;
+        const T* row = v + i * hd + d0;
+        const T* row2 = row + hd;
         Vec w(e[i]), w2(e[i + 1]);
         for (int k = 0; k < NV - 1; k++) {
-            acc[k] = at::vec::fmadd(w, Vec::loadu(row + k * W), acc[k]);
-            acc2[k] = at::vec::fmadd(w2, Vec::loadu(row2 + k * W), acc2[k]);
+            acc[k] = at::vec::fmadd(w, load(row + k * W), acc[k]);
+            acc2[k] = at::vec::fmadd(w2, load(row2 + k * W), acc2[k]);
         }
-        acc[NV - 1] = at::vec::fmadd(w, Vec::loadu(row + (NV - 1) * W, last), acc[NV - 1]);
-        acc2[NV - 1] = at::vec::fmadd(w2, Vec::loadu(row2 + (NV - 1) * W, last), acc2[NV - 1]);
+        acc[NV - 1] = at::vec::fmadd(w, load(row + (NV - 1) * W, last), acc[NV - 1]);
+        acc2[NV - 1] = at::vec::fmadd(w2, load(row2 + (NV - 1) * W, last), acc2[NV - 1]);
     }
     if (i < n) {
-        const float* row = v + i * hd + d0;
+        const T* row = v + i * hd + d0;
         Vec w(e[i]);
-        for (int k = 0; k < NV - 1; k++) acc[k] = at::vec::fmadd(w, Vec::loadu(row + k * W), acc[k]);
-        acc[NV - 1] = at::vec::fmadd(w, Vec::loadu(row + (NV - 1) * W, last), acc[NV - 1]);
+        for (int k = 0; k < NV - 1; k++) acc[k] = at::vec::fmadd(w, load(row + k * W), acc[k]);
+        acc[NV - 1] = at::vec::fmadd(w, load(row + (NV - 1) * W, last), acc[NV - 1]);
     }
     for (int k = 0; k < NV; k++) acc[k] = acc[k] + acc2[k];
     Vec inv(inv_sum);
@@ -65,32 +78,30 @@ static void weighted_rows(const float* v, const float* e, float* out, int64_t hd
     (acc[NV - 1] * inv).store(out + d0 + (NV - 1) * W, last);
 }
 
-extern "C" void decode_attention(const float* q, const float* keys, const float* values, float* out,
-                                 float* scratch, int64_t BH, int64_t hd, int64_t blocks, int64_t n,
-                                 int64_t threads) {
-    using Vec = at::vec::Vectorized<float>;
-    constexpr int64_t W = Vec::size();
+template <typename T>
+static void attend(const float* q, const T* keys, const T* values, float* out, float* scratch, int64_t BH,
+                   int64_t hd, int64_t blocks, int64_t n, int64_t threads) {
     constexpr int64_t PER_BLOCK = KEY_BLOCK / W;  // vectors per block of keys
     const int64_t slots = blocks * KEY_BLOCK, filled_blocks = (n + KEY_BLOCK - 1) / KEY_BLOCK;
     #pragma omp parallel for num_threads(threads) if (threads > 1)
     for (int64_t bh = 0; bh < BH; bh++) {
         const float* qq = q + bh * hd;
-        const float* kb = keys + bh * slots * hd;
+        const T* kb = keys + bh * slots * hd;
         float* s = scratch + bh * slots;
         // scores, a block of keys at a time: four accumulators per vector (d mod 4), independent chains
         for (int64_t b = 0; b < filled_blocks; b++) {
-            const float* blk = kb + b * hd * KEY_BLOCK;
+            const T* blk = kb + b * hd * KEY_BLOCK;
             for (int64_t p = 0; p < PER_BLOCK; p++) {
                 Vec a0(0.f), a1(0.f), a2(0.f), a3(0.f);
-                const float* col = blk + p * W;
+                const T* col = blk + p * W;
                 int64_t d = 0;
                 for (; d + 3 < hd; d += 4) {
-                    a0 = at::vec::fmadd(Vec(qq[d]), Vec::loadu(col + d * KEY_BLOCK), a0);
-                    a1 = at::vec::fmadd(Vec(qq[d + 1]), Vec::loadu(col + (d + 1) * KEY_BLOCK), a1);
-                    a2 = at::vec::fmadd(Vec(qq[d + 2]), Vec::loadu(col + (d + 2) * KEY_BLOCK), a2);
-                    a3 = at::vec::fmadd(Vec(qq[d + 3]), Vec::loadu(col + (d + 3) * KEY_BLOCK), a3);
+                    a0 = at::vec::fmadd(Vec(qq[d]), load(col + d * KEY_BLOCK), a0);
+                    a1 = at::vec::fmadd(Vec(qq[d + 1]), load(col + (d + 1) * KEY_BLOCK), a1);
+                    a2 = at::vec::fmadd(Vec(qq[d + 2]), load(col + (d + 2) * KEY_BLOCK), a2);
+                    a3 = at::vec::fmadd(Vec(qq[d + 3]), load(col + (d + 3) * KEY_BLOCK), a3);
                 }
-                for (; d < hd; d++) a0 = at::vec::fmadd(Vec(qq[d]), Vec::loadu(col + d * KEY_BLOCK), a0);
+                for (; d < hd; d++) a0 = at::vec::fmadd(Vec(qq[d]), load(col + d * KEY_BLOCK), a0);
                 ((a0 + a1) + (a2 + a3)).store(s + b * KEY_BLOCK + p * W);
             }
         }
@@ -107,7 +118,7 @@ extern "C" void decode_attention(const float* q, const float* keys, const float*
         float sum = at::vec::vec_reduce_all<float>([](Vec& x, Vec& y) { return x + y; }, vsum);
         for (; i < n; i++) { s[i] = std::exp(s[i] - mx); sum += s[i]; }
         // out = sum_i e_i v_i / sum, up to 8 vectors of the head dimension per pass over the rows
-        const float* vv = values + bh * slots * hd;
+        const T* vv = values + bh * slots * hd;
         float* oo = out + bh * hd;
         for (int64_t d0 = 0; d0 < hd; d0 += 8 * W) {
             const int64_t nv = std::min<int64_t>(8, (hd - d0 + W - 1) / W);
@@ -124,6 +135,18 @@ extern "C" void decode_attention(const float* q, const float* keys, const float*
         }
     }
 }
+
+extern "C" void decode_attention_float32(const float* q, const float* keys, const float* values, float* out,
+                                         float* scratch, int64_t BH, int64_t hd, int64_t blocks, int64_t n,
+                                         int64_t threads) {
+    attend(q, keys, values, out, scratch, BH, hd, blocks, n, threads);
+}
+
+extern "C" void decode_attention_bfloat16(const float* q, const at::BFloat16* keys, const at::BFloat16* values,
+                                          float* out, float* scratch, int64_t BH, int64_t hd, int64_t blocks,
+                                          int64_t n, int64_t threads) {
+    attend(q, keys, values, out, scratch, BH, hd, blocks, n, threads);
+}
 """
 
 
@@ -133,25 +156,35 @@ def _library() -> ctypes.CDLL:
     from torch._inductor.codecache import CppCodeCache
     lib = CppCodeCache.load(_SOURCE)
     p, i = ctypes.c_void_p, ctypes.c_int64
-    lib.decode_attention.argtypes = [p, p, p, p, p, i, i, i, i, i]
-    lib.decode_attention.restype = None
+    for dtype in CACHE_DTYPES:
+        fn = _entry(lib, dtype)
+        fn.argtypes = [p, p, p, p, p, i, i, i, i, i]
+        fn.restype = None
     return lib
+
+
+def _entry(lib: ctypes.CDLL, dtype: torch.dtype):
+    """The kernel's entry point for a cache of `dtype` (one of CACHE_DTYPES)."""
+    return getattr(lib, "decode_attention_" + str(dtype).removeprefix("torch."))
 
 
 @torch.library.custom_op("videogpt::decode_attention", mutates_args=())
 def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, n: int) -> torch.Tensor:
     """softmax(q k^T) v over positions [0, n), per (sequence, head): q (B, H, hd) float32, already scaled; keys
-    (B, H, blocks, hd, KEY_BLOCK) and values (B, H, blocks * KEY_BLOCK, hd), contiguous float32 CPU tensors.
-    Returns (B, H, hd)."""
+    (B, H, blocks, hd, KEY_BLOCK) and values (B, H, blocks * KEY_BLOCK, hd), CPU tensors of one of CACHE_DTYPES
+    (a bfloat16 cache is read as float32: the arithmetic is float32 either way). Returns (B, H, hd) float32."""
     B, H, hd = q.shape
     blocks = keys.shape[2]
     if not (0 < n <= blocks * KEY_BLOCK):
         raise ValueError(f"decode_attention: n = {n} outside the cache's 1..{blocks * KEY_BLOCK} positions")
+    if not kernel_applies(q, keys) or values.dtype != keys.dtype:
+        raise ValueError(f"decode_attention: q {q.dtype} on {q.device.type}, keys {keys.dtype}, values {values.dtype}; "
+                         f"it takes a float32 q on the CPU and keys and values of one of {CACHE_DTYPES}")
     q, keys, values = q.contiguous(), keys.contiguous(), values.contiguous()  # no copies for the cache's buffers
     out = torch.empty_like(q)
     scratch = torch.empty(B * H, blocks * KEY_BLOCK)
-    _library().decode_attention(q.data_ptr(), keys.data_ptr(), values.data_ptr(), out.data_ptr(),
-                                scratch.data_ptr(), B * H, hd, blocks, n, torch.get_num_threads())
+    _entry(_library(), keys.dtype)(q.data_ptr(), keys.data_ptr(), values.data_ptr(), out.data_ptr(),
+                                   scratch.data_ptr(), B * H, hd, blocks, n, torch.get_num_threads())
     return out
 
 
@@ -173,5 +206,6 @@ def decode_attention_reference(q: torch.Tensor, keys: torch.Tensor, values: torc
 
 
 def kernel_applies(q: torch.Tensor, keys: torch.Tensor) -> bool:
-    """Whether `decode_attention` takes these operands (float32 on the CPU); otherwise the reference."""
-    return q.device.type == "cpu" and q.dtype == keys.dtype == torch.float32
+    """Whether `decode_attention` takes these operands (a float32 q on the CPU, keys of one of CACHE_DTYPES; the
+    values are the same cache's); otherwise the reference."""
+    return q.device.type == "cpu" and q.dtype == torch.float32 and keys.dtype in CACHE_DTYPES

@@ -177,12 +177,12 @@ def decode_weight_bytes(prior: Prior) -> int:
     return 4 * sum(p.numel() for name, p in prior.named_parameters() if name.startswith(("blocks.", "head.")))
 
 
-def decode_bytes_per_step(prior: Prior, batch: int) -> int:
-    """Bytes one decode step must read, whatever its kernels: every decode weight once (`decode_weight_bytes`),
-    and the keys and values of the filled prefix (on average half the sequence), in float32."""
+def decode_bytes_per_step(prior: Prior, batch: int, kv_dtype: torch.dtype = torch.float32) -> int:
+    """Bytes one decode step must read, whatever its kernels: every decode weight once (`decode_weight_bytes`, in
+    float32), and the keys and values of the filled prefix (on average half the sequence), in kv_dtype."""
     cfg = prior.config
     kv_mean = cfg.n_layer * batch * 2 * (cfg.seq_len / 2) * cfg.n_embd
-    return int(decode_weight_bytes(prior) + 4 * kv_mean)
+    return int(decode_weight_bytes(prior) + kv_dtype.itemsize * kv_mean)
 
 
 def use_compile(setting, prior: Prior, batch: int, steps: int) -> bool:
