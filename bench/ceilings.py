@@ -85,12 +85,13 @@ def sampler(batch: int = 4, runs: int = 2, kv_dtype: str = "float32") -> dict:
     profile = profile_top(run(True), steps=1, top=10)
     for row in profile:
         row["self_us_per_position"] = round(row.pop("self_ms_per_step") * 1e3 / cfg.seq_len, 1)
-    return {"batch": batch, "kv_dtype": kv_dtype, "threads": threads, "ms_per_position": round(ms, 3), "eager_ms_per_position":
-            round(eager_ms, 3), "compile_s": round(compile_s, 1), "bytes_per_step": {"weights": int(weights),
-            "kv_mean": int(kv_mean)}, "stream_gbps": round(gbps, 1), "floor_ms_per_position": round(floor, 3),
-            "measured_over_floor": round(ms / floor, 2), "dram_gbps": round(dram_gbps, 1),
-            "floor_dram_ms_per_position": round(floor_dram, 3), "measured_over_dram_floor": round(ms / floor_dram, 2),
-            "eager_over_floor": round(eager_ms / floor, 2), "profile": profile}
+    return {"batch": batch, "kv_dtype": kv_dtype, "threads": threads, "ms_per_position": round(ms, 3),
+            "eager_ms_per_position": round(eager_ms, 3), "compile_s": round(compile_s, 1),
+            "bytes_per_step": {"weights": int(weights), "kv_mean": int(kv_mean)}, "stream_gbps": round(gbps, 1),
+            "floor_ms_per_position": round(floor, 3), "measured_over_floor": round(ms / floor, 2),
+            "dram_gbps": round(dram_gbps, 1), "floor_dram_ms_per_position": round(floor_dram, 3),
+            "measured_over_dram_floor": round(ms / floor_dram, 2), "eager_over_floor": round(eager_ms / floor, 2),
+            "profile": profile}
 
 
 def vqvae_train(runs: int = 2) -> dict:

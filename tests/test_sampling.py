@@ -348,7 +348,8 @@ def test_auto_compiles_on_the_cpu_only_for_runs_that_repay_it():
     weights = sum(p.numel() for b in prior.blocks for p in b.parameters()) + prior.head.weight.numel()
     assert per_step == 4 * (weights + cfg.n_layer * 4 * 2 * cfg.seq_len / 2 * cfg.n_embd)
     # a bfloat16 cache: the same weights, half the key/value bytes
-    assert decode_bytes_per_step(prior, 4, torch.bfloat16) == 4 * weights + 2 * cfg.n_layer * 4 * cfg.seq_len * cfg.n_embd
+    kv_elements = cfg.n_layer * 4 * cfg.seq_len * cfg.n_embd  # keys and values of half the sequence
+    assert decode_bytes_per_step(prior, 4, torch.bfloat16) == 4 * weights + 2 * kv_elements
     enough = -(-AUTO_COMPILE_MIN_GB * 10 ** 9 // per_step)
     assert use_compile("auto", prior, 4, enough) and not use_compile("auto", prior, 4, enough - 1)
     assert use_compile(True, prior, 4, 1) and not use_compile(False, prior, 4, 10 ** 12)
