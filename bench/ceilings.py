@@ -39,7 +39,7 @@ from bench.common import emit, loadavg, log, parser, profile_top, set_threads, t
 from bench.reference_configs import PRIOR_REF, VQVAE_REF, vqvae_train_step
 from videogpt.prior import Prior, PriorConfig
 from videogpt import sampling as sampling_module
-from videogpt.sampling import decode_bytes_per_step, decode_weight_bytes, sample_tokens
+from videogpt.sampling import DTYPES, decode_bytes_per_step, decode_weight_bytes, sample_tokens
 
 SAMPLER_BATCHES = (4, 1, 32)  # 4: issue 16's row; 1: pure latency; 32: about the sample stage's batch
 CONV_OPS = ("convolution", "conv_transpose", "mkldnn_convolution", "convolution_backward")
@@ -70,7 +70,7 @@ def sampler(batch: int = 4, runs: int = 2, kv_dtype: str = "float32") -> dict:
     ms = 1e3 * min(time_runs(run(True), warmup=0, runs=runs)) / cfg.seq_len
     compile_s -= ms * cfg.seq_len / 1e3
     weights = decode_weight_bytes(prior)
-    kv_mean = decode_bytes_per_step(prior, batch, getattr(torch, kv_dtype)) - weights
+    kv_mean = decode_bytes_per_step(prior, batch, DTYPES[kv_dtype]) - weights
     saved = torch.get_num_threads()
     if batch <= sampling_module.ONE_THREAD_MAX_BATCH:
         torch.set_num_threads(1)  # the decode loop's thread count at this batch

@@ -151,21 +151,18 @@ extern "C" void decode_attention_bfloat16(const float* q, const at::BFloat16* ke
 
 
 @functools.cache
-def _library() -> ctypes.CDLL:
-    """The kernel, compiled once per source and machine by Inductor's C++ code cache (which also picks the ISA)."""
+def _kernels() -> dict:
+    """The kernel's entry point per cache dtype (CACHE_DTYPES; `decode_attention_float32`, ..._bfloat16 in the
+    source), compiled once per source and machine by Inductor's C++ code cache (which also picks the ISA)."""
     from torch._inductor.codecache import CppCodeCache
     lib = CppCodeCache.load(_SOURCE)
     p, i = ctypes.c_void_p, ctypes.c_int64
+    kernels = {}
     for dtype in CACHE_DTYPES:
-        fn = _entry(lib, dtype)
+        fn = kernels[dtype] = getattr(lib, "decode_attention_" + str(dtype).removeprefix("torch."))
         fn.argtypes = [p, p, p, p, p, i, i, i, i, i]
         fn.restype = None
-    return lib
-
-
-def _entry(lib: ctypes.CDLL, dtype: torch.dtype):
-    """The kernel's entry point for a cache of `dtype` (one of CACHE_DTYPES)."""
-    return getattr(lib, "decode_attention_" + str(dtype).removeprefix("torch."))
+    return kernels
 
 
 @torch.library.custom_op("videogpt::decode_attention", mutates_args=())
@@ -183,8 +180,8 @@ def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, 
     q, keys, values = q.contiguous(), keys.contiguous(), values.contiguous()  # no copies for the cache's buffers
     out = torch.empty_like(q)
     scratch = torch.empty(B * H, blocks * KEY_BLOCK)
-    _entry(_library(), keys.dtype)(q.data_ptr(), keys.data_ptr(), values.data_ptr(), out.data_ptr(),
-                                   scratch.data_ptr(), B * H, hd, blocks, n, torch.get_num_threads())
+    _kernels()[keys.dtype](q.data_ptr(), keys.data_ptr(), values.data_ptr(), out.data_ptr(), scratch.data_ptr(),
+                           B * H, hd, blocks, n, torch.get_num_threads())
     return out
 
 
