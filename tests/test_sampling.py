@@ -328,6 +328,26 @@ def test_compiled_step_draws_the_eager_tokens_with_logits_within_1e_5(compiled):
 
 
 @pytest.mark.slow
+def test_compiled_loop_calls_the_guarded_steps_graph_without_dynamo(compiled, monkeypatch):
+    """In a decode loop, the steps after the first compiled one (which runs through Dynamo, guards checked) call
+    the graph it ran directly (sampling._CapturedGraph); where that graph cannot be called so, the loop stays on
+    Dynamo's path. Both draw the eager tokens."""
+    from videogpt import sampling
+    prior, cond = compiled["prior"], compiled["cond"]
+    direct, calls = sampling._CapturedGraph.direct, []
+    monkeypatch.setattr(sampling._CapturedGraph, "direct", lambda self, *args: calls.append(args[-1]) or direct(self, *args))
+    tokens = sample_tokens(prior, 2, seed=7, compile=True, **COMPILED_KW, **cond)
+    assert calls == list(range(3, prior.config.seq_len + 1))  # n = pos + 1 for positions 2.. (0 eager, 1 guarded)
+    assert tokens.reshape(2, -1).tolist() == RECORDED["class", "topk_topp"]
+    graph = sampling._CapturedGraph.last_run()
+    assert graph is not None and graph.inputs is not None
+    monkeypatch.setattr(graph, "inputs", None)  # as if its inputs had no expression: Dynamo's path
+    calls.clear()
+    assert torch.equal(sample_tokens(prior, 2, seed=7, compile=True, **COMPILED_KW, **cond), tokens)
+    assert calls == [] and not compiled["counters"]["recompiles"]
+
+
+@pytest.mark.slow
 def test_compiled_step_follows_weights_changed_in_place(compiled):
     """Freezing copies the weights into the graph; after an in-place change (an optimizer step) the next compiled
     run must use the new values (sampling._drop_stale_frozen_weights), not the frozen ones."""
