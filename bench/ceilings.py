@@ -15,7 +15,9 @@ thread, larger ones on all), eager (sample.compile false, `eager_ms_per_position
   decode weight once, and the keys and values of the filled prefix (on average half the sequence), in the cache's
   dtype;
 - `stream_gbps`: this machine's measured read bandwidth over a buffer of that size, on the decode loop's thread
-  count (torch.sum);
+  count (torch.sum): the best of `stream_gbps_samples`, one taken just before each timed compiled run
+  (`runs_ms_per_position`, of which `ms_per_position` is the best), so that both bests come from the same
+  minutes of this shared machine;
 - `floor_ms_per_position` = bytes / bandwidth: no kernel that reads its operands can be faster;
   `measured_over_floor` is the compiled step's ratio to it (issue 24's bar: <= 2.5 at batch 4). A buffer of one
   step's bytes can sit partly in the last-level cache when read over and over, as torch.sum does; the decode loop
@@ -55,6 +57,17 @@ def stream_gbps(n_bytes: int, repeats: int = 20) -> float:
     return n_bytes * repeats / (time.perf_counter() - t0) / 1e9
 
 
+def _on_decode_threads(batch: int, fn):
+    """fn() on the decode loop's thread count at this batch (one up to sampling.ONE_THREAD_MAX_BATCH)."""
+    saved = torch.get_num_threads()
+    if batch <= sampling_module.ONE_THREAD_MAX_BATCH:
+        torch.set_num_threads(1)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(saved)
+
+
 def sampler(batch: int = 4, runs: int = 2, kv_dtype: str = "float32") -> dict:
     torch.manual_seed(0)
     cfg = PriorConfig(**{**PRIOR_REF, "n_codes": VQVAE_REF.n_codes, "embedding_dim": VQVAE_REF.embedding_dim})
@@ -67,25 +80,27 @@ def sampler(batch: int = 4, runs: int = 2, kv_dtype: str = "float32") -> dict:
     t0 = time.perf_counter()
     run(True)()  # compiles
     compile_s = time.perf_counter() - t0
-    ms = 1e3 * min(time_runs(run(True), warmup=0, runs=runs)) / cfg.seq_len
-    compile_s -= ms * cfg.seq_len / 1e3
     weights = decode_weight_bytes(prior)
     kv_mean = decode_bytes_per_step(prior, batch, DTYPES[kv_dtype]) - weights
-    saved = torch.get_num_threads()
-    if batch <= sampling_module.ONE_THREAD_MAX_BATCH:
-        torch.set_num_threads(1)  # the decode loop's thread count at this batch
-    try:
-        gbps = stream_gbps(int(weights + kv_mean))
-        dram_gbps = stream_gbps(256 * 2 ** 20, repeats=5)
-        threads = torch.get_num_threads()
-    finally:
-        torch.set_num_threads(saved)
+    # Each timed compiled run right after a stream sample, so that the step's best and the stream's best come
+    # from the same minutes (this shared machine's speed moves by up to 2x within minutes).
+    compiled_s, stream_samples = [], []
+    for _ in range(runs):
+        stream_samples.append(_on_decode_threads(batch, lambda: stream_gbps(int(weights + kv_mean))))
+        compiled_s += time_runs(run(True), warmup=0, runs=1)
+    ms = 1e3 * min(compiled_s) / cfg.seq_len
+    compile_s -= ms * cfg.seq_len / 1e3
+    gbps = max(stream_samples)
+    dram_gbps = _on_decode_threads(batch, lambda: stream_gbps(256 * 2 ** 20, repeats=5))
+    threads = _on_decode_threads(batch, torch.get_num_threads)
     floor = (weights + kv_mean) / (gbps * 1e9) * 1e3
     floor_dram = (weights + kv_mean) / (dram_gbps * 1e9) * 1e3
     profile = profile_top(run(True), steps=1, top=10)
     for row in profile:
         row["self_us_per_position"] = round(row.pop("self_ms_per_step") * 1e3 / cfg.seq_len, 1)
     return {"batch": batch, "kv_dtype": kv_dtype, "threads": threads, "ms_per_position": round(ms, 3),
+            "runs_ms_per_position": [round(1e3 * t / cfg.seq_len, 3) for t in compiled_s],
+            "stream_gbps_samples": [round(g, 1) for g in stream_samples],
             "eager_ms_per_position": round(eager_ms, 3), "compile_s": round(compile_s, 1),
             "bytes_per_step": {"weights": int(weights), "kv_mean": int(kv_mean)}, "stream_gbps": round(gbps, 1),
             "floor_ms_per_position": round(floor, 3), "measured_over_floor": round(ms / floor, 2),
@@ -117,7 +132,7 @@ def main(argv=None) -> dict:
     rows = [(int(b), "float32", f"sampler_b{b}") for b in args.batches.split(",") if b]
     rows += [(int(b), "bfloat16", f"sampler_b{b}_kv_bfloat16") for b in args.bf16_cache_batches.split(",") if b]
     for batch, kv_dtype, key in rows:
-        smp = out[key] = sampler(batch, runs, kv_dtype)
+        smp = out[key] = sampler(batch, 1 if args.quick else 3, kv_dtype)
         log(f"{key}: compiled {smp['ms_per_position']} ms/position (eager {smp['eager_ms_per_position']}), "
             f"floor {smp['floor_ms_per_position']}: {smp['measured_over_floor']}x")
     if not args.no_vqvae:
