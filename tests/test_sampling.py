@@ -335,7 +335,8 @@ def test_compiled_loop_calls_the_guarded_steps_graph_without_dynamo(compiled, mo
     from videogpt import sampling
     prior, cond = compiled["prior"], compiled["cond"]
     direct, calls = sampling._CapturedGraph.direct, []
-    monkeypatch.setattr(sampling._CapturedGraph, "direct", lambda self, *args: calls.append(args[-1]) or direct(self, *args))
+    monkeypatch.setattr(sampling._CapturedGraph, "direct",
+                        lambda self, *args: calls.append(args[-1]) or direct(self, *args))
     tokens = sample_tokens(prior, 2, seed=7, compile=True, **COMPILED_KW, **cond)
     assert calls == list(range(3, prior.config.seq_len + 1))  # n = pos + 1 for positions 2.. (0 eager, 1 guarded)
     assert tokens.reshape(2, -1).tolist() == RECORDED["class", "topk_topp"]

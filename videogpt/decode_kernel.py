@@ -166,9 +166,10 @@ def _kernels() -> dict:
 
 
 # Registered with the low-level torch.library.Library API (a schema plus a CPU kernel) rather than
-# torch.library.custom_op: the compiled step calls the op 4-8 times a step, and custom_op's Python layer costs
-# ~19 us a call against ~8 here (measured at batch 4, the reference config; the kernel itself ~3 us at short
-# prefixes). The op takes no gradients (decoding runs under inference_mode).
+# torch.library.custom_op: the compiled step calls the op once per layer a step, and custom_op's Python layer
+# costs ~19 us a call against ~8 here (measured at batch 4, the reference config; the kernel itself ~3 us at short
+# prefixes). It has a CPU kernel only (other devices use the reference) and takes no gradients (decoding runs
+# under inference_mode).
 _LIBRARY = torch.library.Library("videogpt", "DEF")
 _LIBRARY.define("decode_attention(Tensor q, Tensor keys, Tensor values, SymInt n) -> Tensor")
 
@@ -201,8 +202,8 @@ def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, 
     """softmax(q k^T) v over positions [0, n), per (sequence, head): q (B, H, hd) float32, already scaled; keys
     (B, H, blocks, hd, KEY_BLOCK) and values (B, H, blocks * KEY_BLOCK, hd), CPU tensors of one of CACHE_DTYPES
     (a bfloat16 cache is read as float32: the arithmetic is float32 either way). Returns (B, H, hd) float32.
-    Operands it does not take raise ValueError naming them (`kernel_applies` tells beforehand). Compiled, the
-    graph calls the op itself."""
+    CPU operands it does not take raise ValueError naming them (`kernel_applies` tells beforehand). Compiled,
+    the graph calls the op itself."""
     return torch.ops.videogpt.decode_attention.default(q, keys, values, n)
 
 

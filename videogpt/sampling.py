@@ -257,9 +257,12 @@ class _CapturedGraph:
         output = next(node for node in gm.graph.nodes if node.op == "output")
         graph_args = [node.meta.get("grapharg") for node in gm.graph.nodes if node.op == "placeholder"]
         sources = [getattr(getattr(arg, "source", None), "name", None) for arg in graph_args]
-        if len(output.args[0]) == 2 and all(isinstance(name, str) for name in sources):
-            exprs = [f"torch._as_tensor_fullprec({name})" if arg.pass_arg_as_tensor else name
-                     for arg, name in zip(graph_args, sources)]
+        as_tensor = [getattr(arg, "pass_arg_as_tensor", None) for arg in graph_args]
+        returns_two = isinstance(output.args[0], (tuple, list)) and len(output.args[0]) == 2
+        recorded = all(isinstance(name, str) for name in sources) and all(isinstance(t, bool) for t in as_tensor)
+        if returns_two and recorded:
+            exprs = [f"torch._as_tensor_fullprec({name})" if tensor else name
+                     for name, tensor in zip(sources, as_tensor)]
             self.inputs = eval("lambda L, G: [" + ", ".join(exprs) + "]", {"torch": torch})
 
     def __call__(self, *args):
