@@ -57,17 +57,6 @@ def stream_gbps(n_bytes: int, repeats: int = 20) -> float:
     return n_bytes * repeats / (time.perf_counter() - t0) / 1e9
 
 
-def _on_decode_threads(batch: int, fn):
-    """fn() on the decode loop's thread count at this batch (one up to sampling.ONE_THREAD_MAX_BATCH)."""
-    saved = torch.get_num_threads()
-    if batch <= sampling_module.ONE_THREAD_MAX_BATCH:
-        torch.set_num_threads(1)
-    try:
-        return fn()
-    finally:
-        torch.set_num_threads(saved)
-
-
 def sampler(batch: int = 4, runs: int = 2, kv_dtype: str = "float32") -> dict:
     torch.manual_seed(0)
     cfg = PriorConfig(**{**PRIOR_REF, "n_codes": VQVAE_REF.n_codes, "embedding_dim": VQVAE_REF.embedding_dim})
@@ -84,15 +73,19 @@ def sampler(batch: int = 4, runs: int = 2, kv_dtype: str = "float32") -> dict:
     kv_mean = decode_bytes_per_step(prior, batch, DTYPES[kv_dtype]) - weights
     # Each timed compiled run right after a stream sample, so that the step's best and the stream's best come
     # from the same minutes (this shared machine's speed moves by up to 2x within minutes).
+    # The streams run on the decode loop's thread count at this batch (sampling's own rule for it).
+    cpu = torch.device("cpu")
     compiled_s, stream_samples = [], []
     for _ in range(runs):
-        stream_samples.append(_on_decode_threads(batch, lambda: stream_gbps(int(weights + kv_mean))))
+        with sampling_module._decode_threads(batch, cpu):
+            stream_samples.append(stream_gbps(int(weights + kv_mean)))
         compiled_s += time_runs(run(True), warmup=0, runs=1)
     ms = 1e3 * min(compiled_s) / cfg.seq_len
     compile_s -= ms * cfg.seq_len / 1e3
     gbps = max(stream_samples)
-    dram_gbps = _on_decode_threads(batch, lambda: stream_gbps(256 * 2 ** 20, repeats=5))
-    threads = _on_decode_threads(batch, torch.get_num_threads)
+    with sampling_module._decode_threads(batch, cpu):
+        dram_gbps = stream_gbps(256 * 2 ** 20, repeats=5)
+        threads = torch.get_num_threads()
     floor = (weights + kv_mean) / (gbps * 1e9) * 1e3
     floor_dram = (weights + kv_mean) / (dram_gbps * 1e9) * 1e3
     profile = profile_top(run(True), steps=1, top=10)
